@@ -1,0 +1,61 @@
+/* svd.h - float32 thin SVD of a slice, and the .svd compressed-slice file format */
+#ifndef SS_SVD_H
+#define SS_SVD_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/image.h"
+
+/* A slice stored as its SVD. All arrays row-major float32 and owned by the
+ * struct (one allocation or several: free only with ss_factors_free).
+ *   U  : m x rank     (column p is the p-th left singular vector)
+ *   S  : nsv = min(m, n) singular values, non-increasing (all of them, even
+ *        when rank < nsv, so energy at any k can be computed)
+ *   Vt : rank x n
+ *   W  : rank x n, W = diag(S[:rank]) * Vt, derived on creation/load (not
+ *        stored) so every reconstruction is one GEMM U[:, :k] * W[:k, :]. */
+typedef struct ss_factors {
+    int m, n;          /* height, width */
+    int bit_depth;     /* 8 or 16: the source's; output pixels use it by default */
+    int rank;          /* components stored, 1..nsv */
+    int nsv;           /* min(m, n) */
+    float *U, *S, *Vt, *W;
+    uint16_t *orig;    /* m*n original samples, or NULL when not kept */
+    char name[256];    /* free text metadata, NUL-terminated ("" if none) */
+    int64_t created;   /* unix seconds, 0 if unknown */
+    char id[65];       /* content id (see ss_factors_id), "" until computed */
+} ss_factors;
+
+/* Factorises img with LAPACKE sgesdd (sgesvd fallback) in float32, keeping the
+ * first `rank` components (rank <= 0 or > min(m,n) means min(m,n)). When
+ * keep_original is set the pixels are copied into f->orig.
+ * Returns 0 and *out (free with ss_factors_free), SS_EINVAL, SS_ENOMEM or
+ * SS_ENUMERIC. Thread-safe. */
+int ss_svd_factor(const ss_image *img, int rank, int keep_original, ss_factors **out);
+void ss_factors_free(ss_factors *f); /* NULL-safe */
+
+/* Content id: hex of a 64-bit (or longer) hash of the decoded pixels, the
+ * dimensions, bit depth and rank; the same upload gives the same id.
+ * Writes at most 65 bytes (NUL included) into id. */
+void ss_content_id(const ss_image *img, int rank, char id[65]);
+
+/* Bytes used by the factors at k: 4*k*(m+n+1). */
+long long ss_stored_bytes(int m, int n, int k);
+
+/* .svd file format (little-endian):
+ *   header: magic "SVDSLICE", u32 version, u32 header size, u32 m, n,
+ *           bit_depth, rank, nsv, u32 flags (bit0: original pixels present),
+ *           i64 created, name[256], id[65 padded], u64 payload bytes,
+ *           u32 payload crc32, u32 header crc32
+ *   payload: U (m*rank f32), S (nsv f32), Vt (rank*n f32), orig (m*n u16)?
+ * Reading verifies magic, version, sizes, both checksums and finiteness,
+ * and rejects a truncated or corrupted file with SS_ECORRUPT and a message. */
+int ss_svd_serialize(const ss_factors *f, unsigned char **out, size_t *out_len); /* malloc'd */
+int ss_svd_deserialize(const void *buf, size_t len, ss_factors **out);
+/* Reads only the header (for an index): fills *out's scalar fields and name,
+ * leaves arrays NULL. Still checks the header checksum and the file size. */
+int ss_svd_read_header(const void *buf, size_t len, ss_factors *out);
+int ss_svd_save(const char *path, const ss_factors *f); /* plain write, no fsync */
+int ss_svd_load(const char *path, ss_factors **out);
+
+#endif

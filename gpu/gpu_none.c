@@ -1,0 +1,22 @@
+/* gpu_none.c - the GPU backends in a build without the CUDA toolkit: registered, never available */
+#include "gpu/gpu.h"
+#include "engine/error.h"
+
+static const char *const k_reason = "built without the CUDA toolkit";
+
+static int none_available(const char **reason) {
+    if (reason) *reason = k_reason;
+    return 0;
+}
+
+static int none_reconstruct(const ss_factors *f, int k, uint16_t *out, ss_workspace *ws) {
+    (void)f; (void)k; (void)out; (void)ws;
+    return ss_fail(SS_EUNAVAIL, "%s", k_reason);
+}
+
+const ss_backend ss_backend_cuda = {
+    "cuda", "gpu", "the project's own CUDA kernel, shared-memory tiled (Numba CUDA)",
+    none_available, none_reconstruct, NULL};
+const ss_backend ss_backend_cublas = {
+    "cublas", "gpu", "cuBLAS sgemm on factors resident on the GPU (CuPy)",
+    none_available, none_reconstruct, NULL};

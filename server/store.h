@@ -1,0 +1,66 @@
+/* store.h - the persistent slice store: one immutable .svd file per slice in --data DIR */
+#ifndef SS_STORE_H
+#define SS_STORE_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/svd.h"
+
+typedef struct ss_store ss_store;
+
+typedef struct ss_store_opts {
+    const char *dir;         /* data directory; created if missing */
+    size_t cache_bytes;      /* bound on factors held in memory (LRU), e.g. 256 MiB */
+    long long quota_bytes;   /* bound on the bytes of .svd files on disk; 0 = none */
+} ss_store_opts;
+
+/* What the index keeps per slice (no factors): enough for GET /slices and
+ * GET /slices/{id} without touching the disk. singular_values is owned by the
+ * store inside the index; in copies handed out it is a malloc'd copy. */
+typedef struct ss_slice_info {
+    char id[65];
+    char name[256];
+    int width, height, bit_depth, rank, nsv;
+    int64_t created;          /* unix seconds */
+    long long file_bytes;     /* size of the .svd file */
+    float *singular_values;   /* nsv values */
+} ss_slice_info;
+
+/* Opens (creating) dir, scans its *.svd files' headers into the index; a
+ * corrupt or unreadable file is logged to stderr and skipped, never served;
+ * leftover temp files are removed. Returns 0 and *out, or an engine error. */
+int ss_store_open(const ss_store_opts *opts, ss_store **out);
+void ss_store_close(ss_store *s); /* NULL-safe; all acquired factors must be released */
+
+/* Stores f (which must carry orig, id, name, created) durably: temp file,
+ * fsync, rename, directory fsync, and only then into the index. If the id is
+ * already stored, nothing is written and *existed = 1. Returns 0, SS_ENOSPC
+ * (quota or full disk: nothing stored is lost, the temp file is removed),
+ * SS_EIO. Thread-safe. */
+int ss_store_put(ss_store *s, const ss_factors *f, int *existed);
+
+/* Factors of a slice, from the byte-bounded LRU or loaded from disk on a miss
+ * (and verified). Returns a reference the caller must ss_store_release();
+ * NULL with *err = SS_EINVAL when the id is unknown, SS_ECORRUPT when the
+ * file no longer verifies (it is then dropped from the index), SS_ENOMEM. */
+const ss_factors *ss_store_acquire(ss_store *s, const char *id, int *err);
+void ss_store_release(ss_store *s, const ss_factors *f);
+
+/* Copies the info of one slice (caller frees with ss_slice_info_free).
+ * Returns 0 or SS_EINVAL when unknown. */
+int ss_store_info(ss_store *s, const char *id, ss_slice_info *out);
+void ss_slice_info_free(ss_slice_info *info);
+/* All slices, newest first (ties by id), as a malloc'd array of copies
+ * without singular_values (NULL). Caller frees with free(). */
+int ss_store_list(ss_store *s, ss_slice_info **out, size_t *n);
+/* The raw .svd file of a slice (for GET /slices/{id}/factors), malloc'd. */
+int ss_store_read_file(ss_store *s, const char *id, unsigned char **buf, size_t *len);
+/* Removes the slice durably (unlink + directory fsync). 0 or SS_EINVAL. */
+int ss_store_delete(ss_store *s, const char *id);
+
+typedef struct ss_store_stats {
+    long long slices, disk_bytes, cache_bytes, cache_hits, cache_misses;
+} ss_store_stats;
+void ss_store_get_stats(ss_store *s, ss_store_stats *st);
+
+#endif
