@@ -28,6 +28,8 @@ const char *ss_strcode(int code) {
     case SS_EUNAVAIL: return "unavailable";
     case SS_ENUMERIC: return "numerical failure";
     case SS_ENOSPC: return "no space";
+    case SS_EBUSY: return "busy";
+    case SS_ETIMEDOUT: return "timed out";
     default: return "unknown error";
     }
 }

@@ -15,6 +15,8 @@ enum {
     SS_EUNAVAIL = -7,   /* backend cannot run here (reason in ss_error()) */
     SS_ENUMERIC = -8,   /* SVD did not converge */
     SS_ENOSPC = -9,     /* disk full or quota exceeded */
+    SS_EBUSY = -10,     /* queue full: try again later */
+    SS_ETIMEDOUT = -11, /* a queued job passed its deadline */
 };
 
 /* printf-style; always returns `code` so callers can `return ss_fail(...)`. */
