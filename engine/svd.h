@@ -34,6 +34,14 @@ typedef struct ss_factors {
 int ss_svd_factor(const ss_image *img, int rank, int keep_original, ss_factors **out);
 void ss_factors_free(ss_factors *f); /* NULL-safe */
 
+/* Allocates zeroed factors of the given shape (U, S, Vt, W, and orig when
+ * with_orig) with id "" and created 0, for loaders and tests that fill the
+ * arrays themselves; call ss_factors_update_w after filling S and Vt.
+ * Returns 0 and *out (free with ss_factors_free), SS_EINVAL or SS_ENOMEM. */
+int ss_factors_alloc(int m, int n, int rank, int bit_depth, int with_orig, ss_factors **out);
+/* Recomputes W = diag(S[:rank]) * Vt. */
+void ss_factors_update_w(ss_factors *f);
+
 /* Content id: hex of a 64-bit (or longer) hash of the decoded pixels, the
  * dimensions, bit depth and rank; the same upload gives the same id.
  * Writes at most 65 bytes (NUL included) into id. */
@@ -45,15 +53,19 @@ long long ss_stored_bytes(int m, int n, int k);
 /* .svd file format (little-endian):
  *   header: magic "SVDSLICE", u32 version, u32 header size, u32 m, n,
  *           bit_depth, rank, nsv, u32 flags (bit0: original pixels present),
- *           i64 created, name[256], id[65 padded], u64 payload bytes,
- *           u32 payload crc32, u32 header crc32
+ *           i64 created, name[256], id[72] (NUL-terminated, zero-padded),
+ *           u64 payload bytes, u32 payload crc32 (zlib), u32 header crc32
+ *           (of every header byte before it)
  *   payload: U (m*rank f32), S (nsv f32), Vt (rank*n f32), orig (m*n u16)?
  * Reading verifies magic, version, sizes, both checksums and finiteness,
  * and rejects a truncated or corrupted file with SS_ECORRUPT and a message. */
+/* Header bytes of a version-1 file (offsets in svdfile.c). */
+#define SS_SVD_HEADER_BYTES 392
 int ss_svd_serialize(const ss_factors *f, unsigned char **out, size_t *out_len); /* malloc'd */
 int ss_svd_deserialize(const void *buf, size_t len, ss_factors **out);
 /* Reads only the header (for an index): fills *out's scalar fields and name,
- * leaves arrays NULL. Still checks the header checksum and the file size. */
+ * leaves arrays NULL. Still checks the header checksum and the file size.
+ * buf needs only the first SS_SVD_HEADER_BYTES bytes; len is the file's size. */
 int ss_svd_read_header(const void *buf, size_t len, ss_factors *out);
 int ss_svd_save(const char *path, const ss_factors *f); /* plain write, no fsync */
 int ss_svd_load(const char *path, ss_factors **out);

@@ -1,0 +1,249 @@
+/* svd.c - float32 thin SVD of a slice (LAPACKE sgesdd, sgesvd fallback) and its content id */
+#include "engine/svd.h"
+#include "engine/error.h"
+
+#include <lapacke.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int norm_rank(int rank, int nsv) { return (rank <= 0 || rank > nsv) ? nsv : rank; }
+
+long long ss_stored_bytes(int m, int n, int k) {
+    return 4LL * (long long)k * ((long long)m + (long long)n + 1);
+}
+
+void ss_factors_free(ss_factors *f) {
+    if (!f) return;
+    free(f->U);
+    free(f->S);
+    free(f->Vt);
+    free(f->W);
+    free(f->orig);
+    free(f);
+}
+
+int ss_factors_alloc(int m, int n, int rank, int bit_depth, int with_orig, ss_factors **out) {
+    *out = NULL;
+    int nsv = m < n ? m : n;
+    if (m <= 0 || n <= 0 || rank < 1 || rank > nsv || (bit_depth != 8 && bit_depth != 16))
+        return ss_fail(SS_EINVAL, "bad factor shape %dx%d rank %d, %d bits", m, n, rank, bit_depth);
+    ss_factors *f = calloc(1, sizeof *f);
+    if (!f) return ss_fail(SS_ENOMEM, "out of memory for factors");
+    f->m = m;
+    f->n = n;
+    f->bit_depth = bit_depth;
+    f->rank = rank;
+    f->nsv = nsv;
+    size_t mu = (size_t)m, nu = (size_t)n, ru = (size_t)rank;
+    f->U = calloc(mu * ru, sizeof(float));
+    f->S = calloc((size_t)nsv, sizeof(float));
+    f->Vt = calloc(ru * nu, sizeof(float));
+    f->W = calloc(ru * nu, sizeof(float));
+    if (with_orig) f->orig = calloc(mu * nu, sizeof(uint16_t));
+    if (!f->U || !f->S || !f->Vt || !f->W || (with_orig && !f->orig)) {
+        ss_factors_free(f);
+        return ss_fail(SS_ENOMEM, "out of memory for %dx%d factors of rank %d", m, n, rank);
+    }
+    *out = f;
+    return SS_OK;
+}
+
+void ss_factors_update_w(ss_factors *f) {
+    for (int p = 0; p < f->rank; p++) {
+        const float s = f->S[p];
+        const float *v = f->Vt + (size_t)p * (size_t)f->n;
+        float *w = f->W + (size_t)p * (size_t)f->n;
+        for (int j = 0; j < f->n; j++) w[j] = s * v[j];
+    }
+}
+
+/* ---- content id ------------------------------------------------------------ */
+
+/* Two unrelated 64-bit hashes over the same canonical byte stream give a 128-bit
+ * id: FNV-1a 64 (byte-wise) and a multiply-rotate hash over 64-bit words whose
+ * finaliser is splitmix64's. Not cryptographic: ids name content, they do not
+ * authenticate it. */
+typedef struct {
+    uint64_t fnv, mix, word;
+    unsigned nbytes; /* bytes pending in word */
+    uint64_t total;
+} idhash;
+
+static uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+static void idh_init(idhash *h) {
+    h->fnv = 0xcbf29ce484222325ULL; /* FNV offset basis */
+    h->mix = 0x9e3779b97f4a7c15ULL;
+    h->word = 0;
+    h->nbytes = 0;
+    h->total = 0;
+}
+
+static void idh_mix_word(idhash *h, uint64_t w) {
+    w *= 0x87c37b91114253d5ULL; /* murmur3 x64 constants */
+    w = rotl64(w, 31);
+    w *= 0x4cf5ad432745937fULL;
+    h->mix ^= w;
+    h->mix = rotl64(h->mix, 27) * 5 + 0x52dce729;
+}
+
+static void idh_byte(idhash *h, unsigned char b) {
+    h->fnv = (h->fnv ^ b) * 0x100000001b3ULL; /* FNV-1a 64 prime */
+    h->word |= (uint64_t)b << (8 * h->nbytes);
+    if (++h->nbytes == 8) {
+        idh_mix_word(h, h->word);
+        h->word = 0;
+        h->nbytes = 0;
+    }
+    h->total++;
+}
+
+static void idh_u32(idhash *h, uint32_t v) {
+    for (int i = 0; i < 4; i++) idh_byte(h, (unsigned char)(v >> (8 * i)));
+}
+
+static uint64_t fmix64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+void ss_content_id(const ss_image *img, int rank, char id[65]) {
+    const int m = img->height, n = img->width;
+    const int nsv = m < n ? m : n;
+    idhash h;
+    idh_init(&h);
+    static const char tag[] = "svdslice-id-1";
+    for (const char *c = tag; *c; c++) idh_byte(&h, (unsigned char)*c);
+    idh_u32(&h, (uint32_t)m);
+    idh_u32(&h, (uint32_t)n);
+    idh_u32(&h, (uint32_t)img->bit_depth);
+    idh_u32(&h, (uint32_t)norm_rank(rank, nsv));
+    const size_t count = (size_t)m * (size_t)n;
+    for (size_t i = 0; i < count; i++) {
+        idh_byte(&h, (unsigned char)(img->px[i] & 0xff));
+        idh_byte(&h, (unsigned char)(img->px[i] >> 8));
+    }
+    uint64_t last = h.word ^ ((uint64_t)h.nbytes << 56);
+    idh_mix_word(&h, last);
+    uint64_t a = fmix64(h.fnv ^ h.total), b = fmix64(h.mix ^ h.total);
+    snprintf(id, 65, "%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
+}
+
+/* ---- factorisation ----------------------------------------------------------- */
+
+/* The image is row-major m x n, i.e. a column-major n x m matrix A^T (lda = n).
+ * LAPACK factors A^T = U' S V'^T with U' (n x p, ld n) and V'^T (p x m, ld p)
+ * column-major; then A = V' S U'^T, so V'^T's storage is A's U row-major
+ * (m x p) and U''s storage is A's Vt row-major (p x n). No transposes, and no
+ * copies inside row-major LAPACKE. */
+static int factor_full(float *a, const float *a_copy, int m, int n, float *s, float *Ufull,
+                       float *Vtfull) {
+    const int p = m < n ? m : n;
+    float wq = 0;
+    lapack_int *iwork = malloc(sizeof(lapack_int) * 8 * (size_t)p);
+    if (!iwork) return ss_fail(SS_ENOMEM, "out of memory for the SVD workspace");
+    lapack_int info = LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, 'S', n, m, a, n, s, Vtfull, n, Ufull,
+                                          p, &wq, -1, iwork);
+    if (info != 0) {
+        free(iwork);
+        return ss_fail(SS_ENUMERIC, "sgesdd workspace query failed (info %d)", (int)info);
+    }
+    /* The query returns a float: round up so large sizes are not truncated. */
+    lapack_int lwork = (lapack_int)ceil((double)wq * (1 + 1e-6)) + 1;
+    float *work = malloc(sizeof(float) * (size_t)lwork);
+    if (!work) {
+        free(iwork);
+        return ss_fail(SS_ENOMEM, "out of memory for the SVD workspace");
+    }
+    info = LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, 'S', n, m, a, n, s, Vtfull, n, Ufull, p, work,
+                               lwork, iwork);
+    free(iwork);
+    if (info > 0) {
+        /* Divide and conquer did not converge: QR iteration is slower but more
+         * robust. gesdd destroyed a, so start again from the copy. */
+        memcpy(a, a_copy, sizeof(float) * (size_t)m * (size_t)n);
+        info = LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, 'S', 'S', n, m, a, n, s, Vtfull, n, Ufull, p,
+                                   &wq, -1);
+        if (info == 0) {
+            lapack_int lw2 = (lapack_int)ceil((double)wq * (1 + 1e-6)) + 1;
+            if (lw2 > lwork) {
+                float *w2 = realloc(work, sizeof(float) * (size_t)lw2);
+                if (!w2) {
+                    free(work);
+                    return ss_fail(SS_ENOMEM, "out of memory for the SVD workspace");
+                }
+                work = w2;
+                lwork = lw2;
+            }
+            info = LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, 'S', 'S', n, m, a, n, s, Vtfull, n,
+                                       Ufull, p, work, lwork);
+        }
+        if (info > 0) {
+            free(work);
+            return ss_fail(SS_ENUMERIC, "SVD of the %dx%d image did not converge", m, n);
+        }
+    }
+    free(work);
+    if (info < 0) return ss_fail(SS_ENUMERIC, "LAPACK rejected argument %d", (int)-info);
+    return SS_OK;
+}
+
+int ss_svd_factor(const ss_image *img, int rank, int keep_original, ss_factors **out) {
+    *out = NULL;
+    if (!img || !img->px || img->width <= 0 || img->height <= 0 ||
+        (img->bit_depth != 8 && img->bit_depth != 16))
+        return ss_fail(SS_EINVAL, "bad image to factorise");
+    const int m = img->height, n = img->width, p = m < n ? m : n;
+    const size_t mn = (size_t)m * (size_t)n;
+    rank = norm_rank(rank, p);
+
+    ss_factors *f;
+    int rc = ss_factors_alloc(m, n, rank, img->bit_depth, keep_original, &f);
+    if (rc) return rc;
+
+    /* a, its copy for the gesvd fallback, and the full-p factors. */
+    float *a = malloc(sizeof(float) * mn * 2);
+    float *Ufull = malloc(sizeof(float) * (size_t)m * (size_t)p);
+    float *Vtfull = malloc(sizeof(float) * (size_t)p * (size_t)n);
+    if (!a || !Ufull || !Vtfull) {
+        rc = ss_fail(SS_ENOMEM, "out of memory factorising a %dx%d image", m, n);
+        goto done;
+    }
+    float *a_copy = a + mn;
+    for (size_t i = 0; i < mn; i++) a[i] = (float)img->px[i];
+    memcpy(a_copy, a, sizeof(float) * mn);
+
+    rc = factor_full(a, a_copy, m, n, f->S, Ufull, Vtfull);
+    if (rc) goto done;
+    for (int i = 0; i < p; i++) {
+        if (!isfinite(f->S[i])) {
+            rc = ss_fail(SS_ENUMERIC, "SVD produced a non-finite singular value");
+            goto done;
+        }
+    }
+
+    for (int i = 0; i < m; i++)
+        memcpy(f->U + (size_t)i * (size_t)rank, Ufull + (size_t)i * (size_t)p,
+               sizeof(float) * (size_t)rank);
+    memcpy(f->Vt, Vtfull, sizeof(float) * (size_t)rank * (size_t)n);
+    ss_factors_update_w(f);
+    if (keep_original) memcpy(f->orig, img->px, sizeof(uint16_t) * mn);
+    ss_content_id(img, rank, f->id);
+
+done:
+    free(a);
+    free(Ufull);
+    free(Vtfull);
+    if (rc) {
+        ss_factors_free(f);
+        return rc;
+    }
+    *out = f;
+    return SS_OK;
+}

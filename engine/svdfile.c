@@ -1,0 +1,290 @@
+/* svdfile.c - the .svd file format: explicit little-endian (de)serialisation, validated on read */
+#include "engine/error.h"
+#include "engine/svd.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+/* Header layout, version 1 (all little-endian, offsets in bytes). */
+enum {
+    OFF_MAGIC = 0,       /* "SVDSLICE" */
+    OFF_VERSION = 8,     /* u32 */
+    OFF_HDRSIZE = 12,    /* u32, SS_SVD_HEADER_BYTES */
+    OFF_M = 16,          /* u32 height */
+    OFF_N = 20,          /* u32 width */
+    OFF_BITS = 24,       /* u32 8 or 16 */
+    OFF_RANK = 28,       /* u32 1..nsv */
+    OFF_NSV = 32,        /* u32 min(m, n) */
+    OFF_FLAGS = 36,      /* u32 */
+    OFF_CREATED = 40,    /* i64 */
+    OFF_NAME = 48,       /* 256 bytes, NUL-terminated */
+    OFF_ID = 304,        /* 72 bytes, NUL-terminated, [A-Za-z0-9_-]* */
+    OFF_PAYLOAD_LEN = 376, /* u64 */
+    OFF_PAYLOAD_CRC = 384, /* u32 */
+    OFF_HEADER_CRC = 388,  /* u32 over bytes 0..387 */
+    HDR_BYTES = 392,
+    NAME_BYTES = 256,
+    ID_BYTES = 72,
+};
+_Static_assert(HDR_BYTES == SS_SVD_HEADER_BYTES, "header size");
+
+#define SVD_MAGIC "SVDSLICE"
+#define SVD_VERSION 1u
+#define FLAG_ORIG 1u
+/* Per side. Far above any slice; keeps every product below 2^63. */
+#define SVD_MAX_SIDE (1u << 20)
+
+static void put_u32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static void put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint32_t get_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t get_u64(const unsigned char *p) {
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+static void put_f32(unsigned char *p, float f) {
+    uint32_t v;
+    memcpy(&v, &f, 4);
+    put_u32(p, v);
+}
+static float get_f32(const unsigned char *p) {
+    uint32_t v = get_u32(p);
+    float f;
+    memcpy(&f, &v, 4);
+    return f;
+}
+
+static int id_char_ok(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '-';
+}
+
+/* Payload bytes for a shape; all inputs are <= SVD_MAX_SIDE so nothing overflows. */
+static uint64_t payload_bytes(uint64_t m, uint64_t n, uint64_t rank, uint64_t nsv, int orig) {
+    return 4 * (m * rank + nsv + rank * n) + (orig ? 2 * m * n : 0);
+}
+
+int ss_svd_serialize(const ss_factors *f, unsigned char **out, size_t *out_len) {
+    *out = NULL;
+    *out_len = 0;
+    int nsv = f->m < f->n ? f->m : f->n;
+    if (f->m <= 0 || f->n <= 0 || (uint32_t)f->m > SVD_MAX_SIDE || (uint32_t)f->n > SVD_MAX_SIDE ||
+        f->nsv != nsv || f->rank < 1 || f->rank > nsv || (f->bit_depth != 8 && f->bit_depth != 16))
+        return ss_fail(SS_EINVAL, "cannot serialise factors %dx%d rank %d", f->m, f->n, f->rank);
+    const size_t m = (size_t)f->m, n = (size_t)f->n, r = (size_t)f->rank;
+    const uint64_t plen = payload_bytes(m, n, r, (uint64_t)nsv, f->orig != NULL);
+    if (plen > SIZE_MAX - HDR_BYTES) return ss_fail(SS_ENOMEM, "factors too large to serialise");
+    const size_t total = HDR_BYTES + (size_t)plen;
+    unsigned char *buf = calloc(1, total);
+    if (!buf) return ss_fail(SS_ENOMEM, "out of memory serialising %zu bytes", total);
+
+    unsigned char *p = buf + HDR_BYTES;
+    for (size_t i = 0; i < m * r; i++, p += 4) put_f32(p, f->U[i]);
+    for (size_t i = 0; i < (size_t)nsv; i++, p += 4) put_f32(p, f->S[i]);
+    for (size_t i = 0; i < r * n; i++, p += 4) put_f32(p, f->Vt[i]);
+    if (f->orig)
+        for (size_t i = 0; i < m * n; i++, p += 2) {
+            p[0] = (unsigned char)(f->orig[i] & 0xff);
+            p[1] = (unsigned char)(f->orig[i] >> 8);
+        }
+
+    memcpy(buf + OFF_MAGIC, SVD_MAGIC, 8);
+    put_u32(buf + OFF_VERSION, SVD_VERSION);
+    put_u32(buf + OFF_HDRSIZE, HDR_BYTES);
+    put_u32(buf + OFF_M, (uint32_t)f->m);
+    put_u32(buf + OFF_N, (uint32_t)f->n);
+    put_u32(buf + OFF_BITS, (uint32_t)f->bit_depth);
+    put_u32(buf + OFF_RANK, (uint32_t)f->rank);
+    put_u32(buf + OFF_NSV, (uint32_t)nsv);
+    put_u32(buf + OFF_FLAGS, f->orig ? FLAG_ORIG : 0);
+    put_u64(buf + OFF_CREATED, (uint64_t)f->created);
+    /* strnlen bounds the copy even if a caller left a field unterminated. */
+    memcpy(buf + OFF_NAME, f->name, strnlen(f->name, NAME_BYTES - 1));
+    memcpy(buf + OFF_ID, f->id, strnlen(f->id, sizeof f->id - 1));
+    put_u64(buf + OFF_PAYLOAD_LEN, plen);
+    put_u32(buf + OFF_PAYLOAD_CRC, (uint32_t)crc32_z(0, buf + HDR_BYTES, (size_t)plen));
+    put_u32(buf + OFF_HEADER_CRC, (uint32_t)crc32_z(0, buf, OFF_HEADER_CRC));
+    *out = buf;
+    *out_len = total;
+    return SS_OK;
+}
+
+/* Validates the header against len and fills out's scalars (arrays untouched).
+ * Everything is checked before the caller allocates anything. */
+static int parse_header(const unsigned char *b, size_t len, ss_factors *out, uint64_t *plen_out,
+                        int *has_orig) {
+    if (len < HDR_BYTES)
+        return ss_fail(SS_ECORRUPT, ".svd: %zu bytes, shorter than its %d-byte header", len,
+                       HDR_BYTES);
+    if (memcmp(b + OFF_MAGIC, SVD_MAGIC, 8) != 0) return ss_fail(SS_ECORRUPT, ".svd: bad magic");
+    if ((uint32_t)crc32_z(0, b, OFF_HEADER_CRC) != get_u32(b + OFF_HEADER_CRC))
+        return ss_fail(SS_ECORRUPT, ".svd: header checksum mismatch");
+    uint32_t version = get_u32(b + OFF_VERSION);
+    if (version != SVD_VERSION)
+        return ss_fail(SS_ECORRUPT, ".svd: unsupported version %u", (unsigned)version);
+    if (get_u32(b + OFF_HDRSIZE) != HDR_BYTES)
+        return ss_fail(SS_ECORRUPT, ".svd: bad header size %u", (unsigned)get_u32(b + OFF_HDRSIZE));
+    uint32_t m = get_u32(b + OFF_M), n = get_u32(b + OFF_N), bits = get_u32(b + OFF_BITS);
+    uint32_t rank = get_u32(b + OFF_RANK), nsv = get_u32(b + OFF_NSV);
+    uint32_t flags = get_u32(b + OFF_FLAGS);
+    if (m < 1 || n < 1 || m > SVD_MAX_SIDE || n > SVD_MAX_SIDE)
+        return ss_fail(SS_ECORRUPT, ".svd: bad dimensions %ux%u", (unsigned)m, (unsigned)n);
+    if (nsv != (m < n ? m : n) || rank < 1 || rank > nsv)
+        return ss_fail(SS_ECORRUPT, ".svd: bad rank %u / %u", (unsigned)rank, (unsigned)nsv);
+    if (bits != 8 && bits != 16)
+        return ss_fail(SS_ECORRUPT, ".svd: bad bit depth %u", (unsigned)bits);
+    if (flags & ~FLAG_ORIG) return ss_fail(SS_ECORRUPT, ".svd: unknown flags 0x%x", (unsigned)flags);
+    const unsigned char *name = b + OFF_NAME, *id = b + OFF_ID;
+    if (!memchr(name, 0, NAME_BYTES)) return ss_fail(SS_ECORRUPT, ".svd: unterminated name");
+    size_t idlen = strnlen((const char *)id, ID_BYTES);
+    if (idlen >= sizeof out->id) return ss_fail(SS_ECORRUPT, ".svd: bad id length");
+    for (size_t i = 0; i < idlen; i++)
+        if (!id_char_ok((char)id[i])) return ss_fail(SS_ECORRUPT, ".svd: bad id character");
+    for (size_t i = idlen; i < ID_BYTES; i++)
+        if (id[i]) return ss_fail(SS_ECORRUPT, ".svd: bad id padding");
+
+    const int orig = (flags & FLAG_ORIG) != 0;
+    const uint64_t plen = payload_bytes(m, n, rank, nsv, orig);
+    if (get_u64(b + OFF_PAYLOAD_LEN) != plen)
+        return ss_fail(SS_ECORRUPT, ".svd: payload size field disagrees with the dimensions");
+    if ((uint64_t)(len - HDR_BYTES) != plen)
+        return ss_fail(SS_ECORRUPT, ".svd: %zu bytes, expected %llu (truncated or padded)", len,
+                       (unsigned long long)(plen + HDR_BYTES));
+
+    memset(out, 0, sizeof *out);
+    out->m = (int)m;
+    out->n = (int)n;
+    out->bit_depth = (int)bits;
+    out->rank = (int)rank;
+    out->nsv = (int)nsv;
+    out->created = (int64_t)get_u64(b + OFF_CREATED);
+    memcpy(out->name, name, NAME_BYTES); /* NUL inside, checked above */
+    memcpy(out->id, id, idlen);
+    *plen_out = plen;
+    *has_orig = orig;
+    return SS_OK;
+}
+
+int ss_svd_read_header(const void *buf, size_t len, ss_factors *out) {
+    uint64_t plen;
+    int orig;
+    return parse_header(buf, len, out, &plen, &orig);
+}
+
+int ss_svd_deserialize(const void *buf, size_t len, ss_factors **out) {
+    *out = NULL;
+    const unsigned char *b = buf;
+    ss_factors h;
+    uint64_t plen;
+    int orig;
+    int rc = parse_header(b, len, &h, &plen, &orig);
+    if (rc) return rc;
+    if ((uint32_t)crc32_z(0, b + HDR_BYTES, (size_t)plen) != get_u32(b + OFF_PAYLOAD_CRC))
+        return ss_fail(SS_ECORRUPT, ".svd: payload checksum mismatch");
+
+    ss_factors *f;
+    rc = ss_factors_alloc(h.m, h.n, h.rank, h.bit_depth, orig, &f);
+    if (rc) return rc;
+    f->created = h.created;
+    memcpy(f->name, h.name, sizeof f->name);
+    memcpy(f->id, h.id, sizeof f->id);
+
+    const size_t m = (size_t)h.m, n = (size_t)h.n, r = (size_t)h.rank;
+    const unsigned char *p = b + HDR_BYTES;
+    int bad = 0;
+    for (size_t i = 0; i < m * r; i++, p += 4) bad |= !isfinite(f->U[i] = get_f32(p));
+    for (size_t i = 0; i < (size_t)h.nsv; i++, p += 4) {
+        float s = f->S[i] = get_f32(p);
+        /* !(s >= 0) also catches NaN; LAPACK returns them sorted. */
+        bad |= !isfinite(s) || !(s >= 0) || (i > 0 && s > f->S[i - 1]);
+    }
+    for (size_t i = 0; i < r * n; i++, p += 4) bad |= !isfinite(f->Vt[i] = get_f32(p));
+    if (bad) {
+        ss_factors_free(f);
+        return ss_fail(SS_ECORRUPT, ".svd: non-finite, negative or unsorted factor values");
+    }
+    if (orig) {
+        const unsigned maxv = (1u << h.bit_depth) - 1;
+        for (size_t i = 0; i < m * n; i++, p += 2) {
+            unsigned v = (unsigned)p[0] | (unsigned)p[1] << 8;
+            bad |= v > maxv;
+            f->orig[i] = (uint16_t)v;
+        }
+        if (bad) {
+            ss_factors_free(f);
+            return ss_fail(SS_ECORRUPT, ".svd: original sample above %u", maxv);
+        }
+    }
+    ss_factors_update_w(f);
+    *out = f;
+    return SS_OK;
+}
+
+int ss_svd_save(const char *path, const ss_factors *f) {
+    unsigned char *buf;
+    size_t len;
+    int rc = ss_svd_serialize(f, &buf, &len);
+    if (rc) return rc;
+    FILE *fp = fopen(path, "wb");
+    if (!fp) {
+        int e = errno;
+        free(buf);
+        return ss_fail(e == ENOSPC || e == EDQUOT ? SS_ENOSPC : SS_EIO, "cannot create %s: %s",
+                       path, strerror(e));
+    }
+    size_t wrote = fwrite(buf, 1, len, fp);
+    int e = errno;
+    free(buf);
+    if (wrote != len) {
+        fclose(fp);
+        return ss_fail(e == ENOSPC || e == EDQUOT ? SS_ENOSPC : SS_EIO, "cannot write %s: %s",
+                       path, strerror(e));
+    }
+    if (fclose(fp) != 0) {
+        e = errno;
+        return ss_fail(e == ENOSPC || e == EDQUOT ? SS_ENOSPC : SS_EIO, "cannot write %s: %s",
+                       path, strerror(e));
+    }
+    return SS_OK;
+}
+
+int ss_svd_load(const char *path, ss_factors **out) {
+    *out = NULL;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return ss_fail(SS_EIO, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(fp);
+        return ss_fail(SS_EIO, "%s is not a regular file", path);
+    }
+    /* The size bounds the allocation; parse_header then checks it exactly. */
+    if ((unsigned long long)st.st_size > (unsigned long long)(SIZE_MAX / 2)) {
+        fclose(fp);
+        return ss_fail(SS_ECORRUPT, "%s: too large for a .svd file", path);
+    }
+    size_t len = (size_t)st.st_size;
+    unsigned char *buf = malloc(len ? len : 1);
+    if (!buf) {
+        fclose(fp);
+        return ss_fail(SS_ENOMEM, "out of memory reading %s", path);
+    }
+    size_t got = fread(buf, 1, len, fp);
+    int err = ferror(fp);
+    fclose(fp);
+    if (err || got != len) {
+        free(buf);
+        return ss_fail(SS_EIO, "cannot read %s", path);
+    }
+    int rc = ss_svd_deserialize(buf, len, out);
+    free(buf);
+    return rc;
+}
