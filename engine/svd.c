@@ -141,57 +141,97 @@ void ss_content_id(const ss_image *img, int rank, char id[65]) {
  * LAPACK factors A^T = U' S V'^T with U' (n x p, ld n) and V'^T (p x m, ld p)
  * column-major; then A = V' S U'^T, so V'^T's storage is A's U row-major
  * (m x p) and U''s storage is A's Vt row-major (p x n). No transposes, and no
- * copies inside row-major LAPACKE. */
-static int factor_full(float *a, const float *a_copy, int m, int n, float *s, float *Ufull,
-                       float *Vtfull) {
-    const int p = m < n ? m : n;
-    float wq = 0;
-    lapack_int *iwork = malloc(sizeof(lapack_int) * 8 * (size_t)p);
-    if (!iwork) return ss_fail(SS_ENOMEM, "out of memory for the SVD workspace");
-    lapack_int info = LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, 'S', n, m, a, n, s, Vtfull, n, Ufull,
-                                          p, &wq, -1, iwork);
-    if (info != 0) {
-        free(iwork);
-        return ss_fail(SS_ENUMERIC, "sgesdd workspace query failed (info %d)", (int)info);
+ * copies inside row-major LAPACKE.
+ * SVD_FULL(name, T, gesdd, gesvd) defines
+ *   int name(T *a, const T *a_copy, int m, int n, T *s, T *U, T *Vt)
+ * running gesdd, and gesvd from a_copy when gesdd does not converge (gesdd
+ * destroys a). */
+#define SVD_FULL(NAME, T, GESDD, GESVD)                                                          \
+    static int NAME(T *a, const T *a_copy, int m, int n, T *s, T *Ufull, T *Vtfull) {            \
+        const int p = m < n ? m : n;                                                             \
+        T wq = 0;                                                                                \
+        lapack_int *iwork = malloc(sizeof(lapack_int) * 8 * (size_t)p);                          \
+        if (!iwork) return ss_fail(SS_ENOMEM, "out of memory for the SVD workspace");            \
+        lapack_int info =                                                                        \
+            GESDD(LAPACK_COL_MAJOR, 'S', n, m, a, n, s, Vtfull, n, Ufull, p, &wq, -1, iwork);   \
+        if (info != 0) {                                                                         \
+            free(iwork);                                                                         \
+            return ss_fail(SS_ENUMERIC, "gesdd workspace query failed (info %d)", (int)info);    \
+        }                                                                                        \
+        /* The size comes back as a float: round up so large sizes are not cut short. */        \
+        lapack_int lwork = (lapack_int)ceil((double)wq * (1 + 1e-6)) + 1;                        \
+        T *work = malloc(sizeof(T) * (size_t)lwork);                                             \
+        if (!work) {                                                                             \
+            free(iwork);                                                                         \
+            return ss_fail(SS_ENOMEM, "out of memory for the SVD workspace");                    \
+        }                                                                                        \
+        info = GESDD(LAPACK_COL_MAJOR, 'S', n, m, a, n, s, Vtfull, n, Ufull, p, work, lwork,     \
+                     iwork);                                                                     \
+        free(iwork);                                                                             \
+        if (info > 0) {                                                                          \
+            /* Divide and conquer did not converge: QR iteration is slower, more robust. */     \
+            memcpy(a, a_copy, sizeof(T) * (size_t)m * (size_t)n);                                \
+            info = GESVD(LAPACK_COL_MAJOR, 'S', 'S', n, m, a, n, s, Vtfull, n, Ufull, p, &wq,   \
+                         -1);                                                                    \
+            if (info == 0) {                                                                     \
+                lapack_int lw2 = (lapack_int)ceil((double)wq * (1 + 1e-6)) + 1;                 \
+                if (lw2 > lwork) {                                                               \
+                    T *w2 = realloc(work, sizeof(T) * (size_t)lw2);                              \
+                    if (!w2) {                                                                   \
+                        free(work);                                                              \
+                        return ss_fail(SS_ENOMEM, "out of memory for the SVD workspace");        \
+                    }                                                                            \
+                    work = w2;                                                                   \
+                    lwork = lw2;                                                                 \
+                }                                                                                \
+                info = GESVD(LAPACK_COL_MAJOR, 'S', 'S', n, m, a, n, s, Vtfull, n, Ufull, p,    \
+                             work, lwork);                                                       \
+            }                                                                                    \
+            if (info > 0) {                                                                      \
+                free(work);                                                                      \
+                return ss_fail(SS_ENUMERIC, "SVD of the %dx%d image did not converge", m, n);    \
+            }                                                                                    \
+        }                                                                                        \
+        free(work);                                                                              \
+        if (info < 0) return ss_fail(SS_ENUMERIC, "LAPACK rejected argument %d", (int)-info);    \
+        return SS_OK;                                                                            \
     }
-    /* The query returns a float: round up so large sizes are not truncated. */
-    lapack_int lwork = (lapack_int)ceil((double)wq * (1 + 1e-6)) + 1;
-    float *work = malloc(sizeof(float) * (size_t)lwork);
-    if (!work) {
-        free(iwork);
-        return ss_fail(SS_ENOMEM, "out of memory for the SVD workspace");
+
+SVD_FULL(svd_full_f32, float, LAPACKE_sgesdd_work, LAPACKE_sgesvd_work)
+SVD_FULL(svd_full_f64, double, LAPACKE_dgesdd_work, LAPACKE_dgesvd_work)
+
+/* Full-p factors of img into float arrays. 8-bit images are factorised in
+ * float32 (full-rank error ~1e-3 of a level on real slices). For 16-bit ones
+ * float32's backward error, ~eps * ||A|| = 6e-8 * (65535 * sqrt(m n)), reaches
+ * half a level, so they go through float64 (about 1.3x the time) and only the
+ * results are rounded to float32. */
+static int factor_image(const ss_image *img, float *S, float *Ufull, float *Vtfull) {
+    const int m = img->height, n = img->width, p = m < n ? m : n;
+    const size_t mn = (size_t)m * (size_t)n;
+    int rc;
+    if (img->bit_depth == 8) {
+        float *a = malloc(sizeof(float) * mn * 2); /* a and its copy for the fallback */
+        if (!a) return ss_fail(SS_ENOMEM, "out of memory factorising a %dx%d image", m, n);
+        for (size_t i = 0; i < mn; i++) a[i] = (float)img->px[i];
+        memcpy(a + mn, a, sizeof(float) * mn);
+        rc = svd_full_f32(a, a + mn, m, n, S, Ufull, Vtfull);
+        free(a);
+        return rc;
     }
-    info = LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, 'S', n, m, a, n, s, Vtfull, n, Ufull, p, work,
-                               lwork, iwork);
-    free(iwork);
-    if (info > 0) {
-        /* Divide and conquer did not converge: QR iteration is slower but more
-         * robust. gesdd destroyed a, so start again from the copy. */
-        memcpy(a, a_copy, sizeof(float) * (size_t)m * (size_t)n);
-        info = LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, 'S', 'S', n, m, a, n, s, Vtfull, n, Ufull, p,
-                                   &wq, -1);
-        if (info == 0) {
-            lapack_int lw2 = (lapack_int)ceil((double)wq * (1 + 1e-6)) + 1;
-            if (lw2 > lwork) {
-                float *w2 = realloc(work, sizeof(float) * (size_t)lw2);
-                if (!w2) {
-                    free(work);
-                    return ss_fail(SS_ENOMEM, "out of memory for the SVD workspace");
-                }
-                work = w2;
-                lwork = lw2;
-            }
-            info = LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, 'S', 'S', n, m, a, n, s, Vtfull, n,
-                                       Ufull, p, work, lwork);
-        }
-        if (info > 0) {
-            free(work);
-            return ss_fail(SS_ENUMERIC, "SVD of the %dx%d image did not converge", m, n);
-        }
+    const size_t pu = (size_t)m * (size_t)p, pv = (size_t)p * (size_t)n;
+    double *a = malloc(sizeof(double) * (mn * 2 + pu + pv + (size_t)p));
+    if (!a) return ss_fail(SS_ENOMEM, "out of memory factorising a %dx%d image", m, n);
+    double *a_copy = a + mn, *Ud = a_copy + mn, *Vtd = Ud + pu, *Sd = Vtd + pv;
+    for (size_t i = 0; i < mn; i++) a[i] = (double)img->px[i];
+    memcpy(a_copy, a, sizeof(double) * mn);
+    rc = svd_full_f64(a, a_copy, m, n, Sd, Ud, Vtd);
+    if (rc == 0) {
+        for (size_t i = 0; i < pu; i++) Ufull[i] = (float)Ud[i];
+        for (size_t i = 0; i < pv; i++) Vtfull[i] = (float)Vtd[i];
+        for (int i = 0; i < p; i++) S[i] = (float)Sd[i];
     }
-    free(work);
-    if (info < 0) return ss_fail(SS_ENUMERIC, "LAPACK rejected argument %d", (int)-info);
-    return SS_OK;
+    free(a);
+    return rc;
 }
 
 int ss_svd_factor(const ss_image *img, int rank, int keep_original, ss_factors **out) {
@@ -207,19 +247,13 @@ int ss_svd_factor(const ss_image *img, int rank, int keep_original, ss_factors *
     int rc = ss_factors_alloc(m, n, rank, img->bit_depth, keep_original, &f);
     if (rc) return rc;
 
-    /* a, its copy for the gesvd fallback, and the full-p factors. */
-    float *a = malloc(sizeof(float) * mn * 2);
     float *Ufull = malloc(sizeof(float) * (size_t)m * (size_t)p);
     float *Vtfull = malloc(sizeof(float) * (size_t)p * (size_t)n);
-    if (!a || !Ufull || !Vtfull) {
+    if (!Ufull || !Vtfull) {
         rc = ss_fail(SS_ENOMEM, "out of memory factorising a %dx%d image", m, n);
         goto done;
     }
-    float *a_copy = a + mn;
-    for (size_t i = 0; i < mn; i++) a[i] = (float)img->px[i];
-    memcpy(a_copy, a, sizeof(float) * mn);
-
-    rc = factor_full(a, a_copy, m, n, f->S, Ufull, Vtfull);
+    rc = factor_image(img, f->S, Ufull, Vtfull);
     if (rc) goto done;
     for (int i = 0; i < p; i++) {
         if (!isfinite(f->S[i])) {
@@ -237,7 +271,6 @@ int ss_svd_factor(const ss_image *img, int rank, int keep_original, ss_factors *
     ss_content_id(img, rank, f->id);
 
 done:
-    free(a);
     free(Ufull);
     free(Vtfull);
     if (rc) {

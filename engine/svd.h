@@ -27,7 +27,9 @@ typedef struct ss_factors {
 } ss_factors;
 
 /* Factorises img with LAPACKE sgesdd (sgesvd fallback) in float32, keeping the
- * first `rank` components (rank <= 0 or > min(m,n) means min(m,n)). When
+ * first `rank` components (16-bit images go through dgesdd/dgesvd in float64,
+ * since float32 would be off by up to half a level at full rank; the stored
+ * factors are float32 either way) (rank <= 0 or > min(m,n) means min(m,n)). When
  * keep_original is set the pixels are copied into f->orig.
  * Returns 0 and *out (free with ss_factors_free), SS_EINVAL, SS_ENOMEM or
  * SS_ENUMERIC. Thread-safe. */
