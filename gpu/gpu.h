@@ -1,12 +1,54 @@
 /* gpu.h - plain-C face of the GPU backends (cuda, cublas); no CUDA types here */
 #ifndef SS_GPU_H
 #define SS_GPU_H
+#include <stddef.h>
+#include <stdint.h>
 
 #include "engine/kernels.h"
 
-/* Always defined: by gpu/*.cu when the toolkit was found at build time, else
+/* Always defined: by the gpu/ CUDA sources when the toolkit was found at build time, else
  * by gpu/gpu_none.c, where both report themselves unavailable with a reason. */
 extern const ss_backend ss_backend_cuda;
 extern const ss_backend ss_backend_cublas;
+
+/* One request of a batch: rank-k reconstruction of f into out (m*n samples,
+ * 0..2^bit_depth-1). status is set by ss_gpu_run_batch: 0, SS_EINVAL (bad k
+ * or factors), SS_EUNAVAIL, SS_ENOMEM or SS_EIO. */
+typedef struct ss_gpu_item {
+    const ss_factors *f;
+    int k;
+    uint16_t *out;
+    int status;
+} ss_gpu_item;
+
+/* Runs items[0..n) on backend b (cuda or cublas) as one batch: factors are
+ * uploaded on first use and kept resident (LRU keyed by f->id; factors with
+ * an empty id are uploaded for this batch only), all products computed in
+ * one launch (cuda) or one batched GEMM per shape (cublas), converted to
+ * pixels on the device, one copy back. Returns 0 when the batch ran (each
+ * item's status says how it went; *device_ms, if not NULL, gets the kernels'
+ * device time), or a negative error that every item's status also carries.
+ * Thread-safe (callers are serialised: one context, one stream, one cuBLAS
+ * handle for the process). */
+int ss_gpu_run_batch(const ss_backend *b, ss_gpu_item *items, int n, double *device_ms);
+
+/* 1 when a CUDA device can be used, else 0 with *reason (static string).
+ * Probed once, thread-safe. */
+int ss_gpu_available(const char **reason);
+
+/* Byte budget of the device-resident factors (default 256 MiB). A batch may
+ * exceed it while it runs; the LRU trims back to it afterwards. */
+void ss_gpu_set_cache_bytes(size_t bytes);
+
+typedef struct ss_gpu_stats {
+    long long uploads, hits, evictions;
+    size_t resident_bytes;
+    int resident_slices;
+} ss_gpu_stats;
+void ss_gpu_get_stats(ss_gpu_stats *st);
+
+/* Frees every device buffer, the cuBLAS handle and the stream (the next
+ * batch re-creates them). Call when the GPU's user (the queue) stops. */
+void ss_gpu_release(void);
 
 #endif

@@ -1,0 +1,122 @@
+/* gpu_math.h - index, tiling, batch-packing and pixel arithmetic shared by the CUDA kernels and host tests */
+#ifndef SS_GPU_MATH_H
+#define SS_GPU_MATH_H
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* nvcc sees __host__ __device__ functions; a C compiler sees plain static
+ * inline ones, so tests/test_gpu_math.c checks on the host the very
+ * arithmetic the kernels run. */
+#ifdef __CUDACC__
+#define SS_GM_FN __host__ __device__ static inline
+#else
+#define SS_GM_FN static inline
+#endif
+
+/* Output tile of one thread block: TM x TN pixels, computed by TY x TX
+ * threads each holding a (TM/TY) x (TN/TX) register tile; the reduction
+ * dimension advances TK at a time through shared memory. */
+#define SS_GM_TM 32
+#define SS_GM_TN 32
+#define SS_GM_TK 16
+#define SS_GM_TX 16
+#define SS_GM_TY 16
+#define SS_GM_THREADS (SS_GM_TX * SS_GM_TY)
+#define SS_GM_RM (SS_GM_TM / SS_GM_TY) /* rows per thread */
+#define SS_GM_RN (SS_GM_TN / SS_GM_TX) /* cols per thread */
+/* Shared-memory loads: each thread loads this many elements of each tile. */
+#define SS_GM_LOADS_U ((SS_GM_TM * SS_GM_TK) / SS_GM_THREADS)
+#define SS_GM_LOADS_W ((SS_GM_TK * SS_GM_TN) / SS_GM_THREADS)
+/* Byte alignment of each job's output region in the batch's staging buffer. */
+#define SS_GM_OUT_ALIGN 256
+
+/* One job of a batch launch, as the kernel reads it from device memory.
+ * Pointers are device addresses; out holds m*n samples of out_bytes each
+ * (1: uint8 staging for 8-bit slices, 2: uint16). C is the float product
+ * (m x n, ld n) for the cuBLAS path's conversion kernel, else NULL. */
+typedef struct ss_gm_job {
+    const float *U;      /* m x ldu, row-major; columns 0..k-1 used */
+    const float *W;      /* >= k x n, row-major */
+    const float *C;      /* m x n floats to convert (cuBLAS path) or NULL */
+    void *out;           /* device output (set by the caller from out_off) */
+    long long tile0;     /* first flat tile index of this job in the launch */
+    size_t out_off;      /* byte offset of this job's output in the staging buffer */
+    int m, n, ldu, k;
+    int maxval;          /* 255 or 65535 */
+    int out_bytes;       /* 1 or 2 */
+} ss_gm_job;
+
+SS_GM_FN int ss_gm_cdiv(int a, int b) { return (a + b - 1) / b; }
+
+/* Tiles of an m x n output; row-major order of tiles. */
+SS_GM_FN long long ss_gm_tiles(int m, int n) {
+    return (long long)ss_gm_cdiv(m, SS_GM_TM) * (long long)ss_gm_cdiv(n, SS_GM_TN);
+}
+
+/* Top-left pixel of local tile t of an m x n output. */
+SS_GM_FN void ss_gm_tile_origin(long long t, int n, int *r0, int *c0) {
+    int tn = ss_gm_cdiv(n, SS_GM_TN);
+    *r0 = (int)(t / tn) * SS_GM_TM;
+    *c0 = (int)(t % tn) * SS_GM_TN;
+}
+
+/* Pixel (i, j) of a thread's register tile: rows ty, ty+TY, ...; columns
+ * tx, tx+TX, ... so that neighbouring threads touch neighbouring columns
+ * (coalesced stores). */
+SS_GM_FN int ss_gm_thread_row(int r0, int ty, int i) { return r0 + ty + i * SS_GM_TY; }
+SS_GM_FN int ss_gm_thread_col(int c0, int tx, int j) { return c0 + tx + j * SS_GM_TX; }
+
+/* Shared-memory load of the U tile (TM rows x TK cols): thread lin's e-th
+ * element. Consecutive threads read consecutive k (one row's run). */
+SS_GM_FN void ss_gm_load_u(int lin, int e, int *row, int *kk) {
+    int idx = lin + e * SS_GM_THREADS;
+    *row = idx / SS_GM_TK;
+    *kk = idx % SS_GM_TK;
+}
+/* Load of the W tile (TK rows x TN cols): consecutive threads, consecutive columns. */
+SS_GM_FN void ss_gm_load_w(int lin, int e, int *kk, int *col) {
+    int idx = lin + e * SS_GM_THREADS;
+    *kk = idx / SS_GM_TN;
+    *col = idx % SS_GM_TN;
+}
+
+/* Which job owns flat tile t: the last j with jobs[j].tile0 <= t (tile0
+ * non-decreasing, jobs[0].tile0 == 0). Binary search: a 512-job batch
+ * costs each block 9 probes. */
+SS_GM_FN int ss_gm_find_job(const ss_gm_job *jobs, int njobs, long long t) {
+    int lo = 0, hi = njobs - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (jobs[mid].tile0 <= t) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* The engine's pixel rule (ss_pixels_from_float): round half away from zero,
+ * clamp to 0..maxval; NaN and negatives give 0. */
+SS_GM_FN uint16_t ss_gm_pixel(float v, int maxval) {
+    if (!(v > 0.0f)) return 0;
+    if (v >= (float)maxval) return (uint16_t)maxval;
+    return (uint16_t)roundf(v);
+}
+
+/* Fills tile0 and out_off of jobs[0..n) (m, n and out_bytes set) so tiles
+ * and output regions follow one another; returns the launch's tile count
+ * and the staging bytes in *out_bytes_total. */
+SS_GM_FN long long ss_gm_pack(ss_gm_job *jobs, int n, size_t *out_bytes_total) {
+    long long tiles = 0;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        jobs[i].tile0 = tiles;
+        jobs[i].out_off = off;
+        tiles += ss_gm_tiles(jobs[i].m, jobs[i].n);
+        size_t bytes = (size_t)jobs[i].m * (size_t)jobs[i].n * (size_t)jobs[i].out_bytes;
+        off += (bytes + SS_GM_OUT_ALIGN - 1) / SS_GM_OUT_ALIGN * SS_GM_OUT_ALIGN;
+    }
+    *out_bytes_total = off;
+    return tiles;
+}
+
+#endif
