@@ -22,6 +22,15 @@ int ss_png_decode(const void *buf, size_t len, int max_side, ss_image *out);
 int ss_png_encode(const uint16_t *px, int width, int height, int bits,
                   unsigned char **out, size_t *out_len);
 
+/* The two writers behind ss_png_encode, for its tests and bench: libpng's
+ * (always built) and a libdeflate one (Up filter, one IDAT, hand-framed
+ * chunks); the latter returns SS_EUNAVAIL when built without libdeflate.
+ * Same contract and ownership as ss_png_encode. */
+int ss_png_encode_libpng(const uint16_t *px, int width, int height, int bits,
+                         unsigned char **out, size_t *out_len);
+int ss_png_encode_deflate(const uint16_t *px, int width, int height, int bits,
+                          unsigned char **out, size_t *out_len);
+
 /* Reads a whole file into memory (malloc'd, caller frees); max_bytes bounds it. */
 int ss_read_file(const char *path, size_t max_bytes, unsigned char **out, size_t *out_len);
 
