@@ -144,7 +144,11 @@ static int parse_header(const unsigned char *b, size_t len, ss_factors *out, uin
         return ss_fail(SS_ECORRUPT, ".svd: bad bit depth %u", (unsigned)bits);
     if (flags & ~FLAG_ORIG) return ss_fail(SS_ECORRUPT, ".svd: unknown flags 0x%x", (unsigned)flags);
     const unsigned char *name = b + OFF_NAME, *id = b + OFF_ID;
-    if (!memchr(name, 0, NAME_BYTES)) return ss_fail(SS_ECORRUPT, ".svd: unterminated name");
+    size_t namelen = strnlen((const char *)name, NAME_BYTES);
+    if (namelen == NAME_BYTES) return ss_fail(SS_ECORRUPT, ".svd: unterminated name");
+    /* Zero padding keeps the encoding canonical: one file per factors. */
+    for (size_t i = namelen; i < NAME_BYTES; i++)
+        if (name[i]) return ss_fail(SS_ECORRUPT, ".svd: bad name padding");
     size_t idlen = strnlen((const char *)id, ID_BYTES);
     if (idlen >= sizeof out->id) return ss_fail(SS_ECORRUPT, ".svd: bad id length");
     for (size_t i = 0; i < idlen; i++)
