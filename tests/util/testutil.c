@@ -1,0 +1,39 @@
+/* testutil.c - small helpers shared by the cmocka tests (see testutil.h) */
+#include "tests/util/testutil.h"
+
+#include <math.h>
+#include <stddef.h>
+
+uint64_t tu_rand_u64(uint64_t *state) {
+    uint64_t x = *state ? *state : 0x9E3779B97F4A7C15ull;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+double tu_rand_uniform(uint64_t *state) { return (double)(tu_rand_u64(state) >> 11) * 0x1.0p-53; }
+
+ss_factors *tu_random_factors(int m, int n, int rank, int bit_depth, uint64_t seed) {
+    ss_factors *f = NULL;
+    if (ss_factors_alloc(m, n, rank, bit_depth, 0, &f)) return NULL;
+    uint64_t st = seed * 0x9E3779B97F4A7C15ull + 1;
+    double half = ((1 << bit_depth) - 1) / 2.0;
+    /* Uniform [-1, 1) has variance 1/3, a product of two 1/9: scale the rank-1
+     * random terms so their sum has standard deviation `half`. */
+    double s1 = rank > 1 ? 3.0 * half / sqrt((double)(rank - 1)) : 0.0;
+    double s0 = half > s1 ? half : s1; /* keep S non-increasing */
+    for (int p = 0; p < f->nsv; p++) f->S[p] = (float)(p == 0 ? s0 : s1);
+    for (int i = 0; i < m; i++)
+        for (int p = 0; p < rank; p++)
+            f->U[(size_t)i * rank + p] =
+                p == 0 ? (float)(half / s0) : (float)(2.0 * tu_rand_uniform(&st) - 1.0);
+    for (int p = 0; p < rank; p++)
+        for (int j = 0; j < n; j++) {
+            size_t o = (size_t)p * n + j;
+            f->Vt[o] = p == 0 ? 1.0f : (float)(2.0 * tu_rand_uniform(&st) - 1.0);
+            f->W[o] = f->S[p] * f->Vt[o];
+        }
+    return f;
+}

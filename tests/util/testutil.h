@@ -1,0 +1,20 @@
+/* testutil.h - small helpers shared by the cmocka tests: seeded random numbers, random factors, real slices */
+#ifndef SS_TESTUTIL_H
+#define SS_TESTUTIL_H
+#include <stdint.h>
+
+#include "engine/image.h"
+#include "engine/svd.h"
+
+/* xorshift64*: the same seed gives the same sequence on every machine. */
+uint64_t tu_rand_u64(uint64_t *state);
+double tu_rand_uniform(uint64_t *state); /* [0, 1) */
+
+/* Random factors of an m x n slice with `rank` components (1..min(m,n)) and
+ * W = diag(S) Vt: a constant component at half the range plus random ones
+ * whose full-rank sum has a standard deviation of half the range, so many
+ * products fall below 0 and above 2^bit_depth-1 (clamping gets exercised).
+ * Returns NULL on bad arguments or ENOMEM; free with ss_factors_free. */
+ss_factors *tu_random_factors(int m, int n, int rank, int bit_depth, uint64_t seed);
+
+#endif
