@@ -1,4 +1,4 @@
-/* assets.h - files of the web page (api/web/*) and api/openapi.yaml, embedded at build time */
+/* assets.h - files of the web page (api/web/...) and api/openapi.yaml, embedded at build time */
 #ifndef SS_ASSETS_H
 #define SS_ASSETS_H
 #include <stddef.h>
