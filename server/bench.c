@@ -303,7 +303,7 @@ static void print_table(const ss_bench_row *rows, size_t n, const char *what) {
            "max abs err", "x blas", "status");
     for (size_t i = 0; i < n; i++) {
         const ss_bench_row *r = &rows[i];
-        char name[40];
+        char name[64];
         if (strcmp(r->backend, r->chosen) != 0) snprintf(name, sizeof name, "%s(%s)", r->backend, r->chosen);
         else snprintf(name, sizeof name, "%s", r->backend);
         printf("%-10s %5d ", name, r->k);
@@ -417,8 +417,9 @@ int ss_cmd_bench(int argc, char **argv) {
     }
     for (int i = 0; i < nk; i++) {
         if (ks[i] > f->rank) {
+            int bad = ks[i], rank = f->rank;
             ss_factors_free(f);
-            return ss_cli_error(cmd, SS_EXIT_FAIL, "k = %d is above the rank %d of the image", ks[i], f->rank);
+            return ss_cli_error(cmd, SS_EXIT_FAIL, "k = %d is above the rank %d of the image", bad, rank);
         }
     }
     const ss_backend *sel[BENCH_MAX_BACKENDS];
