@@ -484,7 +484,8 @@ int ss_cmd_bench(int argc, char **argv) {
     if (plot_s) {
         FILE *fp = fopen(plot_s, "w");
         char title[1024];
-        snprintf(title, sizeof title, "svdslice reconstruct %dx%d (%s) on %s", f->m, f->n, source, cpu);
+        snprintf(title, sizeof title, "svdslice reconstruct %dx%d (%s) on %s, %ld cores", f->m, f->n, source, cpu,
+                 sysconf(_SC_NPROCESSORS_ONLN));
         int werr = !fp || ss_bench_plot_svg(fp, rows, nrows, title);
         if (fp && fclose(fp)) werr = 1;
         if (werr) {

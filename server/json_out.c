@@ -6,7 +6,8 @@
 
 #include "engine/kernels.h"
 
-void ss_rfc3339(int64_t unix_seconds, char *buf, size_t size) {
+/* "2024-05-01T12:00:00Z" (RFC 3339, UTC) into buf. */
+static void rfc3339_utc(int64_t unix_seconds, char *buf, size_t size) {
     time_t t = (time_t)unix_seconds;
     struct tm tm;
     if (!gmtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
@@ -29,7 +30,7 @@ json_t *ss_json_slice_info(const ss_factors *f) {
     long long original = (long long)f->m * f->n * f->bit_depth / 8;
     long long stored = ss_stored_bytes(f->m, f->n, f->rank);
     char created[32];
-    ss_rfc3339(f->created, created, sizeof created);
+    rfc3339_utc(f->created, created, sizeof created);
     int ok = 1;
     ok = put(o, "id", json_string(f->id), ok);
     /* a name that is not UTF-8 (a raw file name) cannot be JSON: fall back to the id */

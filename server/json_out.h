@@ -20,7 +20,4 @@ json_t *ss_json_quality(const char *id, const char *backend, const ss_quality *q
 /* {"backends": [{name, device, available, reason, description}]}: the eight. */
 json_t *ss_json_backends(void);
 
-/* "2024-05-01T12:00:00Z" into buf (at least 32 bytes). */
-void ss_rfc3339(int64_t unix_seconds, char *buf, size_t size);
-
 #endif
