@@ -116,8 +116,8 @@ int ss_png_decode(const void *buf, size_t len, int max_side, ss_image *out) {
     png_read_info(p, info);
 
     png_uint_32 w = png_get_image_width(p, info), h = png_get_image_height(p, info);
-    if (w == 0 || h == 0 || w > (png_uint_32)max_side || h > (png_uint_32)max_side) {
-        failed_code = SS_ETOOLARGE; /* unreachable past the IHDR checks; kept as a guard */
+    if (w > (png_uint_32)max_side || h > (png_uint_32)max_side) {
+        failed_code = SS_ETOOLARGE; /* caught earlier by our IHDR check; kept as a guard */
         png_error(p, "image side over the limit");
     }
     int bits = set_gray_transforms(p, info);
