@@ -1,0 +1,125 @@
+/* h_misc.c - handlers of /backends, /healthz, /metrics, the web page and /openapi.yaml */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/assets.h"
+#include "api/http.h"
+#include "api/json.h"
+#include "engine/kernels.h"
+#include "server/json_out.h"
+
+enum MHD_Result ss_h_backends(ss_req *r) { return ss_reply(r, 200, ss_resp_json(ss_json_backends())); }
+
+enum MHD_Result ss_h_healthz(ss_req *r) {
+    struct MHD_Response *resp = ss_resp_json(json_pack("{s:s}", "status", "ok"));
+    if (resp) MHD_add_response_header(resp, "Cache-Control", "no-store");
+    return ss_reply(r, 200, resp);
+}
+
+enum MHD_Result ss_h_metrics(ss_req *r) {
+    ss_server *srv = r->srv;
+    ss_strbuf sb = {0};
+    ss_metrics_render(srv->metrics, &sb);
+
+    ss_store_stats st;
+    ss_store_get_stats(srv->store, &st);
+    ss_metrics_value(&sb, "svdslice_slices", "gauge", "Slices stored.", (double)st.slices);
+    ss_metrics_value(&sb, "svdslice_stored_bytes", "gauge", "Bytes of .svd files on disk.", (double)st.disk_bytes);
+    ss_metrics_value(&sb, "svdslice_factor_cache_bytes", "gauge", "Bytes of factors held in memory.",
+                     (double)st.cache_bytes);
+    ss_metrics_value(&sb, "svdslice_factor_cache_hits_total", "counter", "Factor loads served from memory.",
+                     (double)st.cache_hits);
+    ss_metrics_value(&sb, "svdslice_factor_cache_misses_total", "counter", "Factor loads read from disk.",
+                     (double)st.cache_misses);
+
+    ss_respcache_stats rs;
+    ss_respcache_get_stats(srv->rc, &rs);
+    ss_metrics_value(&sb, "svdslice_response_cache_hits_total", "counter",
+                     "/reconstruct answers served from the rendered-response cache.", (double)rs.hits);
+    ss_metrics_value(&sb, "svdslice_response_cache_misses_total", "counter",
+                     "/reconstruct lookups that missed the rendered-response cache.", (double)rs.misses);
+    ss_metrics_value(&sb, "svdslice_response_cache_bytes", "gauge", "Bytes held by the response cache.",
+                     (double)rs.bytes);
+    ss_metrics_value(&sb, "svdslice_response_cache_entries", "gauge", "Responses held by the response cache.",
+                     (double)rs.entries);
+
+    ss_pool_stats ps;
+    ss_pool_get_stats(srv->pool, &ps);
+    ss_metrics_value(&sb, "svdslice_queue_depth", "gauge", "Jobs waiting for a CPU worker.", ps.depth);
+    ss_metrics_value(&sb, "svdslice_queue_capacity", "gauge", "Capacity of the CPU work queue.", ps.capacity);
+    ss_metrics_value(&sb, "svdslice_workers_busy", "gauge", "CPU workers running a job.", ps.busy);
+    ss_metrics_value(&sb, "svdslice_workers", "gauge", "CPU worker threads.", ps.workers);
+    ss_metrics_value(&sb, "svdslice_queue_rejected_total", "counter", "Jobs refused with 503 (queue full).",
+                     (double)ps.rejected);
+    ss_metrics_value(&sb, "svdslice_inflight_requests", "gauge", "Connections suspended on a job.",
+                     __atomic_load_n(&srv->inflight, __ATOMIC_RELAXED));
+
+    if (srv->gpuq) {
+        ss_gpuq_stats gs;
+        ss_gpuq_get_stats(srv->gpuq, &gs);
+        ss_metrics_value(&sb, "svdslice_gpu_queue_depth", "gauge", "Jobs waiting for the GPU.", gs.depth);
+        ss_metrics_value(&sb, "svdslice_gpu_jobs_total", "counter", "Jobs run by the GPU queue.", (double)gs.jobs);
+        ss_metrics_value(&sb, "svdslice_gpu_batches_total", "counter", "Batches launched.", (double)gs.batches);
+        ss_metrics_value(&sb, "svdslice_gpu_timeouts_total", "counter", "GPU jobs past their deadline.",
+                         (double)gs.timeouts);
+        ss_metrics_value(&sb, "svdslice_gpu_rejected_total", "counter", "GPU jobs refused (queue full).",
+                         (double)gs.rejected);
+        ss_metrics_value(&sb, "svdslice_gpu_device_seconds_total", "counter", "Device time of all batches.",
+                         gs.device_ms_total * 1e-3);
+        static const char *const le[] = {"1", "3", "7", "15", "31", "63", "127", "+Inf"};
+        ss_sb_printf(&sb, "# HELP svdslice_gpu_batch_size Jobs per GPU launch.\n"
+                          "# TYPE svdslice_gpu_batch_size histogram\n");
+        long long cum = 0;
+        for (int i = 0; i < 8; i++) {
+            cum += gs.batch_hist[i];
+            ss_sb_printf(&sb, "svdslice_gpu_batch_size_bucket{le=\"%s\"} %lld\n", le[i], cum);
+        }
+        ss_sb_printf(&sb, "svdslice_gpu_batch_size_count %lld\n", cum);
+    }
+    if (sb.oom) {
+        free(sb.buf);
+        return ss_reply(r, 500, NULL);
+    }
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(sb.len, sb.buf, free);
+    if (!resp) {
+        free(sb.buf);
+        return ss_reply(r, 500, NULL);
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    return ss_reply(r, 200, resp);
+}
+
+static const char *content_type(const char *path) {
+    static const struct { const char *ext, *type; } types[] = {
+        {".html", "text/html; charset=utf-8"},   {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"}, {".css", "text/css; charset=utf-8"},
+        {".svg", "image/svg+xml"},                {".png", "image/png"},
+        {".ico", "image/x-icon"},                 {".json", "application/json"},
+        {".yaml", "application/yaml"},            {".txt", "text/plain; charset=utf-8"},
+        {".woff2", "font/woff2"},
+    };
+    const char *dot = strrchr(path, '.');
+    for (size_t i = 0; dot && i < sizeof types / sizeof types[0]; i++)
+        if (!strcmp(dot, types[i].ext)) return types[i].type;
+    return "application/octet-stream";
+}
+
+enum MHD_Result ss_h_asset(ss_req *r) {
+    /* r->url is "METHOD /path"; the path decides the asset ("/" is the page). */
+    const char *path = strchr(r->url, ' ');
+    path = path ? path + 1 : "/";
+    if (!strcmp(path, "/")) path = "/index.html";
+    for (const ss_asset *a = ss_assets; a->path; a++) {
+        if (strcmp(a->path, path) != 0) continue;
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(a->size, (void *)a->data, MHD_RESPMEM_PERSISTENT);
+        if (resp) {
+            MHD_add_response_header(resp, "Content-Type", content_type(a->path));
+            MHD_add_response_header(resp, "Cache-Control", "no-cache");
+        }
+        return ss_reply(r, 200, resp);
+    }
+    return ss_reply_error(r, 404, "not_found", "no such path: %s", path);
+}

@@ -1,0 +1,418 @@
+/* h_recon.c - /reconstruct and /quality: validation, ETag/304, response cache, jobs on the pool or GPU queue */
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/http.h"
+#include "api/json.h"
+#include "engine/error.h"
+#include "engine/png.h"
+#include "engine/quality.h"
+#include "server/json_out.h"
+
+/* One /reconstruct or /quality request on its way through the queues. */
+typedef struct recon_job {
+    ss_pool_job pj; /* first: the pool hands this pointer back */
+    ss_req *r;
+    ss_server *srv;
+    int quality;              /* 1: /quality JSON, 0: /reconstruct PNG */
+    char id[65];
+    int k;
+    const ss_backend *be;
+    int window, out_bits;
+    double wc, ww;
+    char key[320], etag[40];
+    const ss_factors *f;      /* store reference while held */
+    uint16_t *px;             /* m*n reconstructed samples at the source depth */
+    int pixels_ready;         /* set when the GPU queue produced px */
+    ss_gpu_job gj;
+    double queue_ms, kernel_ms;
+} recon_job;
+
+/* Everything validated from the query string. */
+typedef struct recon_params {
+    ss_slice_info info;
+    int k;
+    const ss_backend *be;
+    int be_idx;
+    int bits, window;
+    double wc, ww;
+} recon_params;
+
+static struct MHD_Response *err(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static struct MHD_Response *err(const char *code, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct MHD_Response *resp = ss_resp_error(code, msg);
+    if (resp && !strcmp(code, "overloaded")) MHD_add_response_header(resp, "Retry-After", "1");
+    return resp;
+}
+
+static int backend_index(const ss_backend *be) {
+    for (int i = 0; i < ss_backend_count(); i++)
+        if (ss_backend_at(i) == be) return i;
+    return -1;
+}
+
+/* Strict decimal integer; -1 when s is not one in 0..1e9. */
+static long parse_uint(const char *s) {
+    long v = 0;
+    if (!s || !*s) return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9') return -1;
+        v = v * 10 + (*s - '0');
+        if (v > 1000000000L) return -1;
+    }
+    return v;
+}
+
+static int parse_double(const char *s, double *out) {
+    char *end = NULL;
+    if (!s || !*s) return 0;
+    *out = strtod(s, &end);
+    return *end == 0 && isfinite(*out);
+}
+
+/* Validates id, k, backend (and for /reconstruct bits and window) in the
+ * order API.md's error table implies. Returns 1, or 0 after answering. */
+static int parse_params(ss_req *r, int with_output, recon_params *p, enum MHD_Result *ret) {
+    memset(p, 0, sizeof *p);
+    const char *id = ss_arg(r, "id");
+    if (!id || !ss_valid_id(id)) {
+        *ret = ss_reply_error(r, 400, "invalid_id", "id must match [A-Za-z0-9_-]{1,64}");
+        return 0;
+    }
+    if (ss_store_info(r->srv->store, id, &p->info) != 0) {
+        *ret = ss_reply_error(r, 404, "not_found", "no slice %s", id);
+        return 0;
+    }
+    int rank = p->info.rank;
+    ss_slice_info_free(&p->info); /* only the scalars are used below */
+    const char *ks = ss_arg(r, "k");
+    long k = ks ? parse_uint(ks) : rank;
+    if (k < 1 || k > rank) {
+        *ret = ss_reply_error(r, 400, "invalid_k", "k must be an integer in 1..%d", rank);
+        return 0;
+    }
+    p->k = (int)k;
+    const char *bn = ss_arg(r, "backend");
+    if (bn && *bn && strcmp(bn, "auto") != 0) {
+        p->be = ss_backend_find(bn);
+        if (!p->be) {
+            *ret = ss_reply_error(r, 400, "invalid_backend", "unknown backend; valid: %s", ss_backend_names());
+            return 0;
+        }
+    } else {
+        /* auto's choice depends on the dimensions and k only, so the ETag of an
+         * auto request is known before anything runs. */
+        ss_factors shape = {.m = p->info.height, .n = p->info.width, .rank = rank,
+                            .nsv = p->info.nsv, .bit_depth = p->info.bit_depth};
+        p->be = ss_backend_choose(&shape, p->k);
+    }
+    p->be_idx = backend_index(p->be);
+    if (!with_output) return 1;
+    const char *bits = ss_arg(r, "bits");
+    if (bits && strcmp(bits, "8") != 0 && strcmp(bits, "16") != 0) {
+        *ret = ss_reply_error(r, 400, "invalid_parameter", "bits must be 8 or 16");
+        return 0;
+    }
+    p->bits = bits ? atoi(bits) : 0;
+    const char *c = ss_arg(r, "window-center"), *w = ss_arg(r, "window-width");
+    if (c || w) {
+        if (!c || !w || !parse_double(c, &p->wc) || !parse_double(w, &p->ww) || !(p->ww > 0)) {
+            *ret = ss_reply_error(r, 400, "invalid_parameter",
+                                  "window-center and window-width go together: numbers, width > 0");
+            return 0;
+        }
+        p->window = 1;
+    }
+    return 1;
+}
+
+static int check_available(ss_req *r, const ss_backend *be, enum MHD_Result *ret) {
+    const char *reason = NULL;
+    if (be->available(&reason)) return 1;
+    *ret = ss_reply_error(r, 503, "backend_unavailable", "backend %s is unavailable: %s", be->name,
+                          reason ? reason : "unknown reason");
+    return 0;
+}
+
+static uint64_t fnv1a64(const char *s) {
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* True when the request's If-None-Match lists etag (or "*"); weak forms compare too. */
+static int none_match(ss_req *r, const char *etag) {
+    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "If-None-Match");
+    if (!h) return 0;
+    size_t elen = strlen(etag);
+    while (*h) {
+        while (*h == ' ' || *h == ',' || *h == '\t') h++;
+        if (!strncmp(h, "W/", 2)) h += 2;
+        if (*h == '*') return 1;
+        size_t n = strcspn(h, ",");
+        while (n && (h[n - 1] == ' ' || h[n - 1] == '\t')) n--;
+        if (n == elen && !memcmp(h, etag, n)) return 1;
+        h += strcspn(h, ",");
+    }
+    return 0;
+}
+
+static int wants_no_cache(ss_req *r) {
+    const char *cc = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Cache-Control");
+    const char *pragma = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Pragma");
+    return (cc && (strcasestr(cc, "no-cache") || strcasestr(cc, "no-store"))) ||
+           (pragma && strcasestr(pragma, "no-cache"));
+}
+
+static const char *cache_control(const ss_server *srv) {
+    /* The id names the content, so a rendering never changes: immutable,
+     * unless reads need a key (then only the client may keep it). */
+    return srv->cfg->auth_reads ? "private, max-age=3600" : "public, max-age=31536000, immutable";
+}
+
+static void add_png_headers(struct MHD_Response *resp, const ss_server *srv, const char *etag,
+                            const char *backend, const char *timing) {
+    MHD_add_response_header(resp, "Content-Type", "image/png");
+    MHD_add_response_header(resp, "ETag", etag);
+    MHD_add_response_header(resp, "Cache-Control", cache_control(srv));
+    MHD_add_response_header(resp, "X-Backend", backend);
+    if (timing) MHD_add_response_header(resp, "Server-Timing", timing);
+}
+
+static void entry_release(void *cls) { ss_rc_entry_unref(cls); }
+
+/* A response whose body is the cache entry (zero copy; the entry's reference
+ * passes to the response). */
+static struct MHD_Response *entry_response(ss_server *srv, ss_rc_entry *e, const char *timing) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer_with_free_callback_cls(e->len, e->body, entry_release, e);
+    if (!resp) {
+        ss_rc_entry_unref(e);
+        return NULL;
+    }
+    add_png_headers(resp, srv, e->etag, e->backend, timing);
+    return resp;
+}
+
+/* ---- the job's second half: pixels -> PNG or quality JSON ---------------- */
+
+static void finish(recon_job *j) {
+    ss_server *srv = j->srv;
+    ss_req *r = j->r;
+    const ss_factors *f = j->f;
+    struct MHD_Response *resp = NULL;
+    int status = 200;
+    size_t n = (size_t)f->m * (size_t)f->n;
+    if (j->quality) {
+        ss_quality q;
+        if (ss_quality_compute(f, j->k, j->px, &q) != 0) {
+            status = 500;
+            resp = err("internal", "internal error (request %s): quality: %s", r->rid, ss_error());
+        } else {
+            resp = ss_resp_json(ss_json_quality(j->id, j->be->name, &q));
+        }
+    } else {
+        double t0 = ss_now();
+        uint16_t *out = j->px;
+        if (j->window) {
+            ss_pixels_window(j->px, n, j->wc, j->ww, j->px);
+            if (j->out_bits == 16) ss_pixels_convert_bits(j->px, n, 8, 16, j->px);
+        } else if (j->out_bits != f->bit_depth) {
+            ss_pixels_convert_bits(j->px, n, f->bit_depth, j->out_bits, j->px);
+        }
+        unsigned char *png = NULL;
+        size_t len = 0;
+        int rc = ss_png_encode(out, f->n, f->m, j->out_bits, &png, &len);
+        double encode_ms = (ss_now() - t0) * 1e3;
+        if (rc) {
+            status = 500;
+            resp = err("internal", "internal error (request %s): encode: %s", r->rid, ss_error());
+        } else {
+            char timing[160];
+            snprintf(timing, sizeof timing, "queue;dur=%.3f, kernel;dur=%.3f, encode;dur=%.3f", j->queue_ms,
+                     j->kernel_ms, encode_ms);
+            ss_rc_entry *e = ss_respcache_put(srv->rc, j->key, j->id, png, len, j->be->name, j->etag, timing);
+            resp = e ? entry_response(srv, e, timing) : NULL;
+        }
+    }
+    ss_store_release(srv->store, j->f);
+    free(j->px);
+    free(j);
+    if (status >= 500) fprintf(stderr, "svdslice: %s: %s\n", r->rid, ss_error());
+    ss_job_end(r, status, resp);
+}
+
+/* Ends a job early with an error response. */
+static void fail_job(recon_job *j, int status, struct MHD_Response *resp) {
+    ss_req *r = j->r;
+    if (j->f) ss_store_release(j->srv->store, j->f);
+    free(j->px);
+    free(j);
+    ss_job_end(r, status, resp);
+}
+
+static void fail_engine(recon_job *j, int rc) {
+    if (rc == SS_EUNAVAIL)
+        fail_job(j, 503, err("backend_unavailable", "backend %s is unavailable: %s", j->be->name, ss_error()));
+    else if (rc == SS_ETIMEDOUT)
+        fail_job(j, 503, err("overloaded", "the job waited past its deadline; retry later"));
+    else if (rc == SS_EBUSY)
+        fail_job(j, 503, err("overloaded", "GPU queue full; retry later"));
+    else
+        fail_job(j, 500, err("internal", "internal error (request %s): %s", j->r->rid, ss_error()));
+}
+
+/* Acquires the factors and allocates the pixels; 0 or it has answered. */
+static int prepare(recon_job *j) {
+    int e = 0;
+    j->f = ss_store_acquire(j->srv->store, j->id, &e);
+    if (!j->f) {
+        if (e == SS_EINVAL)
+            fail_job(j, 404, err("not_found", "no slice %s", j->id));
+        else
+            fail_job(j, 500, err("internal", "internal error (request %s): load: %s", j->r->rid, ss_error()));
+        return -1;
+    }
+    j->px = malloc((size_t)j->f->m * (size_t)j->f->n * sizeof *j->px);
+    if (!j->px) {
+        fail_job(j, 500, err("internal", "internal error (request %s): out of memory", j->r->rid));
+        return -1;
+    }
+    return 0;
+}
+
+/* Pool worker: the whole job on the CPU, or only the finish after the GPU. */
+static void recon_run(ss_pool_job *pj, ss_workspace *ws) {
+    recon_job *j = (recon_job *)pj;
+    if (!j->pixels_ready) {
+        double waited = ss_now() - j->pj.enqueued;
+        j->queue_ms = waited * 1e3;
+        if (waited * 1e3 > j->srv->cfg->job_deadline_ms) {
+            fail_job(j, 503, err("overloaded", "queued %.0f ms, past the %d ms deadline; retry later",
+                                 waited * 1e3, j->srv->cfg->job_deadline_ms));
+            return;
+        }
+        if (!ws) {
+            fail_job(j, 500, err("internal", "internal error (request %s): no workspace", j->r->rid));
+            return;
+        }
+        if (prepare(j)) return;
+        double t0 = ss_now();
+        int rc = j->be->reconstruct(j->f, j->k, j->px, ws);
+        j->kernel_ms = (ss_now() - t0) * 1e3;
+        if (rc) {
+            fail_engine(j, rc);
+            return;
+        }
+    }
+    finish(j);
+}
+
+/* GPU queue callback (its thread): hand the pixels to a CPU worker to finish. */
+static void gpu_done(void *arg, int status) {
+    recon_job *j = arg;
+    if (status) {
+        fail_engine(j, status);
+        return;
+    }
+    j->queue_ms = j->gj.queue_ms;
+    j->kernel_ms = j->gj.kernel_ms;
+    j->pixels_ready = 1;
+    if (ss_pool_submit_force(j->srv->pool, &j->pj) != 0) finish(j); /* pool gone: finish here */
+}
+
+/* Suspends the connection and queues j; answers in every case. */
+static enum MHD_Result start_job(ss_req *r, recon_job *j) {
+    ss_server *srv = r->srv;
+    if (ss_job_begin(r) != 0) {
+        free(j);
+        return ss_reply_error(r, 503, "overloaded", "server is shutting down");
+    }
+    int to_gpu = srv->gpuq && (srv->cfg->gpu_cpu_mode || !strcmp(j->be->device, "gpu"));
+    if (!to_gpu) {
+        int rc = ss_pool_submit(srv->pool, &j->pj);
+        if (rc) {
+            free(j);
+            ss_job_reject(r, rc);
+        }
+        return MHD_YES;
+    }
+    /* Factors are acquired here (a cache hit is a lookup) so the GPU thread
+     * never touches the store. */
+    if (prepare(j)) return MHD_YES;
+    j->pixels_ready = 0;
+    j->gj = (ss_gpu_job){.backend = j->be, .f = j->f, .k = j->k, .out = j->px,
+                         .deadline = ss_now() + srv->cfg->job_deadline_ms * 1e-3, .done = gpu_done, .arg = j};
+    int rc = ss_gpuq_submit(srv->gpuq, &j->gj);
+    if (rc) fail_engine(j, rc == SS_EUNAVAIL ? SS_EBUSY : rc);
+    return MHD_YES;
+}
+
+static recon_job *new_job(ss_req *r, const recon_params *p, int quality) {
+    recon_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->pj.run = recon_run;
+    j->r = r;
+    j->srv = r->srv;
+    j->quality = quality;
+    snprintf(j->id, sizeof j->id, "%s", ss_arg(r, "id"));
+    j->k = p->k;
+    j->be = p->be;
+    j->window = p->window;
+    j->wc = p->wc;
+    j->ww = p->ww;
+    return j;
+}
+
+enum MHD_Result ss_h_reconstruct(ss_req *r) {
+    enum MHD_Result ret;
+    recon_params p;
+    if (!parse_params(r, 1, &p, &ret)) return ret;
+    if (!check_available(r, p.be, &ret)) return ret;
+    ss_server *srv = r->srv;
+    int out_bits = p.bits ? p.bits : p.window ? 8 : p.info.bit_depth;
+    char key[320], etag[40];
+    snprintf(key, sizeof key, "%s|%d|%s|%d|%d|%.17g|%.17g", ss_arg(r, "id"), p.k, p.be->name, out_bits, p.window,
+             p.window ? p.wc : 0.0, p.window ? p.ww : 0.0);
+    snprintf(etag, sizeof etag, "\"%016llx\"", (unsigned long long)fnv1a64(key));
+    r->backend = p.be_idx;
+    if (none_match(r, etag)) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        if (resp) {
+            MHD_add_response_header(resp, "ETag", etag);
+            MHD_add_response_header(resp, "Cache-Control", cache_control(srv));
+            MHD_add_response_header(resp, "X-Backend", p.be->name);
+        }
+        return ss_reply(r, 304, resp);
+    }
+    if (!wants_no_cache(r)) {
+        ss_rc_entry *e = ss_respcache_get(srv->rc, key);
+        if (e) return ss_reply(r, 200, entry_response(srv, e, "cache;desc=hit, kernel;dur=0, encode;dur=0"));
+    }
+    recon_job *j = new_job(r, &p, 0);
+    if (!j) return ss_reply(r, 500, NULL);
+    j->out_bits = out_bits;
+    memcpy(j->key, key, sizeof key);
+    memcpy(j->etag, etag, sizeof etag);
+    return start_job(r, j);
+}
+
+enum MHD_Result ss_h_quality(ss_req *r) {
+    enum MHD_Result ret;
+    recon_params p;
+    if (!parse_params(r, 0, &p, &ret)) return ret;
+    if (!check_available(r, p.be, &ret)) return ret;
+    recon_job *j = new_job(r, &p, 1);
+    if (!j) return ss_reply(r, 500, NULL);
+    return start_job(r, j);
+}

@@ -1,0 +1,246 @@
+/* h_slices.c - handlers of /slices: upload (in the worker pool), list, info, original, factors, delete */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/http.h"
+#include "api/json.h"
+#include "engine/error.h"
+#include "engine/png.h"
+#include "engine/svd.h"
+
+/* An upload handed to the pool: decoding and factorising take milliseconds
+ * to seconds, far too long for the polling thread. */
+typedef struct upload_job {
+    ss_pool_job pj; /* first: the pool hands this pointer back */
+    ss_req *r;
+    unsigned char *png;
+    size_t len;
+    char name[256];   /* "" = the multipart filename, else the id */
+    int rank;         /* 0 = full */
+} upload_job;
+
+static struct MHD_Response *err(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static struct MHD_Response *err(const char *code, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return ss_resp_error(code, msg);
+}
+
+/* 200/201 with the stored info of id. */
+static void reply_info_async(ss_req *r, const char *id, int status) {
+    ss_slice_info info;
+    if (ss_store_info(r->srv->store, id, &info) != 0) {
+        fprintf(stderr, "svdslice: %s: slice %s vanished right after upload\n", r->rid, id);
+        ss_job_end(r, 500, err("internal", "internal error (request %s): slice vanished", r->rid));
+        return;
+    }
+    struct MHD_Response *resp = ss_resp_json(ss_json_info(&info, 1));
+    ss_slice_info_free(&info);
+    if (resp && status == 201) {
+        char loc[96];
+        snprintf(loc, sizeof loc, "/slices/%s", id);
+        MHD_add_response_header(resp, "Location", loc);
+    }
+    ss_job_end(r, status, resp);
+}
+
+static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
+    upload_job *j = (upload_job *)pj;
+    ss_req *r = j->r;
+    ss_server *srv = r->srv;
+    ss_image img = {0};
+    ss_factors *f = NULL;
+    int rc = ss_png_decode(j->png, j->len, srv->cfg->max_side, &img);
+    free(j->png);
+    j->png = NULL;
+    if (rc == SS_ENOTPNG || rc == SS_ECORRUPT) {
+        ss_job_end(r, rc == SS_ENOTPNG ? 415 : 422,
+                   err(rc == SS_ENOTPNG ? "unsupported_media_type" : "invalid_png", "%s", ss_error()));
+        goto out;
+    }
+    if (rc == SS_ETOOLARGE) {
+        ss_job_end(r, 413, err("too_large", "%s (limit %d pixels a side)", ss_error(), srv->cfg->max_side));
+        goto out;
+    }
+    if (rc) {
+        ss_job_end(r, 500, err("internal", "internal error (request %s): decode: %s", r->rid, ss_error()));
+        goto out;
+    }
+    int nsv = img.width < img.height ? img.width : img.height;
+    if (j->rank > nsv) {
+        ss_job_end(r, 400, err("invalid_parameter", "rank must be an integer in 1..%d for a %dx%d image", nsv,
+                               img.width, img.height));
+        goto out;
+    }
+    int rank = j->rank ? j->rank : nsv;
+    char id[65];
+    ss_content_id(&img, rank, id);
+    ss_slice_info have;
+    if (ss_store_info(srv->store, id, &have) == 0) { /* idempotent: skip the SVD */
+        ss_slice_info_free(&have);
+        reply_info_async(r, id, 200);
+        goto out;
+    }
+    rc = ss_svd_factor(&img, rank, 1, &f);
+    if (rc) {
+        ss_job_end(r, 500, err("internal", "internal error (request %s): factorise: %s", r->rid, ss_error()));
+        goto out;
+    }
+    memcpy(f->id, id, sizeof f->id);
+    const char *name = j->name[0] ? j->name : id;
+    snprintf(f->name, sizeof f->name, "%s", name);
+    f->created = (int64_t)time(NULL);
+    int existed = 0;
+    rc = ss_store_put(srv->store, f, &existed);
+    if (rc == SS_ENOSPC)
+        ss_job_end(r, 507, err("insufficient_storage", "%s", ss_error()));
+    else if (rc)
+        ss_job_end(r, 500, err("internal", "internal error (request %s): store: %s", r->rid, ss_error()));
+    else
+        reply_info_async(r, id, existed ? 200 : 201);
+out:
+    if (rc && rc != SS_ENOSPC && rc != SS_ENOTPNG && rc != SS_ECORRUPT && rc != SS_ETOOLARGE)
+        fprintf(stderr, "svdslice: upload failed: %s\n", ss_error());
+    ss_factors_free(f);
+    ss_image_free(&img);
+    free(j);
+}
+
+/* Strict decimal integer in 1..INT_MAX; 0 when s is not one. */
+static int parse_pos_int(const char *s) {
+    long long v = 0;
+    if (!s || !*s) return 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9') return 0;
+        v = v * 10 + (*s - '0');
+        if (v > 1000000000) return 0;
+    }
+    return (int)v;
+}
+
+enum MHD_Result ss_h_upload(ss_req *r) {
+    const char *name = ss_arg(r, "name");
+    const char *rank_s = ss_arg(r, "rank");
+    int rank = 0;
+    if (name && *name && !ss_valid_name(name))
+        return ss_reply_error(r, 400, "invalid_parameter", "name must be printable UTF-8 of at most 255 bytes");
+    if (rank_s && !(rank = parse_pos_int(rank_s)))
+        return ss_reply_error(r, 400, "invalid_parameter", "rank must be a positive integer");
+    upload_job *j = calloc(1, sizeof *j);
+    if (!j) return ss_reply(r, 500, NULL);
+    j->pj.run = upload_run;
+    j->r = r;
+    j->rank = rank;
+    if (name && *name)
+        snprintf(j->name, sizeof j->name, "%s", name);
+    else if (ss_valid_name(r->up.filename))
+        snprintf(j->name, sizeof j->name, "%s", r->up.filename);
+    j->png = r->up.data; /* the job owns the body now */
+    j->len = r->up.len;
+    r->up.data = NULL;
+    r->up.len = r->up.cap = 0;
+    if (ss_job_begin(r) != 0) {
+        free(j->png);
+        free(j);
+        return ss_reply_error(r, 503, "overloaded", "server is shutting down");
+    }
+    int rc = ss_pool_submit(r->srv->pool, &j->pj);
+    if (rc) {
+        free(j->png);
+        free(j);
+        ss_job_reject(r, rc);
+    }
+    return MHD_YES;
+}
+
+enum MHD_Result ss_h_list(ss_req *r) {
+    ss_slice_info *all = NULL;
+    size_t n = 0;
+    if (ss_store_list(r->srv->store, &all, &n) != 0) return ss_reply_internal(r, ss_error());
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) json_array_append_new(arr, ss_json_info(&all[i], 0));
+    free(all);
+    return ss_reply(r, 200, ss_resp_json(arr ? json_pack("{s:o}", "slices", arr) : NULL));
+}
+
+/* Validates r->id: answers 400 and returns 0 when malformed. */
+static int check_id(ss_req *r, enum MHD_Result *ret) {
+    if (ss_valid_id(r->id)) return 1;
+    *ret = ss_reply_error(r, 400, "invalid_id", "slice id must match [A-Za-z0-9_-]{1,64}");
+    return 0;
+}
+
+enum MHD_Result ss_h_info(ss_req *r) {
+    enum MHD_Result ret;
+    if (!check_id(r, &ret)) return ret;
+    ss_slice_info info;
+    if (ss_store_info(r->srv->store, r->id, &info) != 0)
+        return ss_reply_error(r, 404, "not_found", "no slice %s", r->id);
+    struct MHD_Response *resp = ss_resp_json(ss_json_info(&info, 1));
+    ss_slice_info_free(&info);
+    return ss_reply(r, 200, resp);
+}
+
+enum MHD_Result ss_h_delete(ss_req *r) {
+    enum MHD_Result ret;
+    if (!check_id(r, &ret)) return ret;
+    if (ss_store_delete(r->srv->store, r->id) != 0)
+        return ss_reply_error(r, 404, "not_found", "no slice %s", r->id);
+    ss_respcache_purge_id(r->srv->rc, r->id);
+    return ss_reply(r, 204, MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT));
+}
+
+enum MHD_Result ss_h_original(ss_req *r) {
+    enum MHD_Result ret;
+    if (!check_id(r, &ret)) return ret;
+    int e = 0;
+    const ss_factors *f = ss_store_acquire(r->srv->store, r->id, &e);
+    if (!f) {
+        if (e == SS_EINVAL) return ss_reply_error(r, 404, "not_found", "no slice %s", r->id);
+        return ss_reply_internal(r, ss_error());
+    }
+    if (!f->orig) {
+        ss_store_release(r->srv->store, f);
+        return ss_reply_internal(r, "slice has no original pixels");
+    }
+    unsigned char *png = NULL;
+    size_t len = 0;
+    int rc = ss_png_encode(f->orig, f->n, f->m, f->bit_depth, &png, &len);
+    ss_store_release(r->srv->store, f);
+    if (rc) return ss_reply_internal(r, ss_error());
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(len, png, free);
+    if (!resp) {
+        free(png);
+        return ss_reply(r, 500, NULL);
+    }
+    MHD_add_response_header(resp, "Content-Type", "image/png");
+    MHD_add_response_header(resp, "Cache-Control",
+                            r->srv->cfg->auth_reads ? "private, max-age=3600" : "public, max-age=31536000, immutable");
+    return ss_reply(r, 200, resp);
+}
+
+enum MHD_Result ss_h_factors(ss_req *r) {
+    enum MHD_Result ret;
+    if (!check_id(r, &ret)) return ret;
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc = ss_store_read_file(r->srv->store, r->id, &buf, &len);
+    if (rc == SS_EINVAL) return ss_reply_error(r, 404, "not_found", "no slice %s", r->id);
+    if (rc) return ss_reply_internal(r, ss_error());
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(len, buf, free);
+    if (!resp) {
+        free(buf);
+        return ss_reply(r, 500, NULL);
+    }
+    char cd[128];
+    snprintf(cd, sizeof cd, "attachment; filename=\"%s.svd\"", r->id);
+    MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
+    MHD_add_response_header(resp, "Content-Disposition", cd);
+    return ss_reply(r, 200, resp);
+}

@@ -1,0 +1,439 @@
+/* http.c - the libmicrohttpd daemon, the one routes table, dispatch, auth, CORS and job hand-off */
+#include "api/http.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdint.h>
+
+#include "api/assets.h"
+#include "api/json.h"
+#include "engine/error.h"
+
+enum { R_BODY = 1, R_AUTH_WRITE = 2, R_AUTH_READ = 4 };
+
+typedef struct ss_route {
+    const char *pattern; /* "{id}" matches one path segment; "{asset}" an embedded asset */
+    int methods;         /* M_* mask; HEAD wherever GET */
+    ss_handler handler;
+    int flags;           /* R_* */
+} ss_route;
+
+/* The whole API. Order matters only between literal paths and "/{asset}". */
+static const ss_route k_routes[] = {
+    {"/slices", M_POST, ss_h_upload, R_BODY | R_AUTH_WRITE},
+    {"/slices", M_GET | M_HEAD, ss_h_list, R_AUTH_READ},
+    {"/slices/{id}", M_GET | M_HEAD, ss_h_info, R_AUTH_READ},
+    {"/slices/{id}", M_DELETE, ss_h_delete, R_AUTH_WRITE},
+    {"/slices/{id}/original", M_GET | M_HEAD, ss_h_original, R_AUTH_READ},
+    {"/slices/{id}/factors", M_GET | M_HEAD, ss_h_factors, R_AUTH_READ},
+    {"/reconstruct", M_GET | M_HEAD, ss_h_reconstruct, R_AUTH_READ},
+    {"/quality", M_GET | M_HEAD, ss_h_quality, R_AUTH_READ},
+    {"/backends", M_GET | M_HEAD, ss_h_backends, 0},
+    {"/healthz", M_GET | M_HEAD, ss_h_healthz, 0},
+    {"/metrics", M_GET | M_HEAD, ss_h_metrics, R_AUTH_READ},
+    {"/", M_GET | M_HEAD, ss_h_asset, 0},
+    {"/openapi.yaml", M_GET | M_HEAD, ss_h_asset, 0},
+    {"/{asset}", M_GET | M_HEAD, ss_h_asset, 0},
+};
+#define N_ROUTES (int)(sizeof k_routes / sizeof k_routes[0])
+
+/* Distinct patterns, for metrics labels; k_label[i] is route i's label index. */
+static const char *k_labels[N_ROUTES];
+static int k_label[N_ROUTES];
+static int k_nlabels;
+
+int ss_http_route_labels(const char *const **labels) {
+    if (!k_nlabels)
+        for (int i = 0; i < N_ROUTES; i++) {
+            int j = 0;
+            while (j < k_nlabels && strcmp(k_labels[j], k_routes[i].pattern)) j++;
+            if (j == k_nlabels) k_labels[k_nlabels++] = k_routes[i].pattern;
+            k_label[i] = j;
+        }
+    *labels = k_labels;
+    return k_nlabels;
+}
+
+/* ---- small helpers ------------------------------------------------------- */
+
+int ss_valid_id(const char *id) {
+    size_t n = strlen(id);
+    if (n < 1 || n > 64) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+              c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+int ss_valid_name(const char *s) {
+    size_t n = strlen(s);
+    if (n < 1 || n > 255) return 0;
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p;
+        int extra;
+        unsigned cp;
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f) return 0;
+            p++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            extra = 1, cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            extra = 2, cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            extra = 3, cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        for (int i = 1; i <= extra; i++) {
+            if ((p[i] & 0xc0) != 0x80) return 0;
+            cp = (cp << 6) | (p[i] & 0x3f);
+        }
+        /* overlong forms, surrogates, beyond Unicode, C1 controls */
+        if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000) ||
+            (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff || (cp >= 0x80 && cp < 0xa0))
+            return 0;
+        p += extra + 1;
+    }
+    return 1;
+}
+
+const char *ss_arg(ss_req *r, const char *name) {
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static void method_list(int mask, char *buf, size_t size) {
+    static const struct { int bit; const char *name; } names[] = {
+        {M_GET, "GET"}, {M_HEAD, "HEAD"}, {M_POST, "POST"}, {M_DELETE, "DELETE"}, {M_OPTIONS, "OPTIONS"}};
+    buf[0] = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (mask & names[i].bit) {
+            size_t n = strlen(buf);
+            snprintf(buf + n, size - n, "%s%s", n ? ", " : "", names[i].name);
+        }
+}
+
+/* ---- replies ------------------------------------------------------------- */
+
+enum MHD_Result ss_reply(ss_req *r, int status, struct MHD_Response *resp) {
+    if (!resp) {
+        fprintf(stderr, "svdslice: %s %s: out of memory building the response\n", r->rid, r->url);
+        status = 500;
+        resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        if (!resp) return MHD_NO;
+    }
+    const ss_config *cfg = r->srv->cfg;
+    if (cfg->cors_origin[0]) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", cfg->cors_origin);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                                "ETag, X-Backend, Server-Timing, Location");
+        if (strcmp(cfg->cors_origin, "*") != 0) MHD_add_response_header(resp, "Vary", "Origin");
+    }
+    r->status = status;
+    r->replied = 1;
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+enum MHD_Result ss_reply_error(ss_req *r, int status, const char *code, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "svdslice: %s %s -> %d %s: %s\n", r->rid, r->url, status, code, msg);
+    struct MHD_Response *resp = ss_resp_error(code, msg);
+    if (resp && status == 401) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+    if (resp && !strcmp(code, "overloaded")) MHD_add_response_header(resp, "Retry-After", "1");
+    return ss_reply(r, status, resp);
+}
+
+enum MHD_Result ss_reply_internal(ss_req *r, const char *what) {
+    return ss_reply_error(r, 500, "internal", "internal error (request %s): %s", r->rid, what);
+}
+
+/* ---- jobs: suspend / resume ---------------------------------------------- */
+
+int ss_job_begin(ss_req *r) {
+    ss_server *srv = r->srv;
+    /* Counted before checking `stopping` so shutdown, which sets `stopping`
+     * and then waits for the count to drop, cannot miss this connection. */
+    __atomic_add_fetch(&srv->inflight, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&srv->stopping, __ATOMIC_SEQ_CST)) {
+        __atomic_sub_fetch(&srv->inflight, 1, __ATOMIC_SEQ_CST);
+        return -1;
+    }
+    r->async = 1;
+    MHD_suspend_connection(r->conn);
+    return 0;
+}
+
+void ss_job_end(ss_req *r, int status, struct MHD_Response *resp) {
+    ss_server *srv = r->srv;
+    struct MHD_Connection *c = r->conn;
+    r->async_status = status;
+    r->async_resp = resp;
+    __atomic_store_n(&r->async_done, 1, __ATOMIC_RELEASE);
+    MHD_resume_connection(c);
+    __atomic_sub_fetch(&srv->inflight, 1, __ATOMIC_SEQ_CST);
+}
+
+static struct MHD_Response *error_resp(int status, const char *code, const char *msg) {
+    struct MHD_Response *resp = ss_resp_error(code, msg);
+    if (resp && status == 503 && !strcmp(code, "overloaded")) MHD_add_response_header(resp, "Retry-After", "1");
+    return resp;
+}
+
+void ss_job_reject(ss_req *r, int err) {
+    if (err == SS_EBUSY)
+        ss_job_end(r, 503, error_resp(503, "overloaded", "server busy: work queue full, retry later"));
+    else
+        ss_job_end(r, 503, error_resp(503, "overloaded", "server is shutting down"));
+}
+
+/* ---- routing ------------------------------------------------------------- */
+
+static int match(const char *pattern, const char *url, ss_req *r) {
+    if (!strcmp(pattern, "/{asset}")) {
+        if (url[0] != '/' || !url[1] || strchr(url + 1, '/')) return 0;
+        for (const ss_asset *a = ss_assets; a->path; a++)
+            if (!strcmp(a->path, url)) return 1;
+        return 0;
+    }
+    const char *p = pattern, *u = url;
+    while (*p) {
+        if (!strncmp(p, "{id}", 4)) {
+            size_t n = strcspn(u, "/");
+            if (n == 0 || n >= sizeof r->id) return 0;
+            memcpy(r->id, u, n);
+            r->id[n] = 0;
+            u += n;
+            p += 4;
+            continue;
+        }
+        if (*p != *u) return 0;
+        p++, u++;
+    }
+    return *u == 0;
+}
+
+static int method_bit(const char *m) {
+    if (!strcmp(m, "GET")) return M_GET;
+    if (!strcmp(m, "HEAD")) return M_HEAD;
+    if (!strcmp(m, "POST")) return M_POST;
+    if (!strcmp(m, "DELETE")) return M_DELETE;
+    if (!strcmp(m, "OPTIONS")) return M_OPTIONS;
+    return M_OTHER;
+}
+
+/* Constant-time comparison of the bearer token with the key. */
+static int authorized(ss_req *r) {
+    const char *key = r->srv->cfg->api_key;
+    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0;
+    const char *tok = h + 7;
+    while (*tok == ' ') tok++;
+    size_t a = strlen(tok), b = strlen(key);
+    unsigned char diff = (unsigned char)(a != b);
+    for (size_t i = 0; i < b; i++) diff |= (unsigned char)(key[i] ^ (i < a ? tok[i] : 0));
+    return diff == 0;
+}
+
+static enum MHD_Result preflight(ss_req *r, int allowed) {
+    char methods[80];
+    method_list(allowed | M_OPTIONS, methods, sizeof methods);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Allow", methods);
+    if (r->srv->cfg->cors_origin[0]) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Methods", methods);
+        MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                "Authorization, Content-Type, Cache-Control, If-None-Match");
+        MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+    }
+    return ss_reply(r, 204, resp);
+}
+
+/* First call of a request: route it, check method and auth. Returns MHD_YES
+ * with r->route set when the handler should run, or the result of an answer
+ * already queued (r->replied). */
+static enum MHD_Result route_request(ss_req *r, const char *url) {
+    int allowed = 0;
+    const ss_route *hit = NULL;
+    for (int i = 0; i < N_ROUTES; i++) {
+        if (!match(k_routes[i].pattern, url, r)) continue;
+        if (r->label < 0) r->label = k_label[i];
+        allowed |= k_routes[i].methods;
+        int want = r->method == M_OPTIONS ? 0 : r->method;
+        if (!hit && (k_routes[i].methods & want)) {
+            hit = &k_routes[i];
+            r->label = k_label[i];
+        }
+    }
+    if (!allowed) return ss_reply_error(r, 404, "not_found", "no such path: %s", r->url);
+    if (r->method == M_OPTIONS) return preflight(r, allowed);
+    if (!hit) {
+        char methods[80];
+        method_list(allowed | M_OPTIONS, methods, sizeof methods);
+        struct MHD_Response *resp = ss_resp_error("method_not_allowed", "method not allowed here");
+        if (resp) MHD_add_response_header(resp, "Allow", methods);
+        fprintf(stderr, "svdslice: %s %s -> 405 method_not_allowed\n", r->rid, r->url);
+        return ss_reply(r, 405, resp);
+    }
+    const ss_config *cfg = r->srv->cfg;
+    int need = (hit->flags & R_AUTH_WRITE) || ((hit->flags & R_AUTH_READ) && cfg->auth_reads);
+    if (cfg->api_key[0] && need && !authorized(r))
+        return ss_reply_error(r, 401, "unauthorized", "missing or wrong Authorization: Bearer key");
+    r->route = hit;
+    return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_size,
+                                  void **con_cls) {
+    ss_server *srv = cls;
+    ss_req *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        *con_cls = r;
+        r->srv = srv;
+        r->conn = c;
+        r->label = -1;
+        r->backend = -1;
+        r->t_start = ss_now();
+        r->method = method_bit(method);
+        snprintf(r->url, sizeof r->url, "%s %s", method, url);
+        snprintf(r->rid, sizeof r->rid, "%llx-%llx", (unsigned long long)getpid() & 0xffff,
+                 __atomic_add_fetch(&srv->next_rid, 1, __ATOMIC_RELAXED));
+        enum MHD_Result ret = route_request(r, url);
+        if (r->replied || ret != MHD_YES) return ret;
+        if (r->route->flags & R_BODY) {
+            const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+            if (cl && strtoull(cl, NULL, 10) > (unsigned long long)srv->cfg->max_body_bytes)
+                return ss_reply_error(r, 413, "too_large", "body of %s bytes is over the limit of %lld bytes",
+                                      cl, srv->cfg->max_body_bytes);
+            ss_upload_begin(&r->up, (size_t)srv->cfg->max_body_bytes);
+            return MHD_YES;
+        }
+        return r->route->handler(r);
+    }
+    if (r->async) { /* resumed by the job: queue what it built */
+        if (!__atomic_load_n(&r->async_done, __ATOMIC_ACQUIRE)) return MHD_YES;
+        struct MHD_Response *resp = r->async_resp;
+        r->async_resp = NULL;
+        r->async = 0;
+        if (!resp) return ss_reply(r, 500, NULL);
+        if (r->async_status >= 400)
+            fprintf(stderr, "svdslice: %s %s -> %d\n", r->rid, r->url, r->async_status);
+        return ss_reply(r, r->async_status, resp);
+    }
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (r->replied || !r->route || !(r->route->flags & R_BODY)) return MHD_YES; /* discard */
+        return ss_upload_feed(&r->up, c, upload_data, n) == 0 ? MHD_YES : MHD_NO;
+    }
+    if (r->replied) return MHD_YES;
+    const char *why = NULL;
+    int st = ss_upload_finish(&r->up, c, &why);
+    if (st == 413) return ss_reply_error(r, 413, "too_large", "%s", why);
+    if (st) return ss_reply_error(r, 415, "unsupported_media_type", "%s", why);
+    return r->route->handler(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    ss_server *srv = cls;
+    ss_req *r = *con_cls;
+    if (!r) return;
+    if (r->status) ss_metrics_request(srv->metrics, r->label, r->status);
+    if (r->route && r->route->handler == ss_h_reconstruct && r->backend >= 0 && r->status < 400)
+        ss_metrics_reconstruct(srv->metrics, r->backend, ss_now() - r->t_start);
+    if (r->async_resp) MHD_destroy_response(r->async_resp);
+    ss_upload_free(&r->up);
+    free(r);
+    *con_cls = NULL;
+}
+
+/* ---- daemon -------------------------------------------------------------- */
+
+static void log_mhd(void *cls, const char *fmt, va_list ap) {
+    fprintf(stderr, "svdslice: http: ");
+    vfprintf(stderr, fmt, ap);
+}
+
+int ss_http_start(ss_server *srv, unsigned short *port) {
+    const ss_config *cfg = srv->cfg;
+    struct sockaddr_in sa4;
+    struct sockaddr_in6 sa6;
+    struct sockaddr *sa;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    memset(&sa4, 0, sizeof sa4);
+    memset(&sa6, 0, sizeof sa6);
+    if (inet_pton(AF_INET, cfg->bind, &sa4.sin_addr) == 1) {
+        sa4.sin_family = AF_INET;
+        sa4.sin_port = htons((uint16_t)cfg->port);
+        sa = (struct sockaddr *)&sa4;
+    } else if (inet_pton(AF_INET6, cfg->bind, &sa6.sin6_addr) == 1) {
+        sa6.sin6_family = AF_INET6;
+        sa6.sin6_port = htons((uint16_t)cfg->port);
+        sa = (struct sockaddr *)&sa6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        fprintf(stderr, "svdslice serve: --bind: not an IPv4 or IPv6 address: %s\n", cfg->bind);
+        return -1;
+    }
+    srv->daemon = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
+        MHD_OPTION_SOCK_ADDR, sa,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->per_ip_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
+        /* Headers and one read buffer live here: 64 KiB leaves room for long
+         * header lines; bodies are copied out chunk by chunk. */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+    if (!srv->daemon) {
+        fprintf(stderr, "svdslice serve: cannot listen on %s:%d\n", cfg->bind, cfg->port);
+        return -1;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    *port = info ? info->port : (unsigned short)cfg->port;
+    return 0;
+}
+
+void ss_http_stop(ss_server *srv, double timeout_s) {
+    if (!srv->daemon) return;
+    MHD_socket lfd = MHD_quiesce_daemon(srv->daemon);
+    if (lfd != MHD_INVALID_SOCKET) close(lfd);
+    __atomic_store_n(&srv->stopping, 1, __ATOMIC_SEQ_CST);
+    /* Every suspended connection must be resumed before MHD_stop_daemon; the
+     * queues keep running their jobs meanwhile. */
+    double end = ss_now() + timeout_s;
+    while (__atomic_load_n(&srv->inflight, __ATOMIC_SEQ_CST) > 0 && ss_now() < end) usleep(2000);
+    /* Give resumed connections a moment to send what their jobs built. */
+    end = ss_now() + 1.0;
+    while (ss_now() < end) {
+        const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        if (!info || info->num_connections == 0) break;
+        usleep(5000);
+    }
+    if (__atomic_load_n(&srv->inflight, __ATOMIC_SEQ_CST) > 0) {
+        fprintf(stderr, "svdslice: jobs still running at shutdown; exiting without stopping the daemon\n");
+        return; /* stopping with suspended connections would abort */
+    }
+    MHD_stop_daemon(srv->daemon);
+    srv->daemon = NULL;
+}

@@ -1,0 +1,128 @@
+/* http.h - the HTTP layer's shared pieces: server context, per-request state, handler helpers */
+#ifndef SS_HTTP_H
+#define SS_HTTP_H
+#include <microhttpd.h>
+#include <stddef.h>
+
+#include "server/config.h"
+#include "server/gpuq.h"
+#include "server/metrics.h"
+#include "server/pool.h"
+#include "server/respcache.h"
+#include "server/store.h"
+
+/* Everything the handlers reach; owned by serve.c, which creates and frees each part. */
+typedef struct ss_server {
+    const ss_config *cfg;
+    ss_store *store;
+    ss_pool *pool;
+    ss_gpuq *gpuq;        /* NULL when no GPU backend can run */
+    ss_respcache *rc;
+    ss_metrics *metrics;
+    struct MHD_Daemon *daemon;
+    int inflight;         /* atomic: connections suspended on a job */
+    int stopping;         /* atomic: set at shutdown; new jobs get 503 */
+    unsigned long long next_rid; /* atomic request counter */
+} ss_server;
+
+/* Route labels for ss_metrics_new: the distinct path patterns of the table. */
+int ss_http_route_labels(const char *const **labels);
+
+/* Starts the daemon (libmicrohttpd, one epoll polling thread). *port gets the
+ * bound port. Returns 0 or -1 after printing why to stderr. */
+int ss_http_start(ss_server *srv, unsigned short *port);
+/* Stops accepting connections and new jobs, waits up to timeout_s for every
+ * suspended connection to be resumed, then stops the daemon. */
+void ss_http_stop(ss_server *srv, double timeout_s);
+
+/* ---- per-request state (libmicrohttpd's *con_cls) ------------------------ */
+enum { M_GET = 1, M_HEAD = 2, M_POST = 4, M_DELETE = 8, M_OPTIONS = 16, M_OTHER = 32 };
+
+/* A request body: raw PNG bytes, or the `file` field of a multipart form. */
+typedef struct ss_upload {
+    int mode;               /* UP_* in multipart.c */
+    unsigned char *data;    /* the PNG bytes (raw body or the file field), malloc'd */
+    size_t len, cap, limit;
+    unsigned long long seen; /* body bytes received */
+    int too_large;
+    struct MHD_PostProcessor *pp;
+    int file_fields;        /* `file` fields seen; only the first is kept */
+    char filename[256];
+} ss_upload;
+
+struct ss_route;
+typedef struct ss_req {
+    ss_server *srv;
+    struct MHD_Connection *conn;
+    const struct ss_route *route;
+    int label;             /* metrics route label index, -1 unmatched */
+    int method;            /* M_* */
+    char url[160];
+    char id[80];           /* the {id} path segment (raw; validate before use) */
+    char rid[24];          /* request id for logs and 500 bodies */
+    double t_start;
+    int status;            /* status queued, for metrics */
+    int backend;           /* registry index of the backend that served /reconstruct, -1 */
+    int replied;           /* a response was queued */
+    ss_upload up;
+    /* async: a job suspended the connection; it sets these then resumes */
+    int async;
+    int async_done;        /* atomic */
+    int async_status;
+    struct MHD_Response *async_resp;
+} ss_req;
+
+typedef enum MHD_Result (*ss_handler)(ss_req *r);
+
+/* Queues resp with status (adds CORS headers, logs errors, destroys resp).
+ * resp NULL means out of memory: answers 500 without a body. */
+enum MHD_Result ss_reply(ss_req *r, int status, struct MHD_Response *resp);
+/* Queues the JSON error body {"error": {"code", "message"}} (+ WWW-Authenticate
+ * for 401, Retry-After for overloaded). */
+enum MHD_Result ss_reply_error(ss_req *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* 500 internal: logs what with the request id; the message carries the id. */
+enum MHD_Result ss_reply_internal(ss_req *r, const char *what);
+
+/* Suspends r's connection for a job; call right before handing the job to a
+ * queue. Returns 0, or -1 when the server is stopping (nothing suspended). */
+int ss_job_begin(ss_req *r);
+/* From the job's thread: hands the response to r and resumes the connection.
+ * r must not be touched afterwards. */
+void ss_job_end(ss_req *r, int status, struct MHD_Response *resp);
+/* The job could not be queued (after ss_job_begin): answer err code now.
+ * err: SS_EBUSY -> 503 overloaded, else 503 "shutting down". */
+void ss_job_reject(ss_req *r, int err);
+
+/* Query argument or NULL. */
+const char *ss_arg(ss_req *r, const char *name);
+/* 1 if id matches [A-Za-z0-9_-]{1,64}. */
+int ss_valid_id(const char *id);
+/* 1 if s is printable UTF-8 (no control characters) of 1..255 bytes. */
+int ss_valid_name(const char *s);
+
+/* ---- uploads (multipart.c) ----------------------------------------------- */
+void ss_upload_begin(ss_upload *u, size_t limit);
+/* Takes a body chunk. Returns 0, or -1 when the connection should be dropped
+ * (a client streaming far beyond the limit). */
+int ss_upload_feed(ss_upload *u, struct MHD_Connection *c, const char *data, size_t size);
+/* After the last chunk: 0 and the PNG bytes in u->data/len, or an HTTP status
+ * (413, 415) with *why set. */
+int ss_upload_finish(ss_upload *u, struct MHD_Connection *c, const char **why);
+void ss_upload_free(ss_upload *u);
+
+/* ---- handlers ------------------------------------------------------------ */
+enum MHD_Result ss_h_upload(ss_req *r);
+enum MHD_Result ss_h_list(ss_req *r);
+enum MHD_Result ss_h_info(ss_req *r);
+enum MHD_Result ss_h_delete(ss_req *r);
+enum MHD_Result ss_h_original(ss_req *r);
+enum MHD_Result ss_h_factors(ss_req *r);
+enum MHD_Result ss_h_reconstruct(ss_req *r);
+enum MHD_Result ss_h_quality(ss_req *r);
+enum MHD_Result ss_h_backends(ss_req *r);
+enum MHD_Result ss_h_healthz(ss_req *r);
+enum MHD_Result ss_h_metrics(ss_req *r);
+enum MHD_Result ss_h_asset(ss_req *r);
+
+#endif

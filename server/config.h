@@ -1,0 +1,37 @@
+/* config.h - `svdslice serve` settings from flags and SVDSLICE_* environment variables */
+#ifndef SS_CONFIG_H
+#define SS_CONFIG_H
+#include <stddef.h>
+
+typedef struct ss_config {
+    char bind[64];
+    int port;
+    char data[1024];
+    int workers;               /* 0 = online cores */
+    char api_key[256];         /* "" = no key */
+    int auth_reads;
+    char cors_origin[256];     /* "" = no CORS */
+    int cache_mb;              /* factors cache of the store */
+    int quota_mb;              /* 0 = none */
+    int response_cache_mb;
+    int max_body_mb;
+    long long max_body_bytes;  /* derived from max_body_mb unless given */
+    int max_side;
+    int max_connections;
+    int per_ip_connections;
+    int timeout;               /* seconds, idle connections */
+    int queue;                 /* worker pool queue capacity */
+    int job_deadline_ms;       /* queued reconstruct/quality jobs */
+    int gpu_max_batch;
+    double gpu_max_wait_ms;
+    int gpu_queue;
+    int gpu_memory_mb;
+    int gpu_cpu_mode;          /* test aid: run the GPU queue on the CPU for every job */
+} ss_config;
+
+/* Fills cfg from defaults, then SVDSLICE_<FLAG> variables, then argv (argv[0]
+ * is "serve"; a flag wins over the environment). Returns 0, 1 when --help was
+ * printed (exit 0), or 2 after printing one usage error line to stderr. */
+int ss_config_parse(ss_config *cfg, int argc, char **argv);
+
+#endif

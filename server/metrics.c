@@ -1,0 +1,136 @@
+/* metrics.c - request counters and latency histograms in Prometheus text format 0.0.4 */
+#include "server/metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Statuses the API can answer; anything else counts under "other". */
+static const int k_statuses[] = {200, 201, 204, 304, 400, 401, 404, 405, 413, 415, 422, 500, 503, 507};
+#define NSTATUS (int)(sizeof k_statuses / sizeof k_statuses[0])
+
+/* Seconds: a cache hit is ~0.1 ms, a 2048x2048 reconstruction a few hundred. */
+static const double k_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                   0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5};
+#define NBUCKET (int)(sizeof k_buckets / sizeof k_buckets[0])
+
+typedef struct hist {
+    unsigned long long counts[NBUCKET + 1]; /* last: +Inf */
+    unsigned long long sum_us;
+} hist;
+
+struct ss_metrics {
+    const char *const *routes;
+    const char *const *backends;
+    int nroutes, nbackends;
+    unsigned long long *requests; /* (nroutes + 1) x (NSTATUS + 1) */
+    hist *recon;                  /* nbackends */
+};
+
+ss_metrics *ss_metrics_new(const char *const *routes, int nroutes, const char *const *backends,
+                           int nbackends) {
+    ss_metrics *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->routes = routes;
+    m->backends = backends;
+    m->nroutes = nroutes;
+    m->nbackends = nbackends;
+    m->requests = calloc((size_t)(nroutes + 1) * (NSTATUS + 1), sizeof *m->requests);
+    m->recon = calloc((size_t)nbackends, sizeof *m->recon);
+    if (!m->requests || !m->recon) {
+        ss_metrics_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void ss_metrics_free(ss_metrics *m) {
+    if (!m) return;
+    free(m->requests);
+    free(m->recon);
+    free(m);
+}
+
+void ss_metrics_request(ss_metrics *m, int route, int status) {
+    if (route < 0 || route >= m->nroutes) route = m->nroutes;
+    int s = NSTATUS;
+    for (int i = 0; i < NSTATUS; i++)
+        if (k_statuses[i] == status) s = i;
+    __atomic_add_fetch(&m->requests[route * (NSTATUS + 1) + s], 1, __ATOMIC_RELAXED);
+}
+
+void ss_metrics_reconstruct(ss_metrics *m, int backend, double seconds) {
+    if (backend < 0 || backend >= m->nbackends) return;
+    hist *h = &m->recon[backend];
+    int b = 0;
+    while (b < NBUCKET && seconds > k_buckets[b]) b++;
+    __atomic_add_fetch(&h->counts[b], 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&h->sum_us, (unsigned long long)(seconds * 1e6), __ATOMIC_RELAXED);
+}
+
+void ss_sb_printf(ss_strbuf *sb, const char *fmt, ...) {
+    if (sb->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(sb->buf ? sb->buf + sb->len : NULL, sb->buf ? sb->cap - sb->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            sb->oom = 1;
+            return;
+        }
+        if (sb->buf && sb->len + (size_t)n < sb->cap) {
+            sb->len += (size_t)n;
+            return;
+        }
+        size_t cap = sb->cap ? sb->cap * 2 : 4096;
+        while (cap < sb->len + (size_t)n + 1) cap *= 2;
+        char *nb = realloc(sb->buf, cap);
+        if (!nb) {
+            sb->oom = 1;
+            return;
+        }
+        sb->buf = nb;
+        sb->cap = cap;
+    }
+}
+
+void ss_metrics_value(ss_strbuf *sb, const char *name, const char *type, const char *help, double v) {
+    ss_sb_printf(sb, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
+}
+
+void ss_metrics_render(ss_metrics *m, ss_strbuf *sb) {
+    ss_sb_printf(sb, "# HELP svdslice_requests_total HTTP requests answered, by route and status.\n"
+                     "# TYPE svdslice_requests_total counter\n");
+    for (int r = 0; r <= m->nroutes; r++)
+        for (int s = 0; s <= NSTATUS; s++) {
+            unsigned long long v = __atomic_load_n(&m->requests[r * (NSTATUS + 1) + s], __ATOMIC_RELAXED);
+            if (!v) continue;
+            const char *route = r < m->nroutes ? m->routes[r] : "unmatched";
+            if (s < NSTATUS)
+                ss_sb_printf(sb, "svdslice_requests_total{route=\"%s\",status=\"%d\"} %llu\n", route,
+                             k_statuses[s], v);
+            else
+                ss_sb_printf(sb, "svdslice_requests_total{route=\"%s\",status=\"other\"} %llu\n", route, v);
+        }
+    ss_sb_printf(sb, "# HELP svdslice_request_duration_seconds Latency of /reconstruct, by the backend "
+                     "that ran (cache hits under their backend).\n"
+                     "# TYPE svdslice_request_duration_seconds histogram\n");
+    for (int b = 0; b < m->nbackends; b++) {
+        hist *h = &m->recon[b];
+        unsigned long long cum = 0;
+        for (int i = 0; i <= NBUCKET; i++) {
+            cum += __atomic_load_n(&h->counts[i], __ATOMIC_RELAXED);
+            if (i < NBUCKET)
+                ss_sb_printf(sb, "svdslice_request_duration_seconds_bucket{backend=\"%s\",le=\"%g\"} %llu\n",
+                             m->backends[b], k_buckets[i], cum);
+            else
+                ss_sb_printf(sb, "svdslice_request_duration_seconds_bucket{backend=\"%s\",le=\"+Inf\"} %llu\n",
+                             m->backends[b], cum);
+        }
+        ss_sb_printf(sb, "svdslice_request_duration_seconds_sum{backend=\"%s\"} %.6f\n", m->backends[b],
+                     (double)__atomic_load_n(&h->sum_us, __ATOMIC_RELAXED) * 1e-6);
+        ss_sb_printf(sb, "svdslice_request_duration_seconds_count{backend=\"%s\"} %llu\n", m->backends[b], cum);
+    }
+}

@@ -1,0 +1,33 @@
+/* metrics.h - request counters and latency histograms, rendered as Prometheus text 0.0.4 */
+#ifndef SS_METRICS_H
+#define SS_METRICS_H
+#include <stddef.h>
+
+typedef struct ss_metrics ss_metrics;
+
+/* routes: labels of the route table (n of them; the strings must outlive the
+ * metrics); requests that match no route count under "unmatched". backends:
+ * labels of the reconstruct histogram. Returns NULL on ENOMEM; free with _free. */
+ss_metrics *ss_metrics_new(const char *const *routes, int nroutes, const char *const *backends,
+                           int nbackends);
+void ss_metrics_free(ss_metrics *m);
+
+/* route: index into routes or -1 for unmatched. Thread-safe (atomics). */
+void ss_metrics_request(ss_metrics *m, int route, int status);
+/* backend: index into backends; seconds: the reconstruct request's latency. */
+void ss_metrics_reconstruct(ss_metrics *m, int backend, double seconds);
+
+/* A growing text buffer (malloc'd; caller frees buf). */
+typedef struct ss_strbuf {
+    char *buf;
+    size_t len, cap;
+    int oom;
+} ss_strbuf;
+void ss_sb_printf(ss_strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Appends the counters and histograms with their HELP/TYPE lines. */
+void ss_metrics_render(ss_metrics *m, ss_strbuf *sb);
+/* Appends one gauge or counter sample with its HELP/TYPE header. */
+void ss_metrics_value(ss_strbuf *sb, const char *name, const char *type, const char *help, double v);
+
+#endif
