@@ -3,6 +3,12 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/png.h"
 
 uint64_t tu_rand_u64(uint64_t *state) {
     uint64_t x = *state ? *state : 0x9E3779B97F4A7C15ull;
@@ -36,4 +42,20 @@ ss_factors *tu_random_factors(int m, int n, int rank, int bit_depth, uint64_t se
             f->W[o] = f->S[p] * f->Vt[o];
         }
     return f;
+}
+
+int tu_load_slice(const char *file, ss_image *out) {
+    memset(out, 0, sizeof *out);
+    const char *dir = getenv("SVDSLICE_TEST_DATA");
+    if (!dir || !*dir) return 1;
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path) return 1;
+    if (access(path, R_OK) != 0) return 1;
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc = ss_read_file(path, (size_t)64 << 20, &buf, &len);
+    if (rc) return rc;
+    rc = ss_png_decode(buf, len, 8192, out);
+    free(buf);
+    return rc;
 }

@@ -17,4 +17,10 @@ double tu_rand_uniform(uint64_t *state); /* [0, 1) */
  * Returns NULL on bad arguments or ENOMEM; free with ss_factors_free. */
 ss_factors *tu_random_factors(int m, int n, int rank, int bit_depth, uint64_t seed);
 
+/* Decodes $SVDSLICE_TEST_DATA/file (a real MRI slice, e.g.
+ * "BrainProtonDensitySlice.png") into *out (free with ss_image_free).
+ * Returns 0, 1 when the variable is unset or the file is missing (skip the
+ * test), or a negative engine error when it does not read or decode. */
+int tu_load_slice(const char *file, ss_image *out);
+
 #endif
