@@ -1,6 +1,7 @@
 /* json.c - JSON bodies of the API (slice info, errors) built with jansson */
 #include "api/json.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -8,11 +9,19 @@
 #include "engine/svd.h"
 #include "server/json_out.h"
 
+/* RFC 3339 UTC of unix seconds. */
+static void rfc3339(long long t, char *buf, size_t size) {
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (!gmtime_r(&tt, &tm) || !strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(buf, size, "1970-01-01T00:00:00Z");
+}
+
 json_t *ss_json_info(const ss_slice_info *in, int with_sv) {
     long long original = (long long)in->width * in->height * in->bit_depth / 8;
     long long stored = ss_stored_bytes(in->height, in->width, in->rank);
     char created[32];
-    ss_rfc3339(in->created, created, sizeof created);
+    rfc3339(in->created, created, sizeof created);
     json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:I, s:I, s:f}", "id", in->id, "name", in->name,
                           "width", in->width, "height", in->height, "bit_depth", in->bit_depth, "rank",
                           in->rank, "stored_bytes", (json_int_t)stored, "original_bytes",
