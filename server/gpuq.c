@@ -1,0 +1,251 @@
+/* gpuq.c - the GPU queue: a bounded ring of jobs and one thread that launches them in batches */
+#include "server/gpuq.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/error.h"
+#include "gpu/gpu.h"
+
+typedef struct slot {
+    ss_gpu_job *job;
+    double t_submit; /* monotonic seconds */
+} slot;
+
+struct ss_gpuq {
+    ss_gpuq_opts o;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;   /* signalled on submit and on stop */
+    pthread_t thread;
+    slot *ring;
+    int head, count;     /* ring[head] is the oldest */
+    int stopping;
+    ss_gpuq_stats st;    /* depth filled on read */
+    /* the thread's scratch, reused by every batch */
+    ss_gpu_job **batch, **run;
+    ss_gpu_item *items;
+    double *t_submit;
+    int *st_of, *grp_st, *run_idx;
+    ss_workspace *ws;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int hist_bin(int n) {
+    int b = 0;
+    while (n > 1 && b < 7) { n >>= 1; b++; }
+    return b; /* 1, 2-3, 4-7, ..., 128+ */
+}
+
+/* Runs jobs [0..n) that share one backend: one GPU batch, or in CPU mode
+ * (and for CPU backends) each job's reconstruct in turn, timed as a batch. */
+static void run_group(ss_gpuq *q, ss_gpu_job **jobs, int n, int *status) {
+    const ss_backend *b = jobs[0]->backend;
+    double ms = 0;
+    if (q->o.cpu_mode || !b->device || strcmp(b->device, "gpu") != 0) {
+        double t0 = now_s();
+        for (int i = 0; i < n; i++) status[i] = b->reconstruct(jobs[i]->f, jobs[i]->k, jobs[i]->out, q->ws);
+        ms = (now_s() - t0) * 1e3;
+    } else {
+        for (int i = 0; i < n; i++) {
+            q->items[i].f = jobs[i]->f;
+            q->items[i].k = jobs[i]->k;
+            q->items[i].out = jobs[i]->out;
+            q->items[i].status = 0;
+        }
+        ss_gpu_run_batch(b, q->items, n, &ms);
+        for (int i = 0; i < n; i++) status[i] = q->items[i].status;
+    }
+    for (int i = 0; i < n; i++) {
+        jobs[i]->kernel_ms = ms;
+        jobs[i]->batch_size = n;
+    }
+    pthread_mutex_lock(&q->mu);
+    q->st.batches++;
+    q->st.batch_hist[hist_bin(n)]++;
+    q->st.device_ms_total += ms;
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Runs the popped batch q->batch[0..n): expired jobs time out without
+ * running, the rest are grouped by backend (stable, order of first
+ * appearance) and launched one group at a time, then every done() is called. */
+static void run_batch(ss_gpuq *q, int n) {
+    ss_gpu_job **jobs = q->batch;
+    double t = now_s();
+    int live = 0, timeouts = 0;
+    for (int i = 0; i < n; i++) {
+        jobs[i]->queue_ms = (t - q->t_submit[i]) * 1e3;
+        jobs[i]->kernel_ms = 0;
+        jobs[i]->batch_size = 0;
+        if (jobs[i]->deadline > 0 && t > jobs[i]->deadline) {
+            q->st_of[i] = SS_ETIMEDOUT;
+            timeouts++;
+        } else {
+            q->run_idx[live] = i;
+            q->run[live++] = jobs[i];
+        }
+    }
+    int first = 0;
+    while (first < live) {
+        const ss_backend *b = q->run[first]->backend;
+        int e = first;
+        for (int i = first; i < live; i++) {
+            if (q->run[i]->backend != b) continue;
+            ss_gpu_job *tj = q->run[i];
+            int ti = q->run_idx[i];
+            memmove(&q->run[e + 1], &q->run[e], (size_t)(i - e) * sizeof q->run[0]);
+            memmove(&q->run_idx[e + 1], &q->run_idx[e], (size_t)(i - e) * sizeof q->run_idx[0]);
+            q->run[e] = tj;
+            q->run_idx[e] = ti;
+            e++;
+        }
+        run_group(q, &q->run[first], e - first, &q->grp_st[first]);
+        for (int i = first; i < e; i++) q->st_of[q->run_idx[i]] = q->grp_st[i];
+        first = e;
+    }
+    pthread_mutex_lock(&q->mu);
+    q->st.jobs += n;
+    q->st.timeouts += timeouts;
+    pthread_mutex_unlock(&q->mu);
+    for (int i = 0; i < n; i++) jobs[i]->done(jobs[i]->arg, q->st_of[i]);
+}
+
+static void *gpuq_main(void *arg) {
+    ss_gpuq *q = (ss_gpuq *)arg;
+    int maxb = q->o.max_batch;
+    pthread_mutex_lock(&q->mu);
+    for (;;) {
+        while (q->count == 0 && !q->stopping) pthread_cond_wait(&q->cv, &q->mu);
+        if (q->count == 0) break; /* stopping and drained */
+        /* The oldest job waits up to max_wait_ms for company (not when stopping). */
+        double until = q->ring[q->head].t_submit + q->o.max_wait_ms * 1e-3;
+        struct timespec ts;
+        ts.tv_sec = (time_t)until;
+        ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
+        if (ts.tv_nsec > 999999999L) ts.tv_nsec = 999999999L;
+        while (!q->stopping && q->count < maxb)
+            if (pthread_cond_timedwait(&q->cv, &q->mu, &ts) == ETIMEDOUT) break;
+        int n = q->count < maxb ? q->count : maxb;
+        for (int i = 0; i < n; i++) {
+            slot *s = &q->ring[(q->head + i) % q->o.capacity];
+            q->batch[i] = s->job;
+            q->t_submit[i] = s->t_submit;
+        }
+        q->head = (q->head + n) % q->o.capacity;
+        q->count -= n;
+        pthread_mutex_unlock(&q->mu);
+        run_batch(q, n);
+        pthread_mutex_lock(&q->mu);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+static void scratch_free(ss_gpuq *q) {
+    free(q->ring);
+    free(q->batch);
+    free(q->run);
+    free(q->items);
+    free(q->t_submit);
+    free(q->st_of);
+    free(q->grp_st);
+    free(q->run_idx);
+    ss_workspace_free(q->ws);
+}
+
+/* Creates the queue and starts its thread; *out is freed with ss_gpuq_free. */
+int ss_gpuq_new(const ss_gpuq_opts *opts, ss_gpuq **out) {
+    *out = NULL;
+    if (!opts || opts->capacity <= 0 || opts->max_batch <= 0 || opts->max_wait_ms < 0)
+        return ss_fail(SS_EINVAL, "gpu queue: capacity and max_batch must be positive");
+    ss_gpuq *q = (ss_gpuq *)calloc(1, sizeof *q);
+    if (!q) return ss_fail(SS_ENOMEM, "out of memory for the gpu queue");
+    q->o = *opts;
+    if (q->o.max_batch > q->o.capacity) q->o.max_batch = q->o.capacity;
+    size_t mb = (size_t)q->o.max_batch;
+    q->ring = (slot *)calloc((size_t)q->o.capacity, sizeof *q->ring);
+    q->batch = (ss_gpu_job **)calloc(mb, sizeof *q->batch);
+    q->run = (ss_gpu_job **)calloc(mb, sizeof *q->run);
+    q->items = (ss_gpu_item *)calloc(mb, sizeof *q->items);
+    q->t_submit = (double *)calloc(mb, sizeof *q->t_submit);
+    q->st_of = (int *)calloc(mb, sizeof *q->st_of);
+    q->grp_st = (int *)calloc(mb, sizeof *q->grp_st);
+    q->run_idx = (int *)calloc(mb, sizeof *q->run_idx);
+    q->ws = ss_workspace_new();
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* deadlines and waits are monotonic */
+    int ok = q->ring && q->batch && q->run && q->items && q->t_submit && q->st_of && q->grp_st &&
+             q->run_idx && q->ws;
+    if (ok) {
+        pthread_mutex_init(&q->mu, NULL);
+        pthread_cond_init(&q->cv, &ca);
+    }
+    pthread_condattr_destroy(&ca);
+    if (!ok) {
+        scratch_free(q);
+        free(q);
+        return ss_fail(SS_ENOMEM, "out of memory for the gpu queue");
+    }
+    if (!opts->cpu_mode && opts->device_bytes > 0) ss_gpu_set_cache_bytes(opts->device_bytes);
+    if (pthread_create(&q->thread, NULL, gpuq_main, q) != 0) {
+        pthread_cond_destroy(&q->cv);
+        pthread_mutex_destroy(&q->mu);
+        scratch_free(q);
+        free(q);
+        return ss_fail(SS_ENOMEM, "cannot start the gpu queue thread");
+    }
+    *out = q;
+    return SS_OK;
+}
+
+int ss_gpuq_submit(ss_gpuq *q, ss_gpu_job *job) {
+    if (!q || !job || !job->backend || !job->done) return ss_fail(SS_EINVAL, "gpu queue: bad job");
+    pthread_mutex_lock(&q->mu);
+    if (q->stopping) {
+        pthread_mutex_unlock(&q->mu);
+        return ss_fail(SS_EUNAVAIL, "gpu queue is stopping");
+    }
+    if (q->count >= q->o.capacity) {
+        q->st.rejected++;
+        pthread_mutex_unlock(&q->mu);
+        return ss_fail(SS_EBUSY, "gpu queue full (%d jobs)", q->o.capacity);
+    }
+    slot *s = &q->ring[(q->head + q->count) % q->o.capacity];
+    s->job = job;
+    s->t_submit = now_s();
+    q->count++;
+    /* Wake the thread when a batch is full or a first job arrives. */
+    if (q->count == 1 || q->count >= q->o.max_batch) pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+    return SS_OK;
+}
+
+void ss_gpuq_free(ss_gpuq *q) {
+    if (!q) return;
+    pthread_mutex_lock(&q->mu);
+    q->stopping = 1;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+    pthread_join(q->thread, NULL); /* the thread drains the ring before it exits */
+    pthread_cond_destroy(&q->cv);
+    pthread_mutex_destroy(&q->mu);
+    if (!q->o.cpu_mode) ss_gpu_release();
+    scratch_free(q);
+    free(q);
+}
+
+void ss_gpuq_get_stats(ss_gpuq *q, ss_gpuq_stats *st) {
+    pthread_mutex_lock(&q->mu);
+    *st = q->st;
+    st->depth = q->count;
+    pthread_mutex_unlock(&q->mu);
+}

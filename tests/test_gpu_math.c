@@ -1,0 +1,152 @@
+/* test_gpu_math.c - the GPU kernels' tiling, index, batch-packing and pixel arithmetic, checked on the host */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/kernels.h"
+#include "gpu/gpu_math.h"
+
+/* Awkward shapes: 1-pixel, thinner than a tile, one off a tile multiple. */
+static const int k_shapes[][2] = {{1, 1},   {1, 37},  {37, 1},  {31, 33}, {32, 32}, {33, 31},
+                                  {64, 65}, {256, 170}, {217, 181}, {7, 300}, {300, 7}};
+#define N_SHAPES (int)(sizeof k_shapes / sizeof k_shapes[0])
+
+/* Every output pixel is written by exactly one (tile, thread, i, j) of the
+ * kernel's walk, and no write lands outside the matrix. */
+static void test_tiles_cover_each_pixel_once(void **state) {
+    (void)state;
+    for (int s = 0; s < N_SHAPES; s++) {
+        int m = k_shapes[s][0], n = k_shapes[s][1];
+        unsigned char *hits = calloc((size_t)m * n, 1);
+        assert_non_null(hits);
+        long long tiles = ss_gm_tiles(m, n);
+        for (long long t = 0; t < tiles; t++) {
+            int r0, c0;
+            ss_gm_tile_origin(t, n, &r0, &c0);
+            assert_true(r0 >= 0 && r0 < m && c0 >= 0 && c0 < n); /* no empty tile */
+            for (int ty = 0; ty < SS_GM_TY; ty++)
+                for (int tx = 0; tx < SS_GM_TX; tx++)
+                    for (int i = 0; i < SS_GM_RM; i++)
+                        for (int j = 0; j < SS_GM_RN; j++) {
+                            int row = ss_gm_thread_row(r0, ty, i), col = ss_gm_thread_col(c0, tx, j);
+                            assert_true(row >= r0 && row < r0 + SS_GM_TM);
+                            assert_true(col >= c0 && col < c0 + SS_GM_TN);
+                            if (row < m && col < n) hits[(size_t)row * n + col]++;
+                        }
+        }
+        for (size_t p = 0; p < (size_t)m * n; p++) assert_int_equal(hits[p], 1);
+        free(hits);
+    }
+}
+
+/* The shared-memory loads fill each U and W slab exactly once. */
+static void test_slab_loads_cover_tile_once(void **state) {
+    (void)state;
+    int u[SS_GM_TM][SS_GM_TK], w[SS_GM_TK][SS_GM_TN];
+    memset(u, 0, sizeof u);
+    memset(w, 0, sizeof w);
+    for (int lin = 0; lin < SS_GM_THREADS; lin++) {
+        for (int e = 0; e < SS_GM_LOADS_U; e++) {
+            int r, k;
+            ss_gm_load_u(lin, e, &r, &k);
+            assert_true(r >= 0 && r < SS_GM_TM && k >= 0 && k < SS_GM_TK);
+            u[r][k]++;
+        }
+        for (int e = 0; e < SS_GM_LOADS_W; e++) {
+            int k, c;
+            ss_gm_load_w(lin, e, &k, &c);
+            assert_true(k >= 0 && k < SS_GM_TK && c >= 0 && c < SS_GM_TN);
+            w[k][c]++;
+        }
+    }
+    for (int r = 0; r < SS_GM_TM; r++)
+        for (int k = 0; k < SS_GM_TK; k++) assert_int_equal(u[r][k], 1);
+    for (int k = 0; k < SS_GM_TK; k++)
+        for (int c = 0; c < SS_GM_TN; c++) assert_int_equal(w[k][c], 1);
+}
+
+/* Packing a mixed batch: tiles follow one another, every flat tile maps
+ * back to its own job, output regions are aligned, disjoint and in bounds. */
+static void test_batch_packing(void **state) {
+    (void)state;
+    ss_gm_job jobs[N_SHAPES * 2];
+    int nj = 0;
+    for (int s = 0; s < N_SHAPES; s++)
+        for (int b = 1; b <= 2; b++) {
+            memset(&jobs[nj], 0, sizeof jobs[nj]);
+            jobs[nj].m = k_shapes[s][0];
+            jobs[nj].n = k_shapes[s][1];
+            jobs[nj].out_bytes = b;
+            nj++;
+        }
+    size_t total = 0;
+    long long tiles = ss_gm_pack(jobs, nj, &total);
+    long long expect_tiles = 0;
+    for (int j = 0; j < nj; j++) expect_tiles += (long long)((jobs[j].m + 31) / 32) * ((jobs[j].n + 31) / 32);
+    assert_true(tiles == expect_tiles);
+    for (int j = 0; j < nj; j++) {
+        size_t bytes = (size_t)jobs[j].m * jobs[j].n * jobs[j].out_bytes;
+        assert_int_equal(jobs[j].out_off % SS_GM_OUT_ALIGN, 0);
+        assert_true(jobs[j].out_off + bytes <= total);
+        if (j + 1 < nj) {
+            assert_true(jobs[j].out_off + bytes <= jobs[j + 1].out_off);
+            assert_true(jobs[j + 1].tile0 == jobs[j].tile0 + ss_gm_tiles(jobs[j].m, jobs[j].n));
+        }
+    }
+    assert_true(jobs[0].tile0 == 0);
+    for (long long t = 0; t < tiles; t++) {
+        int j = ss_gm_find_job(jobs, nj, t);
+        assert_true(t >= jobs[j].tile0 && t < jobs[j].tile0 + ss_gm_tiles(jobs[j].m, jobs[j].n));
+    }
+    /* One job: everything maps to it. */
+    assert_int_equal(ss_gm_find_job(jobs, 1, 0), 0);
+}
+
+/* The fused conversion equals the engine's ss_pixels_from_float on edge
+ * values of both depths. */
+static void test_pixel_matches_engine(void **state) {
+    (void)state;
+    const float edge[] = {-INFINITY, -1e30f, -1.0f, -0.5f, -0.49999997f, -0.0f, 0.0f, 1e-30f,
+                          0.49999997f, 0.5f, 0.50000006f, 1.0f, 1.5f, 2.5f, 127.5f, 253.49998f,
+                          254.5f, 254.50002f, 254.99998f, 255.0f, 255.49998f, 255.5f, 256.0f,
+                          32767.5f, 65534.5f, 65534.496f, 65535.0f, 65535.5f, 70000.0f, 1e30f,
+                          INFINITY, NAN, FLT_MAX, FLT_MIN};
+    const int nedge = (int)(sizeof edge / sizeof edge[0]);
+    const int maxvals[] = {255, 65535};
+    for (int mv = 0; mv < 2; mv++) {
+        uint16_t ref[64];
+        ss_pixels_from_float(edge, (size_t)nedge, maxvals[mv], ref);
+        for (int i = 0; i < nedge; i++) {
+            uint16_t got = ss_gm_pixel(edge[i], maxvals[mv]);
+            if (got != ref[i]) fail_msg("value %.9g maxval %d: gpu %u, engine %u", (double)edge[i], maxvals[mv], got, ref[i]);
+        }
+    }
+    /* And a dense sweep of halves and their float neighbours. */
+    for (int v = -2; v <= 300; v++) {
+        float x[3];
+        x[1] = (float)v + 0.5f;
+        x[0] = nextafterf(x[1], -INFINITY);
+        x[2] = nextafterf(x[1], INFINITY);
+        uint16_t ref[3];
+        ss_pixels_from_float(x, 3, 255, ref);
+        for (int i = 0; i < 3; i++) assert_int_equal(ss_gm_pixel(x[i], 255), ref[i]);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tiles_cover_each_pixel_once),
+        cmocka_unit_test(test_slab_loads_cover_tile_once),
+        cmocka_unit_test(test_batch_packing),
+        cmocka_unit_test(test_pixel_matches_engine),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
