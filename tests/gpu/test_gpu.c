@@ -1,0 +1,231 @@
+/* test_gpu.c - the cuda and cublas backends against the float64 reference; skipped without a GPU */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/error.h"
+#include "engine/image.h"
+#include "engine/kernels.h"
+#include "engine/svd.h"
+#include "gpu/gpu.h"
+#include "tests/util/testutil.h"
+
+static const ss_backend *const k_gpu[] = {&ss_backend_cuda, &ss_backend_cublas};
+
+/* Skips the calling test, with the reason, when no GPU can run here. */
+#define REQUIRE_GPU()                                                        \
+    do {                                                                     \
+        const char *why_ = NULL;                                             \
+        if (!ss_gpu_available(&why_)) {                                      \
+            print_message("skipped: %s\n", why_ ? why_ : "no GPU");          \
+            skip();                                                          \
+        }                                                                    \
+    } while (0)
+
+/* Largest |pixel - round-and-clamp(float64 product)|. */
+static int max_err_vs_reference(const ss_factors *f, int k, const uint16_t *px) {
+    size_t n = (size_t)f->m * f->n;
+    double *C = malloc(n * sizeof *C);
+    assert_non_null(C);
+    ss_reference_f64(f, k, C);
+    double maxval = f->bit_depth == 8 ? 255.0 : 65535.0;
+    int worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double r = round(C[i]);
+        r = r < 0 ? 0 : r > maxval ? maxval : r;
+        int d = abs((int)px[i] - (int)r);
+        if (d > worst) worst = d;
+    }
+    free(C);
+    return worst;
+}
+
+static void check_backend(const ss_backend *b, const ss_factors *f, int k) {
+    uint16_t *px = malloc((size_t)f->m * f->n * sizeof *px);
+    assert_non_null(px);
+    int rc = b->reconstruct(f, k, px, NULL);
+    if (rc) fail_msg("%s %dx%d k=%d: %s", b->name, f->m, f->n, k, ss_error());
+    int err = max_err_vs_reference(f, k, px);
+    if (err > 1) fail_msg("%s %dx%d k=%d: max error %d", b->name, f->m, f->n, k, err);
+    free(px);
+}
+
+/* Without a GPU (this machine): listed unavailable with a reason, and every
+ * entry point answers SS_EUNAVAIL instead of crashing. */
+static void test_unavailable_backends_say_why(void **state) {
+    (void)state;
+    const char *why = NULL;
+    if (ss_gpu_available(&why)) {
+        print_message("skipped: a GPU is available here\n");
+        skip();
+    }
+    ss_factors *f = tu_random_factors(16, 12, 12, 8, 1);
+    assert_non_null(f);
+    uint16_t px[16 * 12];
+    for (int i = 0; i < 2; i++) {
+        const char *reason = NULL;
+        assert_int_equal(k_gpu[i]->available(&reason), 0);
+        assert_non_null(reason);
+        assert_true(strlen(reason) > 0);
+        assert_int_equal(k_gpu[i]->reconstruct(f, 4, px, NULL), SS_EUNAVAIL);
+        assert_true(strlen(ss_error()) > 0);
+        ss_gpu_item items[2] = {{f, 3, px, 99}, {f, 5, px, 99}};
+        assert_int_equal(ss_gpu_run_batch(k_gpu[i], items, 2, NULL), SS_EUNAVAIL);
+        assert_int_equal(items[0].status, SS_EUNAVAIL);
+        assert_int_equal(items[1].status, SS_EUNAVAIL);
+    }
+    ss_factors_free(f);
+}
+
+/* Random factors of awkward shapes and both depths, several k each. */
+static void test_random_shapes_match_reference(void **state) {
+    (void)state;
+    REQUIRE_GPU();
+    static const int shapes[][2] = {{1, 1}, {1, 40}, {40, 1}, {31, 33}, {33, 31}, {64, 64},
+                                    {100, 7}, {7, 100}, {256, 170}, {300, 301}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int m = shapes[s][0], n = shapes[s][1], r = m < n ? m : n;
+        for (int bits = 8; bits <= 16; bits += 8) {
+            ss_factors *f = tu_random_factors(m, n, r, bits, 100 + s * 2 + (unsigned)bits);
+            assert_non_null(f);
+            snprintf(f->id, sizeof f->id, "rand-%zu-%d", s, bits);
+            const int ks[] = {1, (r + 1) / 2, r};
+            for (int b = 0; b < 2; b++)
+                for (int i = 0; i < 3; i++) check_backend(k_gpu[b], f, ks[i]);
+            ss_factors_free(f);
+        }
+    }
+}
+
+/* Every k on a small case, with and without an id (resident vs per-batch upload). */
+static void test_every_k_small_case(void **state) {
+    (void)state;
+    REQUIRE_GPU();
+    ss_factors *f = tu_random_factors(37, 23, 23, 16, 7);
+    assert_non_null(f);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) snprintf(f->id, sizeof f->id, "every-k");
+        for (int b = 0; b < 2; b++)
+            for (int k = 1; k <= f->rank; k++) check_backend(k_gpu[b], f, k);
+    }
+    ss_factors_free(f);
+}
+
+static ss_factors *load_real(const char *name) {
+    ss_image img;
+    if (tu_load_slice(name, &img)) return NULL;
+    ss_factors *f = NULL;
+    int rc = ss_svd_factor(&img, 0, 0, &f);
+    if (rc == 0) ss_content_id(&img, f->rank, f->id);
+    ss_image_free(&img);
+    return rc ? NULL : f;
+}
+
+static const char *const k_slices[] = {"BrainProtonDensitySlice.png", "BrainT1Slice.png",
+                                       "BrainMidSagittalSlice.png", "FatMRISlice.png"};
+
+/* Real MRI slices (SVDSLICE_TEST_DATA) at a spread of k. */
+static void test_real_slices_match_reference(void **state) {
+    (void)state;
+    REQUIRE_GPU();
+    int loaded = 0;
+    for (size_t s = 0; s < sizeof k_slices / sizeof k_slices[0]; s++) {
+        ss_factors *f = load_real(k_slices[s]);
+        if (!f) continue;
+        loaded++;
+        const int ks[] = {1, 10, 50, f->rank};
+        for (int b = 0; b < 2; b++)
+            for (int i = 0; i < 4; i++)
+                if (ks[i] <= f->rank) check_backend(k_gpu[b], f, ks[i]);
+        ss_factors_free(f);
+    }
+    if (!loaded) {
+        print_message("skipped: no slices under SVDSLICE_TEST_DATA\n");
+        skip();
+    }
+}
+
+/* One batch of mixed slices, depths and k (and one bad k): each item equals
+ * the reference, the bad one alone fails; a tiny device budget forces
+ * evictions between batches without changing results. */
+static void test_mixed_batches(void **state) {
+    (void)state;
+    REQUIRE_GPU();
+    enum { NF = 6, NI = 40 };
+    ss_factors *fs[NF];
+    for (int i = 0; i < NF; i++) {
+        int m = 20 + 37 * i, n = 150 - 19 * i, r = m < n ? m : n;
+        fs[i] = tu_random_factors(m, n, r, i % 2 ? 16 : 8, 500 + i);
+        assert_non_null(fs[i]);
+        if (i != 3) snprintf(fs[i]->id, sizeof fs[i]->id, "mixed-%d", i); /* 3: no id */
+    }
+    for (int round_ = 0; round_ < 3; round_++) {
+        if (round_ == 2) ss_gpu_set_cache_bytes(64 << 10); /* smaller than one slice */
+        for (int b = 0; b < 2; b++) {
+            ss_gpu_item items[NI];
+            for (int i = 0; i < NI; i++) {
+                const ss_factors *f = fs[(i * 5 + round_) % NF];
+                items[i].f = f;
+                items[i].k = 1 + (i * 13) % f->rank;
+                items[i].out = malloc((size_t)f->m * f->n * sizeof(uint16_t));
+                items[i].status = 99;
+            }
+            items[17].k = items[17].f->rank + 1;
+            double ms = -1;
+            assert_int_equal(ss_gpu_run_batch(k_gpu[b], items, NI, &ms), 0);
+            assert_true(ms >= 0);
+            for (int i = 0; i < NI; i++) {
+                if (i == 17) {
+                    assert_int_equal(items[i].status, SS_EINVAL);
+                } else {
+                    assert_int_equal(items[i].status, 0);
+                    int err = max_err_vs_reference(items[i].f, items[i].k, items[i].out);
+                    if (err > 1) fail_msg("%s batch item %d: max error %d", k_gpu[b]->name, i, err);
+                }
+                free(items[i].out);
+            }
+        }
+    }
+    ss_gpu_stats st;
+    ss_gpu_get_stats(&st);
+    assert_true(st.hits > 0);      /* rounds 0-1 reuse resident factors */
+    assert_true(st.evictions > 0); /* round 2's budget */
+    assert_true(st.resident_bytes <= (64 << 10) || st.resident_slices == 0);
+    ss_gpu_set_cache_bytes((size_t)256 << 20);
+    ss_gpu_release();
+    for (int i = 0; i < NF; i++) ss_factors_free(fs[i]);
+}
+
+static void test_bad_arguments(void **state) {
+    (void)state;
+    REQUIRE_GPU();
+    ss_factors *f = tu_random_factors(10, 10, 10, 8, 9);
+    assert_non_null(f);
+    uint16_t px[100];
+    for (int b = 0; b < 2; b++) {
+        assert_int_equal(k_gpu[b]->reconstruct(f, 0, px, NULL), SS_EINVAL);
+        assert_int_equal(k_gpu[b]->reconstruct(f, 11, px, NULL), SS_EINVAL);
+    }
+    assert_int_equal(ss_gpu_run_batch(ss_backend_find("blas"), NULL, 0, NULL), SS_EINVAL);
+    ss_factors_free(f);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unavailable_backends_say_why),
+        cmocka_unit_test(test_random_shapes_match_reference),
+        cmocka_unit_test(test_every_k_small_case),
+        cmocka_unit_test(test_real_slices_match_reference),
+        cmocka_unit_test(test_mixed_batches),
+        cmocka_unit_test(test_bad_arguments),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
