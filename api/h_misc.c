@@ -107,9 +107,7 @@ static const char *content_type(const char *path) {
 }
 
 enum MHD_Result ss_h_asset(ss_req *r) {
-    /* r->url is "METHOD /path"; the path decides the asset ("/" is the page). */
-    const char *path = strchr(r->url, ' ');
-    path = path ? path + 1 : "/";
+    const char *path = r->path;
     if (!strcmp(path, "/")) path = "/index.html";
     for (const ss_asset *a = ss_assets; a->path; a++) {
         if (strcmp(a->path, path) != 0) continue;

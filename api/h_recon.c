@@ -103,7 +103,7 @@ static int parse_params(ss_req *r, int with_output, recon_params *p, enum MHD_Re
     }
     p->k = (int)k;
     const char *bn = ss_arg(r, "backend");
-    if (bn && *bn && strcmp(bn, "auto") != 0) {
+    if (bn && strcmp(bn, "auto") != 0) {
         p->be = ss_backend_find(bn);
         if (!p->be) {
             *ret = ss_reply_error(r, 400, "invalid_backend", "unknown backend; valid: %s", ss_backend_names());

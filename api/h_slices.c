@@ -128,7 +128,7 @@ enum MHD_Result ss_h_upload(ss_req *r) {
     const char *name = ss_arg(r, "name");
     const char *rank_s = ss_arg(r, "rank");
     int rank = 0;
-    if (name && *name && !ss_valid_name(name))
+    if (name && (ss_arg_has_nul(r, "name") || (*name && !ss_valid_name(name))))
         return ss_reply_error(r, 400, "invalid_parameter", "name must be printable UTF-8 of at most 255 bytes");
     if (rank_s && !(rank = parse_pos_int(rank_s)))
         return ss_reply_error(r, 400, "invalid_parameter", "rank must be a positive integer");

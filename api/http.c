@@ -112,6 +112,14 @@ const char *ss_arg(ss_req *r, const char *name) {
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+int ss_arg_has_nul(ss_req *r, const char *name) {
+    const char *v = NULL;
+    size_t n = 0;
+    if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name), &v, &n) != MHD_YES || !v)
+        return 0;
+    return strlen(v) != n;
+}
+
 static void method_list(int mask, char *buf, size_t size) {
     static const struct { int bit; const char *name; } names[] = {
         {M_GET, "GET"}, {M_HEAD, "HEAD"}, {M_POST, "POST"}, {M_DELETE, "DELETE"}, {M_OPTIONS, "OPTIONS"}};
@@ -281,7 +289,7 @@ static enum MHD_Result route_request(ss_req *r, const char *url) {
             r->label = k_label[i];
         }
     }
-    if (!allowed) return ss_reply_error(r, 404, "not_found", "no such path: %s", r->url);
+    if (!allowed) return ss_reply_error(r, 404, "not_found", "no such path: %s", r->path);
     if (r->method == M_OPTIONS) return preflight(r, allowed);
     if (!hit) {
         char methods[80];
@@ -315,6 +323,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->t_start = ss_now();
         r->method = method_bit(method);
         snprintf(r->url, sizeof r->url, "%s %s", method, url);
+        snprintf(r->path, sizeof r->path, "%s", url);
         snprintf(r->rid, sizeof r->rid, "%llx-%llx", (unsigned long long)getpid() & 0xffff,
                  __atomic_add_fetch(&srv->next_rid, 1, __ATOMIC_RELAXED));
         enum MHD_Result ret = route_request(r, url);

@@ -57,7 +57,8 @@ typedef struct ss_req {
     const struct ss_route *route;
     int label;             /* metrics route label index, -1 unmatched */
     int method;            /* M_* */
-    char url[160];
+    char url[160];         /* "METHOD /path" for logs */
+    char path[160];
     char id[80];           /* the {id} path segment (raw; validate before use) */
     char rid[24];          /* request id for logs and 500 bodies */
     double t_start;
@@ -96,6 +97,8 @@ void ss_job_reject(ss_req *r, int err);
 
 /* Query argument or NULL. */
 const char *ss_arg(ss_req *r, const char *name);
+/* 1 if the decoded argument holds a NUL byte (%00), which C strings hide. */
+int ss_arg_has_nul(ss_req *r, const char *name);
 /* 1 if id matches [A-Za-z0-9_-]{1,64}. */
 int ss_valid_id(const char *id);
 /* 1 if s is printable UTF-8 (no control characters) of 1..255 bytes. */
