@@ -167,6 +167,22 @@ static inline AVX512 __m512i px_avx512(__m512 v, __m512 hi) {
     return _mm512_cvttps_epi32(_mm512_mask_add_ps(t, up, t, _mm512_set1_ps(1.0f)));
 }
 
+/* One 8 x 16*nv tile over kc steps; nv (1 or 2) is a constant at each call site. */
+static inline AVX512 __attribute__((always_inline)) void
+tile_avx512(const float *const a[A5_MR], const float *b, int n, int kc, int nv, __mmask16 m0,
+            __mmask16 m1, __m512 acc0[A5_MR], __m512 acc1[A5_MR]) {
+    for (int p = 0; p < kc; p++, b += n) {
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
+        __m512 b1 = nv == 2 ? _mm512_maskz_loadu_ps(m1, b + 16) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int r = 0; r < A5_MR; r++) {
+            __m512 av = _mm512_set1_ps(a[r][p]);
+            acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+            if (nv == 2) acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+        }
+    }
+}
+
 static AVX512 void rows_avx512(const float *A, int lda, const float *B, int n, int k, int r0,
                                int r1, float *C, uint16_t *P, int maxval) {
     const __m512 hi = _mm512_set1_ps((float)maxval);
@@ -192,18 +208,12 @@ static AVX512 void rows_avx512(const float *A, int lda, const float *B, int n, i
                     }
                 }
                 /* Masked loads cost what plain ones do here, so one loop serves
-                 * whole and partial panels. */
-                const float *b = Bk + j0;
-                for (int p = 0; p < kc; p++, b += n) {
-                    __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
-                    __m512 b1 = _mm512_maskz_loadu_ps(m1, b + 16);
-#pragma GCC unroll 8
-                    for (int r = 0; r < A5_MR; r++) {
-                        __m512 av = _mm512_set1_ps(a[r][p]);
-                        acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
-                        acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
-                    }
-                }
+                 * whole and partial panels; a panel of 16 columns or fewer
+                 * skips the second vector (n = 170 ends in one of 10). */
+                if (m1)
+                    tile_avx512(a, Bk + j0, n, kc, 2, m0, m1, acc0, acc1);
+                else
+                    tile_avx512(a, Bk + j0, n, kc, 1, m0, m1, acc0, acc1);
 #pragma GCC unroll 8
                 for (int r = 0; r < A5_MR; r++) {
                     if (r >= mr) break;
