@@ -433,37 +433,34 @@ int ss_cmd_bench(int argc, char **argv) {
         }
     }
 
-    size_t cap = (size_t)(nb + 1) * nk, nrows = 0;
-    ss_bench_row *rows = calloc(cap, sizeof *rows);
-    double *ref = malloc((size_t)nk * f->m * f->n * sizeof *ref);
+    /* One float64 reference at a time (k outer); rows stay backend-major,
+     * the baseline rows last. */
+    size_t nrows = (size_t)(nb + !no_baseline) * nk;
+    ss_bench_row *rows = calloc(nrows, sizeof *rows);
+    double *ref = malloc((size_t)f->m * f->n * sizeof *ref);
     rc = SS_EXIT_FAIL;
     if (!rows || !ref) {
         ss_cli_error(cmd, SS_EXIT_FAIL, "out of memory");
         goto out;
     }
-    for (int j = 0; j < nk; j++) ss_reference_f64(f, ks[j], ref + (size_t)j * f->m * f->n);
-    for (int i = 0; i < nb; i++) {
-        for (int j = 0; j < nk; j++) {
+    for (int j = 0; j < nk; j++) {
+        ss_reference_f64(f, ks[j], ref);
+        for (int i = 0; i < nb; i++) {
+            ss_bench_row *row = &rows[(size_t)i * nk + j];
             const ss_backend *b = is_auto[i] ? ss_backend_choose(f, ks[j]) : sel[i];
             if (!b) {
                 ss_cli_error(cmd, SS_EXIT_FAIL, "auto found no backend for k = %d", ks[j]);
                 goto out;
             }
-            if (ss_bench_backend(b, f, ks[j], ref + (size_t)j * f->m * f->n, repeat, &rows[nrows])) {
+            if (ss_bench_backend(b, f, ks[j], ref, repeat, row)) {
                 ss_cli_error(cmd, SS_EXIT_FAIL, "%s", ss_error());
                 goto out;
             }
-            if (is_auto[i]) snprintf(rows[nrows].backend, sizeof rows[nrows].backend, "auto");
-            nrows++;
+            if (is_auto[i]) snprintf(row->backend, sizeof row->backend, "auto");
         }
-    }
-    if (!no_baseline) {
-        for (int j = 0; j < nk; j++) {
-            if (ss_bench_sgemm(f, ks[j], ref + (size_t)j * f->m * f->n, repeat, &rows[nrows])) {
-                ss_cli_error(cmd, SS_EXIT_FAIL, "%s", ss_error());
-                goto out;
-            }
-            nrows++;
+        if (!no_baseline && ss_bench_sgemm(f, ks[j], ref, repeat, &rows[(size_t)nb * nk + j])) {
+            ss_cli_error(cmd, SS_EXIT_FAIL, "%s", ss_error());
+            goto out;
         }
     }
 
