@@ -1,0 +1,388 @@
+/* harness.cu - self-contained device-machine check and bench of the cuda and cublas backends (no Debian libraries needed) */
+/*
+ * Built by scripts/gpu_device_run.sh together with gpu/gpu_core.cu,
+ * gpu/recon.cu, gpu/cublas.cu and engine/error.c (the very sources of the
+ * svdslice library). Usage: harness INPUT_DIR RESULTS_FILE
+ * INPUT_DIR holds .svd files written by `svdslice compress` (see the
+ * script's --prepare); random factors are generated here. Every backend is
+ * checked against a plain-C float64 reference before it is timed. Exit
+ * status: 0 all checks passed, 1 a check failed, 3 no usable GPU.
+ */
+#include <dirent.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gpu/gpu_internal.cuh"
+
+static FILE *g_out;
+static int g_pass, g_fail;
+
+static void say(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    va_start(ap, fmt);
+    if (g_out) vfprintf(g_out, fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* ---- factors --------------------------------------------------------------- */
+
+static ss_factors *factors_new(int m, int n, int rank, int bits) {
+    ss_factors *f = (ss_factors *)calloc(1, sizeof *f);
+    if (!f) return NULL;
+    f->m = m;
+    f->n = n;
+    f->rank = rank;
+    f->nsv = m < n ? m : n;
+    f->bit_depth = bits;
+    f->U = (float *)malloc((size_t)m * rank * sizeof(float));
+    f->S = (float *)calloc((size_t)f->nsv, sizeof(float));
+    f->Vt = (float *)malloc((size_t)rank * n * sizeof(float));
+    f->W = (float *)malloc((size_t)rank * n * sizeof(float));
+    if (!f->U || !f->S || !f->Vt || !f->W) {
+        free(f->U); free(f->S); free(f->Vt); free(f->W); free(f);
+        return NULL;
+    }
+    return f;
+}
+
+static void factors_free(ss_factors *f) {
+    if (!f) return;
+    free(f->U); free(f->S); free(f->Vt); free(f->W); free(f);
+}
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+static double urand(void) { /* xorshift64*, [0, 1) */
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    return (double)((g_rng * 0x2545F4914F6CDD1Dull) >> 11) * 0x1.0p-53;
+}
+
+/* A constant component at half the range plus random ones whose sum has a
+ * standard deviation of half the range: many products clamp at both ends. */
+static ss_factors *random_factors(int m, int n, int rank, int bits, const char *id) {
+    ss_factors *f = factors_new(m, n, rank, bits);
+    if (!f) return NULL;
+    double half = ((1 << bits) - 1) / 2.0;
+    double s1 = rank > 1 ? 3.0 * half / sqrt((double)(rank - 1)) : 0.0, s0 = half > s1 ? half : s1;
+    for (int p = 0; p < f->nsv; p++) f->S[p] = (float)(p == 0 ? s0 : s1);
+    for (int i = 0; i < m; i++)
+        for (int p = 0; p < rank; p++)
+            f->U[(size_t)i * rank + p] = p == 0 ? (float)(half / s0) : (float)(2 * urand() - 1);
+    for (int p = 0; p < rank; p++)
+        for (int j = 0; j < n; j++) {
+            size_t o = (size_t)p * n + j;
+            f->Vt[o] = p == 0 ? 1.0f : (float)(2 * urand() - 1);
+            f->W[o] = f->S[p] * f->Vt[o];
+        }
+    snprintf(f->id, sizeof f->id, "%s", id ? id : "");
+    return f;
+}
+
+static uint32_t le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Reads an .svd file (engine/svdfile.c, version 1): header fields at fixed
+ * offsets, payload U, S, Vt after the header. Checksums are the engine's
+ * business; sizes are checked so a bad file cannot overrun. */
+static ss_factors *load_svd(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    fseek(fp, 0, SEEK_END);
+    long len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    unsigned char *buf = len > 0 ? (unsigned char *)malloc((size_t)len) : NULL;
+    if (!buf || fread(buf, 1, (size_t)len, fp) != (size_t)len || len < 392 || memcmp(buf, "SVDSLICE", 8) ||
+        le32(buf + 8) != 1) {
+        fclose(fp);
+        free(buf);
+        return NULL;
+    }
+    fclose(fp);
+    uint32_t hdr = le32(buf + 12), m = le32(buf + 16), n = le32(buf + 20), bits = le32(buf + 24),
+             rank = le32(buf + 28), nsv = le32(buf + 32);
+    size_t need = (size_t)hdr + 4 * ((size_t)m * rank + nsv + (size_t)rank * n);
+    ss_factors *f = NULL;
+    if (m && n && m < 65536 && n < 65536 && rank && rank <= nsv && nsv == (m < n ? m : n) &&
+        (bits == 8 || bits == 16) && need <= (size_t)len)
+        f = factors_new((int)m, (int)n, (int)rank, (int)bits);
+    if (f) {
+        const unsigned char *p = buf + hdr;
+        memcpy(f->U, p, (size_t)m * rank * 4); /* little-endian host, like every CUDA machine */
+        p += (size_t)m * rank * 4;
+        memcpy(f->S, p, (size_t)nsv * 4);
+        p += (size_t)nsv * 4;
+        memcpy(f->Vt, p, (size_t)rank * n * 4);
+        for (uint32_t q = 0; q < rank; q++)
+            for (uint32_t j = 0; j < n; j++) f->W[(size_t)q * n + j] = f->S[q] * f->Vt[(size_t)q * n + j];
+        memcpy(f->id, buf + 304, 64);
+        f->id[64] = '\0';
+        const char *base = strrchr(path, '/');
+        snprintf(f->name, sizeof f->name, "%s", base ? base + 1 : path);
+    }
+    free(buf);
+    return f;
+}
+
+/* ---- checks ---------------------------------------------------------------- */
+
+/* max |pixel - clamp(round(float64 product))| */
+static int max_err(const ss_factors *f, int k, const uint16_t *px) {
+    double maxval = f->bit_depth == 8 ? 255.0 : 65535.0;
+    int worst = 0;
+    double *row = (double *)malloc((size_t)f->n * sizeof(double));
+    for (int i = 0; i < f->m; i++) {
+        for (int j = 0; j < f->n; j++) row[j] = 0;
+        for (int p = 0; p < k; p++) {
+            double a = f->U[(size_t)i * f->rank + p];
+            const float *w = f->W + (size_t)p * f->n;
+            for (int j = 0; j < f->n; j++) row[j] += a * (double)w[j];
+        }
+        for (int j = 0; j < f->n; j++) {
+            double r = round(row[j]);
+            r = r < 0 ? 0 : r > maxval ? maxval : r;
+            int d = abs((int)px[(size_t)i * f->n + j] - (int)r);
+            if (d > worst) worst = d;
+        }
+    }
+    free(row);
+    return worst;
+}
+
+static void check_batch(const ss_backend *b, ss_factors **fs, const int *ks, int n, const char *what) {
+    ss_gpu_item *items = (ss_gpu_item *)calloc((size_t)n, sizeof *items);
+    for (int i = 0; i < n; i++) {
+        items[i].f = fs[i];
+        items[i].k = ks[i];
+        items[i].out = (uint16_t *)malloc((size_t)fs[i]->m * fs[i]->n * sizeof(uint16_t));
+    }
+    int rc = ss_gpu_run_batch(b, items, n, NULL);
+    int worst = 0, bad = rc != 0;
+    for (int i = 0; i < n; i++) {
+        if (items[i].status) bad = 1;
+        else {
+            int e = max_err(fs[i], ks[i], items[i].out);
+            if (e > worst) worst = e;
+        }
+        free(items[i].out);
+    }
+    if (bad || worst > 1) {
+        g_fail++;
+        say("FAIL %-6s %s: rc=%d max_err=%d %s\n", b->name, what, rc, worst, rc ? ss_error() : "");
+    } else {
+        g_pass++;
+    }
+    free(items);
+}
+
+static void check_one(const ss_backend *b, ss_factors *f, int k) {
+    char what[160];
+    snprintf(what, sizeof what, "%s %dx%d %d-bit k=%d", f->name[0] ? f->name : f->id, f->m, f->n, f->bit_depth, k);
+    check_batch(b, &f, &k, 1, what);
+}
+
+/* ---- bench ----------------------------------------------------------------- */
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct timing {
+    double dev_med, dev_min, wall_med, cold_wall;
+} timing;
+
+/* Times one batch of n slices at k: the first (cold: uploads included) call
+ * apart, then reps warm calls; device time from the backend's events, wall
+ * time around the whole call (descriptor upload, kernels, copy back, widening). */
+static int bench(const ss_backend *b, ss_factors **fs, int n, int k, int reps, timing *t) {
+    ss_gpu_item *items = (ss_gpu_item *)calloc((size_t)n, sizeof *items);
+    for (int i = 0; i < n; i++) {
+        items[i].f = fs[i];
+        items[i].k = k;
+        items[i].out = (uint16_t *)malloc((size_t)fs[i]->m * fs[i]->n * sizeof(uint16_t));
+    }
+    double *dev = (double *)malloc((size_t)reps * sizeof(double)), *wall = (double *)malloc((size_t)reps * sizeof(double));
+    double ms = 0, t0 = now_ms();
+    int rc = ss_gpu_run_batch(b, items, n, &ms);
+    t->cold_wall = now_ms() - t0;
+    for (int r = 0; r < reps && !rc; r++) {
+        t0 = now_ms();
+        rc = ss_gpu_run_batch(b, items, n, &ms);
+        wall[r] = now_ms() - t0;
+        dev[r] = ms;
+    }
+    if (!rc) {
+        qsort(dev, (size_t)reps, sizeof(double), cmp_d);
+        qsort(wall, (size_t)reps, sizeof(double), cmp_d);
+        t->dev_med = dev[reps / 2];
+        t->dev_min = dev[0];
+        t->wall_med = wall[reps / 2];
+    }
+    for (int i = 0; i < n; i++) free(items[i].out);
+    free(items);
+    free(dev);
+    free(wall);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: harness INPUT_DIR RESULTS_FILE\n");
+        return 2;
+    }
+    g_out = fopen(argv[2], "w");
+    if (!g_out) {
+        perror(argv[2]);
+        return 2;
+    }
+    const char *why = NULL;
+    if (!ss_gpu_available(&why)) {
+        say("no usable GPU: %s\n", why);
+        fclose(g_out);
+        return 3;
+    }
+    cudaDeviceProp prop;
+    int dev = 0, drv = 0, rt = 0;
+    cudaGetDevice(&dev);
+    cudaGetDeviceProperties(&prop, dev);
+    cudaDriverGetVersion(&drv);
+    cudaRuntimeGetVersion(&rt);
+    say("device: %s, sm_%d%d, %d SMs, %.1f GiB; driver %d, runtime %d\n", prop.name, prop.major, prop.minor,
+        prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, drv, rt);
+    ss_gpu_set_cache_bytes((size_t)4 << 30);
+    const ss_backend *bk[2] = {&ss_backend_cuda, &ss_backend_cublas};
+
+    /* Real slices from the prepared folder. */
+    enum { MAXREAL = 64 };
+    ss_factors *real[MAXREAL];
+    int nreal = 0;
+    DIR *d = opendir(argv[1]);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) && nreal < MAXREAL) {
+            size_t l = strlen(e->d_name);
+            if (l < 5 || strcmp(e->d_name + l - 4, ".svd")) continue;
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", argv[1], e->d_name);
+            ss_factors *f = load_svd(path);
+            if (f) real[nreal++] = f;
+            else say("FAIL cannot read %s\n", path), g_fail++;
+        }
+        closedir(d);
+    }
+    say("inputs: %d prepared slices from %s\n", nreal, argv[1]);
+
+    /* ---- correctness ---- */
+    static const int shapes[][2] = {{1, 1}, {1, 40}, {40, 1}, {31, 33}, {33, 31}, {64, 64},
+                                    {100, 7}, {7, 100}, {256, 170}, {300, 301}, {512, 512}};
+    for (int b = 0; b < 2; b++) {
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int bits = 8; bits <= 16; bits += 8) {
+                int m = shapes[s][0], n = shapes[s][1], r = m < n ? m : n;
+                char id[64];
+                snprintf(id, sizeof id, "rand-%zu-%d", s, bits);
+                ss_factors *f = random_factors(m, n, r, bits, id);
+                int ks[3] = {1, (r + 1) / 2, r};
+                for (int i = 0; i < 3; i++) check_one(bk[b], f, ks[i]);
+                factors_free(f);
+            }
+        ss_factors *small = random_factors(37, 23, 23, 16, "every-k");
+        for (int k = 1; k <= small->rank; k++) check_one(bk[b], small, k);
+        small->id[0] = '\0'; /* uploaded per batch, not cached */
+        for (int k = 1; k <= small->rank; k++) check_one(bk[b], small, k);
+        factors_free(small);
+        for (int i = 0; i < nreal; i++) {
+            int ks[4] = {1, 10, 50, real[i]->rank};
+            for (int j = 0; j < 4; j++)
+                if (ks[j] <= real[i]->rank) check_one(bk[b], real[i], ks[j]);
+        }
+        /* A mixed batch: real and random slices, both depths, many k. */
+        enum { NMIX = 48 };
+        ss_factors *mixf[NMIX], *rnd[4];
+        int mixk[NMIX];
+        for (int i = 0; i < 4; i++) {
+            char id[32];
+            snprintf(id, sizeof id, "mix-%d", i);
+            rnd[i] = random_factors(50 + 61 * i, 200 - 37 * i, 40, i % 2 ? 16 : 8, id);
+        }
+        for (int i = 0; i < NMIX; i++) {
+            mixf[i] = (nreal && i % 3 == 0) ? real[i % nreal] : rnd[i % 4];
+            mixk[i] = 1 + (i * 11) % mixf[i]->rank;
+        }
+        check_batch(bk[b], mixf, mixk, NMIX, "mixed batch of 48 (real + random, 8/16-bit, k varies)");
+        for (int i = 0; i < 4; i++) factors_free(rnd[i]);
+    }
+    say("checks: %d passed, %d failed\n", g_pass, g_fail);
+    if (g_fail) {
+        say("not timing: a backend is wrong\n");
+        fclose(g_out);
+        return 1;
+    }
+
+    /* ---- bench: 256x170 slices (the study's size), k = 50 ---- */
+    enum { NB = 512 };
+    ss_factors **vol = (ss_factors **)malloc(NB * sizeof *vol);
+    for (int i = 0; i < NB; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "bench-%d", i);
+        vol[i] = random_factors(256, 170, 170, 8, id);
+    }
+    say("\nbench: 256x170 8-bit slices, k=50; device = kernels only (cudaEvent), wall = whole call; "
+        "median of warm runs; cold = first call incl. uploads\n");
+    say("%-7s %-12s %6s %12s %12s %12s %12s %14s\n", "backend", "case", "batch", "device_ms", "device_min",
+        "wall_ms", "cold_ms", "us_per_slice");
+    const int sizes[] = {1, 8, 64, 181, 512};
+    double devms[2][5] = {{0}};
+    for (int s = 0; s < 5; s++)
+        for (int b = 0; b < 2; b++) {
+            timing t;
+            int reps = sizes[s] >= 181 ? 30 : 100;
+            if (bench(bk[b], vol, sizes[s], 50, reps, &t)) {
+                say("FAIL %s batch %d: %s\n", bk[b]->name, sizes[s], ss_error());
+                g_fail++;
+                continue;
+            }
+            devms[b][s] = t.dev_med;
+            say("%-7s %-12s %6d %12.4f %12.4f %12.4f %12.3f %14.2f\n", bk[b]->name,
+                sizes[s] == 181 ? "volume" : sizes[s] == 1 ? "single" : "batch", sizes[s], t.dev_med, t.dev_min,
+                t.wall_med, t.cold_wall, t.dev_med * 1e3 / sizes[s]);
+        }
+    say("\ngoals:\n");
+    say("volume of 181 slices at k=50, one batch, device time < 1 ms: cuda %.4f ms %s, cublas %.4f ms %s\n",
+        devms[0][3], devms[0][3] < 1.0 ? "PASS" : "MISS", devms[1][3], devms[1][3] < 1.0 ? "PASS" : "MISS");
+    for (int s = 0; s < 5; s++) {
+        double ratio = devms[1][s] > 0 ? devms[0][s] / devms[1][s] : 0;
+        say("cuda / cublas device time, batch %3d: %.2fx %s (goal: within 2x)\n", sizes[s], ratio,
+            ratio <= 2.0 ? "PASS" : "MISS");
+    }
+    double gflop = 2.0 * 256 * 170 * 50 * 181 / 1e9;
+    say("volume throughput: cuda %.1f GFLOP/s, cublas %.1f GFLOP/s (%.3f GFLOP)\n",
+        devms[0][3] > 0 ? gflop / (devms[0][3] * 1e-3) : 0, devms[1][3] > 0 ? gflop / (devms[1][3] * 1e-3) : 0, gflop);
+    ss_gpu_stats st;
+    ss_gpu_get_stats(&st);
+    say("device cache: %d slices, %.1f MiB resident, %lld uploads, %lld hits, %lld evictions\n", st.resident_slices,
+        st.resident_bytes / 1048576.0, st.uploads, st.hits, st.evictions);
+    ss_gpu_release();
+    for (int i = 0; i < NB; i++) factors_free(vol[i]);
+    free(vol);
+    for (int i = 0; i < nreal; i++) factors_free(real[i]);
+    fclose(g_out);
+    return g_fail ? 1 : 0;
+}
