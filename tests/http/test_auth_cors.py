@@ -3,6 +3,7 @@ import os
 import sys
 import unittest
 
+sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import util  # noqa: E402
 
@@ -55,7 +56,9 @@ class AuthTest(unittest.TestCase):
             for p in self.read_paths(sid):
                 for h in self.wrong_auth():
                     self.assert_401(srv.get(p, h))
-                self.assert_401(srv.request("HEAD", p))
+                h = srv.request("HEAD", p)
+                self.assertEqual(h.status, 401, "HEAD " + p)
+                self.assertTrue((h.header("WWW-Authenticate") or "").startswith("Bearer"))
                 self.assertEqual(srv.get(p, bearer(KEY)).status, 200, p)
             for p in ("/", "/healthz", "/openapi.yaml"):
                 self.assertEqual(srv.get(p).status, 200, p)

@@ -8,8 +8,14 @@ import unittest
 
 import numpy as np
 
+sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import util  # noqa: E402
+
+
+def write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def snapshot(srv, sid):
@@ -112,14 +118,14 @@ class PersistTest(unittest.TestCase):
         # ids[0]: header byte flipped; ids[1]: payload byte flipped (header still verifies)
         data = bytearray(util.read_bytes(by_id[ids[0]]))
         data[60] ^= 0x5A
-        open(by_id[ids[0]], "wb").write(bytes(data))
+        write(by_id[ids[0]], bytes(data))
         data = bytearray(util.read_bytes(by_id[ids[1]]))
         data[len(data) // 2] ^= 0x01
-        open(by_id[ids[1]], "wb").write(bytes(data))
+        write(by_id[ids[1]], bytes(data))
         # plus junk: a truncated copy and a random file with the extension
         d = os.path.dirname(by_id[ids[2]])
-        open(os.path.join(d, "truncated.svd"), "wb").write(util.read_bytes(by_id[ids[2]])[:500])
-        open(os.path.join(d, "random.svd"), "wb").write(os.urandom(4096))
+        write(os.path.join(d, "truncated.svd"), util.read_bytes(by_id[ids[2]])[:500])
+        write(os.path.join(d, "random.svd"), os.urandom(4096))
         srv = self.start()
         listed = [s["id"] for s in srv.get("/slices").json()["slices"]]
         self.assertNotIn(ids[0], listed, "a slice whose header fails its checksum is listed")
@@ -152,13 +158,13 @@ class PersistTest(unittest.TestCase):
         snaps = {info["id"]: snapshot(srv, info["id"]) for info, _ in kept}
         listed = {s["id"] for s in srv.get("/slices").json()["slices"]}
         self.assertEqual(listed, set(snaps), "the refused slice must not be listed")
-        for info, png in kept:
+        for info, kept_png in kept:
             np.testing.assert_array_equal(util.png_decode(snaps[info["id"]]["original"][1])[0],
-                                          util.png_decode(png)[0])
+                                          util.png_decode(kept_png)[0])
         self.assertEqual(len(self.svd_files()), len(kept), "the refused upload left a file behind")
         # deleting frees room again
         self.assertEqual(srv.request("DELETE", "/slices/" + kept[0][0]["id"]).status, 204)
-        self.assertEqual(srv.upload_raw(png).status, 201)
+        self.assertEqual(srv.upload_raw(png).status, 201, "the refused slice fits after a delete")
         self.assertEqual(srv.stop(), 0)
         srv = self.start(["--quota-mb", "1"])
         for info, _ in kept[1:]:

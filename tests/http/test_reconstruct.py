@@ -7,6 +7,7 @@ import unittest
 import numpy as np
 from skimage import metrics
 
+sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import util  # noqa: E402
 
@@ -262,9 +263,9 @@ class ReconstructTest(unittest.TestCase):
         self.assertIsNotNone(q["mse"])
         # rank 1 of a sparse 0/1 image rounds to all zeros: one empty image, hausdorff null
         for seed in range(50):
-            sparse = (np.random.default_rng(seed).random((30, 30)) < 0.05).astype(np.uint8)
+            sparse = (np.random.default_rng(seed).random((100, 100)) < 0.08).astype(np.uint8)
             u, s, vt = np.linalg.svd(sparse.astype(np.float64))
-            if sparse.any() and np.abs(s[0] * np.outer(u[:, 0], vt[0])).max() < 0.4:
+            if sparse.any() and np.abs(s[0] * np.outer(u[:, 0], vt[0])).max() < 0.42:
                 break
         else:
             self.fail("no sparse test image found")

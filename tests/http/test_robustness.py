@@ -9,6 +9,7 @@ import time
 import unittest
 import urllib.parse
 
+sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import util  # noqa: E402
 
