@@ -11,10 +11,11 @@
 #endif
 
 /* Depth of one k block: the accumulators stay in registers for KC rank-1
- * steps, so up to KC (all of the study's 256x170 slices) the result goes
+ * steps, so up to KC (any slice up to 512 on its short side) the result goes
  * straight from registers to pixels; deeper products store partial sums. A
- * KC x 32 panel of B (32 KiB) stays in L1/L2 while row blocks stream over it. */
-#define KC 256
+ * KC x 32 panel of B (64 KiB) stays in L2 while row blocks stream over it.
+ * 512 measured ~10% faster than 256 on 1024x1024 at k=1024. */
+#define KC 512
 
 typedef void (*rows_fn)(const float *A, int lda, const float *B, int n, int k, int r0, int r1,
                         float *C, uint16_t *P, int maxval);
