@@ -62,7 +62,7 @@ build() {
   arch="$(gpu_arch)"
   mkdir -p "$(dirname "$bin")"
   # -x cu only for the .cu files; engine/error.c is plain C for the host compiler.
-  "$nvcc" -O3 -std=c++17 -arch="$arch" -I"$ROOT" -o "$bin" \
+  "$nvcc" -O3 -std=c++17 -arch="$arch" -Xcompiler -Wall,-Wextra,-Wshadow -I"$ROOT" -o "$bin" \
     "$ROOT/gpu/harness/harness.cu" "$ROOT/gpu/gpu_core.cu" "$ROOT/gpu/recon.cu" "$ROOT/gpu/cublas.cu" \
     "$ROOT/engine/error.c" -lcublas -lpthread
   echo "built $bin for $arch"

@@ -78,12 +78,12 @@ static double urand(void) { /* xorshift64*, [0, 1) */
 static ss_factors *random_factors(int m, int n, int rank, int bits, const char *id) {
     ss_factors *f = factors_new(m, n, rank, bits);
     if (!f) return NULL;
-    double half = ((1 << bits) - 1) / 2.0;
-    double s1 = rank > 1 ? 3.0 * half / sqrt((double)(rank - 1)) : 0.0, s0 = half > s1 ? half : s1;
+    double mid = ((1 << bits) - 1) / 2.0;
+    double s1 = rank > 1 ? 3.0 * mid / sqrt((double)(rank - 1)) : 0.0, s0 = mid > s1 ? mid : s1;
     for (int p = 0; p < f->nsv; p++) f->S[p] = (float)(p == 0 ? s0 : s1);
     for (int i = 0; i < m; i++)
         for (int p = 0; p < rank; p++)
-            f->U[(size_t)i * rank + p] = p == 0 ? (float)(half / s0) : (float)(2 * urand() - 1);
+            f->U[(size_t)i * rank + p] = p == 0 ? (float)(mid / s0) : (float)(2 * urand() - 1);
     for (int p = 0; p < rank; p++)
         for (int j = 0; j < n; j++) {
             size_t o = (size_t)p * n + j;
@@ -134,7 +134,7 @@ static ss_factors *load_svd(const char *path) {
         memcpy(f->id, buf + 304, 64);
         f->id[64] = '\0';
         const char *base = strrchr(path, '/');
-        snprintf(f->name, sizeof f->name, "%s", base ? base + 1 : path);
+        snprintf(f->name, sizeof f->name, "%.200s", base ? base + 1 : path);
     }
     free(buf);
     return f;
@@ -192,7 +192,7 @@ static void check_batch(const ss_backend *b, ss_factors **fs, const int *ks, int
 }
 
 static void check_one(const ss_backend *b, ss_factors *f, int k) {
-    char what[160];
+    char what[320];
     snprintf(what, sizeof what, "%s %dx%d %d-bit k=%d", f->name[0] ? f->name : f->id, f->m, f->n, f->bit_depth, k);
     check_batch(b, &f, &k, 1, what);
 }
@@ -352,7 +352,7 @@ int main(int argc, char **argv) {
     double devms[2][5] = {{0}};
     for (int s = 0; s < 5; s++)
         for (int b = 0; b < 2; b++) {
-            timing t;
+            timing t = {0, 0, 0, 0};
             int reps = sizes[s] >= 181 ? 30 : 100;
             if (bench(bk[b], vol, sizes[s], 50, reps, &t)) {
                 say("FAIL %s batch %d: %s\n", bk[b]->name, sizes[s], ss_error());
