@@ -14,6 +14,7 @@
     timer: 0,
     ctrl: null,          // AbortController of the in-flight reconstruction + quality
     thumbs: new Map(),   // id -> blob URL of the list thumbnail
+    compared: null,      // last backend comparison {rows, k}, redrawn on resize
   };
 
   // ---------------------------------------------------------------- HTTP
@@ -422,9 +423,10 @@
     for (let i = 1; i <= info.rank; i++) if (energyAt(sv, i) >= 0.999) { k = i; break; }
     for (const el of [$('k-range'), $('k-number')]) { el.max = String(info.rank); el.value = String(k); }
     $('k-max').textContent = String(info.rank);
-    $('compare-chart').hidden = true;
+    $('compare-chart').toggleAttribute('hidden', true); // SVG elements have no .hidden property
     $('compare-table').hidden = true;
     $('compare-msg').textContent = '';
+    state.compared = null;
     update();
   }
 
@@ -543,7 +545,9 @@
     chart.replaceChildren();
     const sv = info.singular_values || [];
     if (!sv.length) return;
-    const W = 560, H = 260, x0 = 58, x1 = W - 52, y0 = H - 38, y1 = 14;
+    // The viewBox follows the element's width so labels keep their size on narrow screens.
+    const W = chartWidth(chart, 560), H = 260, x0 = 58, x1 = W - 52, y0 = H - 38, y1 = 14;
+    chart.setAttribute('viewBox', `0 0 ${W} ${H}`);
     const pos = sv.filter((s) => s > 0);
     const dHi = Math.ceil(Math.log10(Math.max(...pos)));
     let dLo = Math.floor(Math.log10(Math.min(...pos)));
@@ -597,6 +601,12 @@
     };
   }
 
+  /* Width in CSS pixels an SVG chart is laid out at (its fallback when hidden). */
+  function chartWidth(chart, fallback) {
+    const w = Math.round(chart.getBoundingClientRect().width);
+    return w >= 200 ? Math.min(w, 1000) : fallback;
+  }
+
   function median(a) {
     const s = [...a].sort((x, y) => x - y), m = s.length >> 1;
     return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
@@ -630,6 +640,7 @@
     } finally {
       btn.disabled = false;
     }
+    state.compared = { rows, k };
     drawCompare(rows, k);
   }
 
@@ -648,14 +659,17 @@
       }
       tbody.append(tr);
     }
-    const W = 760, H = 300, x0 = 64, x1 = W - 150, y0 = H - 40, y1 = 30;
+    chart.toggleAttribute('hidden', false);
+    const W = chartWidth(chart, 760), narrow = W < 560, H = 300;
+    const x0 = 64, x1 = narrow ? W - 12 : W - 150, y0 = H - 40, y1 = narrow ? 52 : 30;
+    chart.setAttribute('viewBox', `0 0 ${W} ${H}`);
     const vals = rows.flatMap((r) => [r.kernel, r.rtt]).filter((v) => v > 0 && Number.isFinite(v));
     let dLo = Math.floor(Math.log10(Math.min(...vals))), dHi = Math.ceil(Math.log10(Math.max(...vals)));
     if (dHi <= dLo) dHi = dLo + 1;
     const Y = (v) => y0 - (Math.log10(v) - dLo) / (dHi - dLo) * (y0 - y1);
     const g = svg('g', { 'font-size': 12 });
     g.append(svg('text', { x: (x0 + x1) / 2, y: 16, 'text-anchor': 'middle', 'font-weight': 'bold' },
-      `median time per reconstruction at k = ${k} (log scale; lower is faster)`));
+      narrow ? `median ms at k = ${k}, log scale` : `median time per reconstruction at k = ${k} (log scale; lower is faster)`));
     for (let d = dLo; d <= dHi; d++) {
       g.append(svg('line', { x1: x0, x2: x1, y1: Y(10 ** d), y2: Y(10 ** d), class: 'grid' }));
       g.append(svg('text', { x: x0 - 6, y: Y(10 ** d) + 4, 'text-anchor': 'end' }, `${Number((10 ** d).toPrecision(1))} ms`));
@@ -675,12 +689,13 @@
     });
     g.append(svg('line', { x1: x0, x2: x1, y1: y0, y2: y0, class: 'axis' }));
     g.append(svg('line', { x1: x0, x2: x0, y1: y0, y2: y1, class: 'axis' }));
-    const lg = svg('g', { transform: `translate(${x1 + 16},${y1 + 10})` });
+    // Legend to the right, or above the plot where there is no room beside it.
+    const lg = svg('g', { transform: narrow ? `translate(${x0},24)` : `translate(${x1 + 16},${y1 + 10})` });
+    const [dx, dy] = narrow ? [130, 0] : [0, 22];
     lg.append(svg('rect', { x: 0, y: 0, width: 14, height: 14, class: 'bar kernel' }), svg('text', { x: 20, y: 11 }, 'server kernel'));
-    lg.append(svg('rect', { x: 0, y: 22, width: 14, height: 14, class: 'bar rtt' }), svg('text', { x: 20, y: 33 }, 'client round trip'));
+    lg.append(svg('rect', { x: dx, y: dy, width: 14, height: 14, class: 'bar rtt' }), svg('text', { x: dx + 20, y: dy + 11 }, 'client round trip'));
     g.append(lg);
     chart.append(g);
-    chart.hidden = false;
     $('compare-table').hidden = false;
   }
 
@@ -755,6 +770,16 @@
     $('compare').addEventListener('click', compareBackends);
     $('dl-original').addEventListener('click', download);
     $('dl-factors').addEventListener('click', download);
+    // Charts are drawn at their laid-out width: redraw them when it changes.
+    let resizeTimer = 0;
+    window.addEventListener('resize', () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => {
+        if (!state.info) return;
+        drawSpectrum(currentK());
+        if (state.compared && !$('compare-chart').hasAttribute('hidden')) drawCompare(state.compared.rows, state.compared.k);
+      }, 100);
+    });
     loadBackends();
     loadList();
   }

@@ -73,11 +73,14 @@ async function atK(pg, k, action) {
 /* The shown reconstruction equals /reconstruct's PNG for the same URL, pixel for
  * pixel; returns the server's pixels. */
 async function checkRecon(pg, base, headers = {}) {
+  const k = await pg.inputValue('#k-range');
   const src = await pg.getAttribute('#cv-recon', 'data-src');
   const ran = await pg.getAttribute('#cv-recon', 'data-backend');
   ok(src && src.startsWith('/reconstruct?'), `reconstruction source ${src}`);
   // Ask for the backend that ran, so `auto` cannot pick another one for us.
   const u = new URL(src, base);
+  eq(u.searchParams.get('k'), k, 'the image shown is for the slider\'s k');
+  eq(await pg.getAttribute('#cv-recon', 'data-k'), k, 'the image is marked with that k');
   u.searchParams.set('backend', ran);
   const { res, buf } = await get(base, u.pathname + u.search, headers);
   eq(res.status, 200, `GET ${u.pathname}${u.search}`);
@@ -259,6 +262,7 @@ test('compare backends times every available backend', async () => {
   eq(rows.map((r) => r[0]), avail, 'one row per available backend');
   for (const r of rows) ok(parseFloat(r[1]) > 0 && parseFloat(r[2]) > 0, `timings of ${r[0]}: ${r}`);
   eq(await page.locator('#compare-chart rect.bar[data-backend]').count(), 2 * avail.length, 'two bars per backend');
+  ok(await page.isVisible('#compare-chart'), 'the comparison chart is shown');
 });
 
 test('download links point at the original and the factors', async () => {
@@ -270,6 +274,7 @@ test('download links point at the original and the factors', async () => {
 
 test('screenshots at 1280x800 and 400x800', async () => {
   await page.setViewportSize({ width: 1280, height: 800 });
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: path.join(ARTIFACTS, 'page-1280x800.png') });
   await page.screenshot({ path: path.join(ARTIFACTS, 'page-1280x800-full.png'), fullPage: true });
   await page.setViewportSize({ width: 400, height: 800 });
@@ -278,6 +283,12 @@ test('screenshots at 1280x800 and 400x800', async () => {
   ok(widths[0] <= widths[1], `no horizontal scroll at 400 px (${widths})`);
   const side = await page.locator('.side').boundingBox(), main = await page.locator('#viewer').boundingBox();
   ok(main.y >= side.y + side.height - 1, 'viewer stacks below the slice list');
+  await page.evaluate(() => window.scrollTo(0, 0));
+  // The charts redraw at the new width after a resize.
+  await page.waitForFunction(() => {
+    const c = document.getElementById('spectrum');
+    return Math.abs(c.viewBox.baseVal.width - c.getBoundingClientRect().width) < 2;
+  }, null, WAIT);
   await page.screenshot({ path: path.join(ARTIFACTS, 'page-400x800.png') });
   await page.screenshot({ path: path.join(ARTIFACTS, 'page-400x800-full.png'), fullPage: true });
   await page.setViewportSize({ width: 1280, height: 800 });
@@ -298,11 +309,17 @@ test('a bad upload shows the API error message', async () => {
   ok(msg.includes(String(res.status)) && msg.includes(err.code), 'status and code shown');
 });
 
-test('a 16-bit slice gets a window; the page windows as the server does', async () => {
+test('a dropped 16-bit slice gets a window; the page windows as the server does', async () => {
   const w = 64, h = 48, v = new Array(w * h);
   for (let y = 0; y < h; y++)
     for (let x = 0; x < w; x++) v[y * w + x] = Math.round(20000 + 15000 * Math.sin(x / 7) * Math.cos(y / 5) + 97 * ((x * 7 + y * 13) % 11));
-  await page.setInputFiles('#file', { name: 'phantom16.png', mimeType: 'image/png', buffer: encodeGray16(w, h, v) });
+  // Dropped on the drop zone, as a user dragging a file from the desktop would.
+  const png16 = [...encodeGray16(w, h, v)];
+  await page.evaluate((bytes) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([new Uint8Array(bytes)], 'phantom16.png', { type: 'image/png' }));
+    document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, png16);
   await page.waitForSelector('#window-panel:not([hidden])', WAIT);
   await page.waitForSelector('#cv-recon[data-k]', WAIT);
   const id = await page.$eval('#slice-list li.current', (li) => li.dataset.id);
