@@ -149,6 +149,12 @@ enum MHD_Result ss_reply(ss_req *r, int status, struct MHD_Response *resp) {
     }
     r->status = status;
     r->replied = 1;
+    if (r->first_call && !r->queue_now) {
+        /* libmicrohttpd 0.9.75 closes the connection after a response queued
+         * on a request's first call; hold it for the final call to keep alive. */
+        r->held = resp;
+        return MHD_YES;
+    }
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -301,8 +307,10 @@ static enum MHD_Result route_request(ss_req *r, const char *url) {
     }
     const ss_config *cfg = r->srv->cfg;
     int need = (hit->flags & R_AUTH_WRITE) || ((hit->flags & R_AUTH_READ) && cfg->auth_reads);
-    if (cfg->api_key[0] && need && !authorized(r))
+    if (cfg->api_key[0] && need && !authorized(r)) {
+        r->queue_now = (hit->flags & R_BODY) != 0; /* refuse the body of an unauthorised upload */
         return ss_reply_error(r, 401, "unauthorized", "missing or wrong Authorization: Bearer key");
+    }
     r->route = hit;
     return MHD_YES;
 }
@@ -326,17 +334,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(r->path, sizeof r->path, "%s", url);
         snprintf(r->rid, sizeof r->rid, "%llx-%llx", (unsigned long long)getpid() & 0xffff,
                  __atomic_add_fetch(&srv->next_rid, 1, __ATOMIC_RELAXED));
+        r->first_call = 1;
         enum MHD_Result ret = route_request(r, url);
-        if (r->replied || ret != MHD_YES) return ret;
-        if (r->route->flags & R_BODY) {
+        if (!r->replied && ret == MHD_YES && (r->route->flags & R_BODY)) {
             const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-            if (cl && strtoull(cl, NULL, 10) > (unsigned long long)srv->cfg->max_body_bytes)
-                return ss_reply_error(r, 413, "too_large", "body of %s bytes is over the limit of %lld bytes",
-                                      cl, srv->cfg->max_body_bytes);
-            ss_upload_begin(&r->up, (size_t)srv->cfg->max_body_bytes);
-            return MHD_YES;
+            if (cl && strtoull(cl, NULL, 10) > (unsigned long long)srv->cfg->max_body_bytes) {
+                r->queue_now = 1; /* answer before the client sends it all */
+                ret = ss_reply_error(r, 413, "too_large", "body of %s bytes is over the limit of %lld bytes", cl,
+                                     srv->cfg->max_body_bytes);
+            } else {
+                ss_upload_begin(&r->up, (size_t)srv->cfg->max_body_bytes);
+            }
         }
-        return r->route->handler(r);
+        r->first_call = 0;
+        return ret;
     }
     if (r->async) { /* resumed by the job: queue what it built */
         if (!__atomic_load_n(&r->async_done, __ATOMIC_ACQUIRE)) return MHD_YES;
@@ -351,10 +362,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (r->replied || !r->route || !(r->route->flags & R_BODY)) return MHD_YES; /* discard */
-        return ss_upload_feed(&r->up, c, upload_data, n) == 0 ? MHD_YES : MHD_NO;
+        if (!r->replied && r->route && (r->route->flags & R_BODY))
+            return ss_upload_feed(&r->up, c, upload_data, n) == 0 ? MHD_YES : MHD_NO;
+        /* a body nobody reads: discard, but not forever */
+        r->up.seen += n;
+        return r->up.seen > (unsigned long long)srv->cfg->max_body_bytes ? MHD_NO : MHD_YES;
+    }
+    if (r->held) { /* the final call: send what the first call decided */
+        struct MHD_Response *resp = r->held;
+        r->held = NULL;
+        enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
+        MHD_destroy_response(resp);
+        return ret;
     }
     if (r->replied) return MHD_YES;
+    if (!(r->route->flags & R_BODY)) return r->route->handler(r);
     const char *why = NULL;
     int st = ss_upload_finish(&r->up, c, &why);
     if (st == 413) return ss_reply_error(r, 413, "too_large", "%s", why);
@@ -371,6 +393,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (r->route && r->route->handler == ss_h_reconstruct && r->backend >= 0 && r->status < 400)
         ss_metrics_reconstruct(srv->metrics, r->backend, ss_now() - r->t_start);
     if (r->async_resp) MHD_destroy_response(r->async_resp);
+    if (r->held) MHD_destroy_response(r->held);
     ss_upload_free(&r->up);
     free(r);
     *con_cls = NULL;

@@ -64,7 +64,10 @@ typedef struct ss_req {
     double t_start;
     int status;            /* status queued, for metrics */
     int backend;           /* registry index of the backend that served /reconstruct, -1 */
-    int replied;           /* a response was queued */
+    int replied;           /* a response was queued (or held) */
+    int first_call;        /* inside the request's first handler call */
+    int queue_now;         /* queue even on the first call (closes the connection) */
+    struct MHD_Response *held; /* decided on the first call, queued on the final one */
     ss_upload up;
     /* async: a job suspended the connection; it sets these then resumes */
     int async;
