@@ -244,6 +244,25 @@ test('a burst of slider moves is debounced to the last k', async () => {
   await checkRecon(page, server.base);
 });
 
+/* svdslice_requests_total for /reconstruct with that status, from /metrics. */
+async function reconCount(base, status) {
+  const { buf } = await get(base, '/metrics');
+  const re = new RegExp(`^svdslice_requests_total\\{route="/reconstruct",status="${status}"\\} (\\d+)$`, 'm');
+  const m = re.exec(buf.toString('utf8'));
+  return m ? Number(m[1]) : 0;
+}
+
+test('going back to a k already seen uses the browser cache (ETag), not a new render', async () => {
+  const before = await reconCount(server.base, 200);
+  ok(before > 0, `the server counted the page's renders (${before})`);
+  for (const k of [5, 30]) {
+    await atK(page, k, () => page.fill('#k-number', String(k)));
+    await checkRecon(page, server.base);
+  }
+  // Each checkRecon fetched once from Node: those are the only new 200s.
+  eq(await reconCount(server.base, 200), before + 2, 'no second render for a k already seen');
+});
+
 test('choosing a backend runs it and shows X-Backend', async () => {
   await atK(page, 30, () => page.selectOption('#backend', 'loops1'));
   eq(await page.getAttribute('#cv-recon', 'data-backend'), 'loops1', 'X-Backend of the shown image');
@@ -339,6 +358,8 @@ test('a dropped 16-bit slice gets a window; the page windows as the server does'
   const want = Array.from(orig.data, (x) => Math.min(255, Math.max(0, Math.round((x - c + ww / 2) / ww * 255))));
   const got = await canvasGray(page, 'cv-original');
   eq(firstMismatch(got.gray, want), -1, 'original windowed like API.md says');
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: path.join(ARTIFACTS, 'page-16bit-window.png') });
 });
 
 test('deleting asks, then removes the slice', async () => {
