@@ -15,6 +15,7 @@
     ctrl: null,          // AbortController of the in-flight reconstruction + quality
     thumbs: new Map(),   // id -> blob URL of the list thumbnail
     compared: null,      // last backend comparison {rows, k}, redrawn on resize
+    selectSeq: 0,        // counts slice selections
   };
 
   // ---------------------------------------------------------------- HTTP
@@ -383,6 +384,7 @@
 
   async function select(id) {
     if (state.ctrl) state.ctrl.abort();
+    const seq = ++state.selectSeq; // a later click wins over a slower earlier one
     let info, origBlob;
     try {
       info = await (await api(`/slices/${encodeURIComponent(id)}`)).json();
@@ -391,6 +393,7 @@
       reportError(e);
       return;
     }
+    if (seq !== state.selectSeq) return;
     state.info = info;
     state.orig16 = null;
     for (const li of $('slice-list').children) li.classList.toggle('current', li.dataset.id === id);
@@ -750,6 +753,13 @@
     for (const t of ['dragenter', 'dragover']) drop.addEventListener(t, (ev) => { ev.preventDefault(); drop.classList.add('over'); });
     for (const t of ['dragleave', 'drop']) drop.addEventListener(t, () => drop.classList.remove('over'));
     drop.addEventListener('drop', (ev) => {
+      ev.preventDefault();
+      ev.stopPropagation();
+      if (ev.dataTransfer && ev.dataTransfer.files.length) upload([...ev.dataTransfer.files]);
+    });
+    // A file dropped anywhere else would make the browser navigate away to it: upload it instead.
+    window.addEventListener('dragover', (ev) => ev.preventDefault());
+    window.addEventListener('drop', (ev) => {
       ev.preventDefault();
       if (ev.dataTransfer && ev.dataTransfer.files.length) upload([...ev.dataTransfer.files]);
     });
