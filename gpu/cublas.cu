@@ -5,7 +5,7 @@
 
 /* Float products of a batch -> rounded, clamped uint8/uint16 samples, with
  * the same tile walk as the cuda backend (one block per 32x32 tile). */
-__global__ void __launch_bounds__(SS_GM_THREADS)
+__global__ void
 ss_convert_kernel(const ss_gm_job *__restrict__ jobs, int njobs) {
     __shared__ ss_gm_job jb;
     const int tx = threadIdx.x, ty = threadIdx.y;
@@ -14,20 +14,7 @@ ss_convert_kernel(const ss_gm_job *__restrict__ jobs, int njobs) {
     __syncthreads();
     int r0, c0;
     ss_gm_tile_origin(tile - jb.tile0, jb.n, &r0, &c0);
-#pragma unroll
-    for (int i = 0; i < SS_GM_RM; i++) {
-        int row = ss_gm_thread_row(r0, ty, i);
-        if (row >= jb.m) continue;
-#pragma unroll
-        for (int j = 0; j < SS_GM_RN; j++) {
-            int col = ss_gm_thread_col(c0, tx, j);
-            if (col >= jb.n) continue;
-            size_t o = (size_t)row * jb.n + col;
-            uint16_t v = ss_gm_pixel(__ldg(&jb.C[o]), jb.maxval);
-            if (jb.out_bytes == 1) ((unsigned char *)jb.out)[o] = (unsigned char)v;
-            else ((uint16_t *)jb.out)[o] = v;
-        }
-    }
+    ss_gm_convert(&jb, r0, c0, tx, ty);
 }
 
 int ss_gpu_launch_convert(ss_gpu_ctx *ctx, int njobs, long long tiles) {

@@ -13,6 +13,12 @@
 #else
 #define SS_GM_FN static inline
 #endif
+/* Unrolled in the device pass only (keeps the register tile in registers). */
+#ifdef __CUDA_ARCH__
+#define SS_GM_UNROLL _Pragma("unroll")
+#else
+#define SS_GM_UNROLL
+#endif
 
 /* Output tile of one thread block: TM x TN pixels, computed by TY x TX
  * threads each holding a (TM/TY) x (TN/TX) register tile; the reduction
@@ -54,11 +60,13 @@ SS_GM_FN long long ss_gm_tiles(int m, int n) {
     return (long long)ss_gm_cdiv(m, SS_GM_TM) * (long long)ss_gm_cdiv(n, SS_GM_TN);
 }
 
-/* Top-left pixel of local tile t of an m x n output. */
+/* Top-left pixel of local tile t of an m x n output. A launch has at most
+ * INT_MAX tiles (the dispatcher checks), so 32-bit division suffices (a
+ * 64-bit one is a stack-using subroutine call on the device). */
 SS_GM_FN void ss_gm_tile_origin(long long t, int n, int *r0, int *c0) {
-    int tn = ss_gm_cdiv(n, SS_GM_TN);
-    *r0 = (int)(t / tn) * SS_GM_TM;
-    *c0 = (int)(t % tn) * SS_GM_TN;
+    int tn = ss_gm_cdiv(n, SS_GM_TN), ti = (int)t;
+    *r0 = (ti / tn) * SS_GM_TM;
+    *c0 = (ti % tn) * SS_GM_TN;
 }
 
 /* Pixel (i, j) of a thread's register tile: rows ty, ty+TY, ...; columns
@@ -100,6 +108,96 @@ SS_GM_FN uint16_t ss_gm_pixel(float v, int maxval) {
     if (!(v > 0.0f)) return 0;
     if (v >= (float)maxval) return (uint16_t)maxval;
     return (uint16_t)roundf(v);
+}
+
+/* Read-only global loads: the non-coherent cache on the device. */
+#ifdef __CUDA_ARCH__
+#define SS_GM_LDG(p) __ldg(p)
+#else
+#define SS_GM_LDG(p) (*(p))
+#endif
+
+/* The kernel's three phases, one thread's share each (the kernel puts a
+ * barrier between them; tests/test_gpu_math.c runs them on the host for
+ * every thread of every block and compares with the float64 reference).
+ * Us holds the U slab transposed with a pad column: stores by consecutive
+ * threads (consecutive kk) and reads (broadcast) are bank-conflict free. */
+typedef float ss_gm_uslab[SS_GM_TK][SS_GM_TM + 1];
+typedef float ss_gm_wslab[SS_GM_TK][SS_GM_TN];
+
+/* Stage the slab k0..k0+TK-1 of tile (r0, c0); zeros outside the matrix or past k. */
+SS_GM_FN void ss_gm_stage(const ss_gm_job *jb, int r0, int c0, int k0, int lin, ss_gm_uslab Us,
+                          ss_gm_wslab Ws) {
+    SS_GM_UNROLL
+    for (int e = 0; e < SS_GM_LOADS_U; e++) {
+        int rr, kk;
+        ss_gm_load_u(lin, e, &rr, &kk);
+        int row = r0 + rr, p = k0 + kk;
+        Us[kk][rr] = (row < jb->m && p < jb->k) ? SS_GM_LDG(&jb->U[(size_t)row * jb->ldu + p]) : 0.0f;
+    }
+    SS_GM_UNROLL
+    for (int e = 0; e < SS_GM_LOADS_W; e++) {
+        int kk, cc;
+        ss_gm_load_w(lin, e, &kk, &cc);
+        int col = c0 + cc, p = k0 + kk;
+        Ws[kk][cc] = (col < jb->n && p < jb->k) ? SS_GM_LDG(&jb->W[(size_t)p * jb->n + col]) : 0.0f;
+    }
+}
+
+/* acc += the staged slab's contribution to this thread's register tile. */
+SS_GM_FN void ss_gm_accumulate(int tx, int ty, const ss_gm_uslab Us, const ss_gm_wslab Ws,
+                               float acc[SS_GM_RM][SS_GM_RN]) {
+    SS_GM_UNROLL
+    for (int kk = 0; kk < SS_GM_TK; kk++) {
+        float a[SS_GM_RM], b[SS_GM_RN];
+        SS_GM_UNROLL
+        for (int i = 0; i < SS_GM_RM; i++) a[i] = Us[kk][ty + i * SS_GM_TY];
+        SS_GM_UNROLL
+        for (int j = 0; j < SS_GM_RN; j++) b[j] = Ws[kk][tx + j * SS_GM_TX];
+        SS_GM_UNROLL
+        for (int i = 0; i < SS_GM_RM; i++)
+            SS_GM_UNROLL
+            for (int j = 0; j < SS_GM_RN; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+}
+
+/* Writes one output sample as uint8 or uint16 staging. */
+SS_GM_FN void ss_gm_put(const ss_gm_job *jb, size_t o, float v) {
+    uint16_t px = ss_gm_pixel(v, jb->maxval);
+    if (jb->out_bytes == 1) ((unsigned char *)jb->out)[o] = (unsigned char)px;
+    else ((uint16_t *)jb->out)[o] = px;
+}
+
+/* Rounds, clamps and stores this thread's register tile (the cuda backend). */
+SS_GM_FN void ss_gm_store(const ss_gm_job *jb, int r0, int c0, int tx, int ty,
+                          float acc[SS_GM_RM][SS_GM_RN]) {
+    SS_GM_UNROLL
+    for (int i = 0; i < SS_GM_RM; i++) {
+        int row = ss_gm_thread_row(r0, ty, i);
+        if (row >= jb->m) continue;
+        SS_GM_UNROLL
+        for (int j = 0; j < SS_GM_RN; j++) {
+            int col = ss_gm_thread_col(c0, tx, j);
+            if (col < jb->n) ss_gm_put(jb, (size_t)row * jb->n + col, acc[i][j]);
+        }
+    }
+}
+
+/* Converts this thread's pixels of the float product jb->C (the cublas backend). */
+SS_GM_FN void ss_gm_convert(const ss_gm_job *jb, int r0, int c0, int tx, int ty) {
+    SS_GM_UNROLL
+    for (int i = 0; i < SS_GM_RM; i++) {
+        int row = ss_gm_thread_row(r0, ty, i);
+        if (row >= jb->m) continue;
+        SS_GM_UNROLL
+        for (int j = 0; j < SS_GM_RN; j++) {
+            int col = ss_gm_thread_col(c0, tx, j);
+            if (col < jb->n) {
+                size_t o = (size_t)row * jb->n + col;
+                ss_gm_put(jb, o, SS_GM_LDG(&jb->C[o]));
+            }
+        }
+    }
 }
 
 /* Fills tile0 and out_off of jobs[0..n) (m, n and out_bytes set) so tiles

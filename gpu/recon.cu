@@ -7,13 +7,11 @@
  * k loop stages a TM x TK slab of U and a TK x TN slab of W in shared
  * memory; each thread accumulates a RM x RN register tile in float and
  * writes rounded, clamped samples straight to the uint8/uint16 staging. */
-__global__ void __launch_bounds__(SS_GM_THREADS)
+__global__ void
 ss_recon_kernel(const ss_gm_job *__restrict__ jobs, int njobs) {
     __shared__ ss_gm_job jb;
-    /* U slab stored transposed with a pad column: conflict-free stores
-     * (consecutive threads, consecutive kk) and broadcast reads. */
-    __shared__ float Us[SS_GM_TK][SS_GM_TM + 1];
-    __shared__ float Ws[SS_GM_TK][SS_GM_TN];
+    __shared__ ss_gm_uslab Us;
+    __shared__ ss_gm_wslab Ws;
 
     const int tx = threadIdx.x, ty = threadIdx.y, lin = ty * SS_GM_TX + tx;
     const long long tile = blockIdx.x;
@@ -29,50 +27,12 @@ ss_recon_kernel(const ss_gm_job *__restrict__ jobs, int njobs) {
         for (int j = 0; j < SS_GM_RN; j++) acc[i][j] = 0.0f;
 
     for (int k0 = 0; k0 < jb.k; k0 += SS_GM_TK) {
-#pragma unroll
-        for (int e = 0; e < SS_GM_LOADS_U; e++) {
-            int rr, kk;
-            ss_gm_load_u(lin, e, &rr, &kk);
-            int row = r0 + rr, p = k0 + kk;
-            Us[kk][rr] = (row < jb.m && p < jb.k) ? __ldg(&jb.U[(size_t)row * jb.ldu + p]) : 0.0f;
-        }
-#pragma unroll
-        for (int e = 0; e < SS_GM_LOADS_W; e++) {
-            int kk, cc;
-            ss_gm_load_w(lin, e, &kk, &cc);
-            int col = c0 + cc, p = k0 + kk;
-            Ws[kk][cc] = (col < jb.n && p < jb.k) ? __ldg(&jb.W[(size_t)p * jb.n + col]) : 0.0f;
-        }
+        ss_gm_stage(&jb, r0, c0, k0, lin, Us, Ws);
         __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < SS_GM_TK; kk++) {
-            float a[SS_GM_RM], b[SS_GM_RN];
-#pragma unroll
-            for (int i = 0; i < SS_GM_RM; i++) a[i] = Us[kk][ty + i * SS_GM_TY];
-#pragma unroll
-            for (int j = 0; j < SS_GM_RN; j++) b[j] = Ws[kk][tx + j * SS_GM_TX];
-#pragma unroll
-            for (int i = 0; i < SS_GM_RM; i++)
-#pragma unroll
-                for (int j = 0; j < SS_GM_RN; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-        }
-        __syncthreads();
+        ss_gm_accumulate(tx, ty, Us, Ws, acc);
+        __syncthreads(); /* before the next slab overwrites Us/Ws */
     }
-
-#pragma unroll
-    for (int i = 0; i < SS_GM_RM; i++) {
-        int row = ss_gm_thread_row(r0, ty, i);
-        if (row >= jb.m) continue;
-#pragma unroll
-        for (int j = 0; j < SS_GM_RN; j++) {
-            int col = ss_gm_thread_col(c0, tx, j);
-            if (col >= jb.n) continue;
-            size_t o = (size_t)row * jb.n + col;
-            uint16_t v = ss_gm_pixel(acc[i][j], jb.maxval);
-            if (jb.out_bytes == 1) ((unsigned char *)jb.out)[o] = (unsigned char)v;
-            else ((uint16_t *)jb.out)[o] = v;
-        }
-    }
+    ss_gm_store(&jb, r0, c0, tx, ty, acc);
 }
 
 int ss_gpu_launch_recon(ss_gpu_ctx *ctx, int njobs, long long tiles) {

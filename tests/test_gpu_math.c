@@ -13,6 +13,7 @@
 
 #include "engine/kernels.h"
 #include "gpu/gpu_math.h"
+#include "tests/util/testutil.h"
 
 /* Awkward shapes: 1-pixel, thinner than a tile, one off a tile multiple. */
 static const int k_shapes[][2] = {{1, 1},   {1, 37},  {37, 1},  {31, 33}, {32, 32}, {33, 31},
@@ -141,12 +142,106 @@ static void test_pixel_matches_engine(void **state) {
     }
 }
 
+/* Runs the cuda kernel's phases on the host, block by block and thread by
+ * thread with the kernel's barriers in between, over a packed batch. */
+static void simulate_recon(ss_gm_job *jobs, int nj, long long tiles) {
+    static float acc[SS_GM_THREADS][SS_GM_RM][SS_GM_RN];
+    static ss_gm_uslab Us;
+    static ss_gm_wslab Ws;
+    for (long long t = 0; t < tiles; t++) {
+        const ss_gm_job *jb = &jobs[ss_gm_find_job(jobs, nj, t)];
+        int r0, c0;
+        ss_gm_tile_origin(t - jb->tile0, jb->n, &r0, &c0);
+        memset(acc, 0, sizeof acc);
+        for (int k0 = 0; k0 < jb->k; k0 += SS_GM_TK) {
+            for (int lin = 0; lin < SS_GM_THREADS; lin++) ss_gm_stage(jb, r0, c0, k0, lin, Us, Ws);
+            for (int lin = 0; lin < SS_GM_THREADS; lin++)
+                ss_gm_accumulate(lin % SS_GM_TX, lin / SS_GM_TX, (const float(*)[SS_GM_TM + 1])Us,
+                                 (const float(*)[SS_GM_TN])Ws, acc[lin]);
+        }
+        for (int lin = 0; lin < SS_GM_THREADS; lin++) ss_gm_store(jb, r0, c0, lin % SS_GM_TX, lin / SS_GM_TX, acc[lin]);
+    }
+}
+
+/* The cuda kernel's arithmetic (staging, accumulation, fused conversion to
+ * uint8/uint16) over a mixed batch of shapes, depths and k matches the
+ * float64 reference within 1 level; the cublas conversion kernel's walk
+ * turns a float product into exactly ss_pixels_from_float's pixels. */
+static void test_kernel_phases_match_reference(void **state) {
+    (void)state;
+    enum { NJ = 7 };
+    static const int sh[NJ][4] = {/* m, n, k, bits */
+                                  {1, 1, 1, 8},    {37, 20, 17, 16}, {64, 65, 33, 8}, {33, 31, 31, 16},
+                                  {256, 170, 50, 8}, {7, 300, 7, 16}, {100, 3, 2, 8}};
+    ss_factors *fs[NJ];
+    ss_gm_job jobs[NJ];
+    for (int j = 0; j < NJ; j++) {
+        int m = sh[j][0], n = sh[j][1], r = m < n ? m : n;
+        fs[j] = tu_random_factors(m, n, r, sh[j][3], 40 + j);
+        assert_non_null(fs[j]);
+        memset(&jobs[j], 0, sizeof jobs[j]);
+        jobs[j].U = fs[j]->U;
+        jobs[j].W = fs[j]->W;
+        jobs[j].m = m;
+        jobs[j].n = n;
+        jobs[j].ldu = r;
+        jobs[j].k = sh[j][2];
+        jobs[j].maxval = sh[j][3] == 8 ? 255 : 65535;
+        jobs[j].out_bytes = sh[j][3] / 8;
+    }
+    size_t total = 0;
+    long long tiles = ss_gm_pack(jobs, NJ, &total);
+    unsigned char *stage = malloc(total);
+    assert_non_null(stage);
+    memset(stage, 0xA5, total);
+    for (int j = 0; j < NJ; j++) jobs[j].out = stage + jobs[j].out_off;
+    simulate_recon(jobs, NJ, tiles);
+    for (int j = 0; j < NJ; j++) {
+        const ss_factors *f = fs[j];
+        size_t px = (size_t)f->m * f->n;
+        double *C = malloc(px * sizeof *C);
+        float *Cf = malloc(px * sizeof *Cf);
+        uint16_t *want = malloc(px * sizeof *want);
+        assert_non_null(C);
+        assert_non_null(Cf);
+        assert_non_null(want);
+        ss_reference_f64(f, jobs[j].k, C);
+        for (size_t p = 0; p < px; p++) {
+            double r = round(C[p]);
+            r = r < 0 ? 0 : r > jobs[j].maxval ? jobs[j].maxval : r;
+            int got = jobs[j].out_bytes == 1 ? ((unsigned char *)jobs[j].out)[p] : ((uint16_t *)jobs[j].out)[p];
+            if (abs(got - (int)r) > 1) fail_msg("job %d pixel %zu: kernel %d, reference %.0f", j, p, got, r);
+            Cf[p] = (float)C[p];
+        }
+        /* The conversion kernel's walk over the same tiles. */
+        ss_pixels_from_float(Cf, px, jobs[j].maxval, want);
+        memset(jobs[j].out, 0xA5, px * (size_t)jobs[j].out_bytes);
+        jobs[j].C = Cf;
+        for (long long t = 0; t < ss_gm_tiles(f->m, f->n); t++) {
+            int r0, c0;
+            ss_gm_tile_origin(t, f->n, &r0, &c0);
+            for (int lin = 0; lin < SS_GM_THREADS; lin++) ss_gm_convert(&jobs[j], r0, c0, lin % SS_GM_TX, lin / SS_GM_TX);
+        }
+        for (size_t p = 0; p < px; p++) {
+            int got = jobs[j].out_bytes == 1 ? ((unsigned char *)jobs[j].out)[p] : ((uint16_t *)jobs[j].out)[p];
+            assert_int_equal(got, want[p]);
+        }
+        jobs[j].C = NULL;
+        free(C);
+        free(Cf);
+        free(want);
+    }
+    free(stage);
+    for (int j = 0; j < NJ; j++) ss_factors_free(fs[j]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiles_cover_each_pixel_once),
         cmocka_unit_test(test_slab_loads_cover_tile_once),
         cmocka_unit_test(test_batch_packing),
         cmocka_unit_test(test_pixel_matches_engine),
+        cmocka_unit_test(test_kernel_phases_match_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
