@@ -13,7 +13,8 @@ extern const ss_backend ss_backend_cublas;
 
 /* One request of a batch: rank-k reconstruction of f into out (m*n samples,
  * 0..2^bit_depth-1). status is set by ss_gpu_run_batch: 0, SS_EINVAL (bad k
- * or factors), SS_EUNAVAIL, SS_ENOMEM or SS_EIO. */
+ * or factors), SS_ENOMEM (device or host memory), or SS_EUNAVAIL (no GPU,
+ * or a CUDA/cuBLAS failure, which also marks the GPU unavailable). */
 typedef struct ss_gpu_item {
     const ss_factors *f;
     int k;
