@@ -71,7 +71,7 @@ int ss_cmd_serve(int argc, char **argv) {
                            .max_batch = cfg.gpu_max_batch,
                            .max_wait_ms = cfg.gpu_max_wait_ms,
                            .device_bytes = (size_t)cfg.gpu_memory_mb << 20,
-                           .cpu_mode = cfg.gpu_cpu_mode && !gpu_usable()};
+                           .cpu_mode = cfg.gpu_cpu_mode};
         if (ss_gpuq_new(&go, &srv.gpuq) != 0) {
             fprintf(stderr, "svdslice serve: GPU queue not started (%s); GPU backends answer 503\n", ss_error());
             srv.gpuq = NULL;
