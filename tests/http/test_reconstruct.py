@@ -70,14 +70,15 @@ class ReconstructTest(unittest.TestCase):
         return px, bits, r
 
     # ------------------------------------------------------------ pixels
-    def test_every_cpu_backend_and_auto_matches_float64_reference(self):
+    def test_every_backend_and_auto_matches_float64_reference(self):
         available = [b for b in util.ALL_BACKENDS if self.backends[b]["available"]]
+        gpu = [b for b in ("cuda", "cublas") if b in available]  # checked too where a GPU runs
         for label, (info, f, _) in self.slices.items():
             maxv = (1 << f["bit_depth"]) - 1
             for k in ks_for(f["rank"]):
                 ref = util.reference_float(f, k)
                 want = util.round_clamp(ref, maxv)
-                for backend in util.CPU_BACKENDS + ["auto"]:
+                for backend in util.CPU_BACKENDS + gpu + ["auto"]:
                     px, bits, r = self.recon_px(info["id"], k, backend)
                     self.assertEqual(bits, f["bit_depth"], "%s k=%d %s" % (label, k, backend))
                     self.assertEqual(px.shape, (f["m"], f["n"]))
