@@ -26,8 +26,8 @@
 #define SS_GM_TM 32
 #define SS_GM_TN 32
 #define SS_GM_TK 16
-#define SS_GM_TX 16
-#define SS_GM_TY 16
+#define SS_GM_TX 8
+#define SS_GM_TY 8
 #define SS_GM_THREADS (SS_GM_TX * SS_GM_TY)
 #define SS_GM_RM (SS_GM_TM / SS_GM_TY) /* rows per thread */
 #define SS_GM_RN (SS_GM_TN / SS_GM_TX) /* cols per thread */
