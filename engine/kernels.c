@@ -11,10 +11,12 @@
 #include <unistd.h>
 
 /* Above this many multiply-adds (m*n*k) a request is worth the GPU's fixed
- * costs (launch, copy of the pixels back): below it OpenBLAS on one core
- * finishes first (256x170x170 ~ 7.4e6 takes ~0.15 ms there). A first guess
- * for the GPU engineer to tune with `svdslice bench`. */
-#define SS_AUTO_GPU_MIN_WORK (32LL * 1024 * 1024)
+ * costs. An estimate, not yet a measurement (no GPU was lent to the session
+ * that set it): one GPU request costs ~0.05 ms of launch, copies and sync
+ * (~0.25 ms with the queue's 0.2 ms batching wait), OpenBLAS on one core does
+ * ~100 GFLOP/s, so break-even is near 2*12.5e6 flops; a 256x170 slice at
+ * k=170 (7.4e6) stays on the CPU. Re-tune with scripts/gpu_device_run.sh. */
+#define SS_AUTO_GPU_MIN_WORK (1LL << 24)
 
 /* ---- workspace ------------------------------------------------------------ */
 
