@@ -43,17 +43,6 @@ typedef struct recon_params {
     double wc, ww;
 } recon_params;
 
-static struct MHD_Response *err(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static struct MHD_Response *err(const char *code, const char *fmt, ...) {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    struct MHD_Response *resp = ss_resp_error(code, msg);
-    if (resp && !strcmp(code, "overloaded")) MHD_add_response_header(resp, "Retry-After", "1");
-    return resp;
-}
 
 static int backend_index(const ss_backend *be) {
     for (int i = 0; i < ss_backend_count(); i++)
@@ -217,7 +206,7 @@ static void finish(recon_job *j) {
         ss_quality q;
         if (ss_quality_compute(f, j->k, j->px, &q) != 0) {
             status = 500;
-            resp = err("internal", "internal error (request %s): quality: %s", r->rid, ss_error());
+            resp = ss_resp_errorf("internal", "internal error (request %s): quality: %s", r->rid, ss_error());
         } else {
             resp = ss_resp_json(ss_json_quality(j->id, j->be->name, &q));
         }
@@ -236,7 +225,7 @@ static void finish(recon_job *j) {
         double encode_ms = (ss_now() - t0) * 1e3;
         if (rc) {
             status = 500;
-            resp = err("internal", "internal error (request %s): encode: %s", r->rid, ss_error());
+            resp = ss_resp_errorf("internal", "internal error (request %s): encode: %s", r->rid, ss_error());
         } else {
             char timing[160];
             snprintf(timing, sizeof timing, "queue;dur=%.3f, kernel;dur=%.3f, encode;dur=%.3f", j->queue_ms,
@@ -263,13 +252,13 @@ static void fail_job(recon_job *j, int status, struct MHD_Response *resp) {
 
 static void fail_engine(recon_job *j, int rc) {
     if (rc == SS_EUNAVAIL)
-        fail_job(j, 503, err("backend_unavailable", "backend %s is unavailable: %s", j->be->name, ss_error()));
+        fail_job(j, 503, ss_resp_errorf("backend_unavailable", "backend %s is unavailable: %s", j->be->name, ss_error()));
     else if (rc == SS_ETIMEDOUT)
-        fail_job(j, 503, err("overloaded", "the job waited past its deadline; retry later"));
+        fail_job(j, 503, ss_resp_errorf("overloaded", "the job waited past its deadline; retry later"));
     else if (rc == SS_EBUSY)
-        fail_job(j, 503, err("overloaded", "GPU queue full; retry later"));
+        fail_job(j, 503, ss_resp_errorf("overloaded", "GPU queue full; retry later"));
     else
-        fail_job(j, 500, err("internal", "internal error (request %s): %s", j->r->rid, ss_error()));
+        fail_job(j, 500, ss_resp_errorf("internal", "internal error (request %s): %s", j->r->rid, ss_error()));
 }
 
 /* Acquires the factors and allocates the pixels; 0 or it has answered. */
@@ -278,14 +267,14 @@ static int prepare(recon_job *j) {
     j->f = ss_store_acquire(j->srv->store, j->id, &e);
     if (!j->f) {
         if (e == SS_EINVAL)
-            fail_job(j, 404, err("not_found", "no slice %s", j->id));
+            fail_job(j, 404, ss_resp_errorf("not_found", "no slice %s", j->id));
         else
-            fail_job(j, 500, err("internal", "internal error (request %s): load: %s", j->r->rid, ss_error()));
+            fail_job(j, 500, ss_resp_errorf("internal", "internal error (request %s): load: %s", j->r->rid, ss_error()));
         return -1;
     }
     j->px = malloc((size_t)j->f->m * (size_t)j->f->n * sizeof *j->px);
     if (!j->px) {
-        fail_job(j, 500, err("internal", "internal error (request %s): out of memory", j->r->rid));
+        fail_job(j, 500, ss_resp_errorf("internal", "internal error (request %s): out of memory", j->r->rid));
         return -1;
     }
     return 0;
@@ -298,12 +287,12 @@ static void recon_run(ss_pool_job *pj, ss_workspace *ws) {
         double waited = ss_now() - j->pj.enqueued;
         j->queue_ms = waited * 1e3;
         if (waited * 1e3 > j->srv->cfg->job_deadline_ms) {
-            fail_job(j, 503, err("overloaded", "queued %.0f ms, past the %d ms deadline; retry later",
+            fail_job(j, 503, ss_resp_errorf("overloaded", "queued %.0f ms, past the %d ms deadline; retry later",
                                  waited * 1e3, j->srv->cfg->job_deadline_ms));
             return;
         }
         if (!ws) {
-            fail_job(j, 500, err("internal", "internal error (request %s): no workspace", j->r->rid));
+            fail_job(j, 500, ss_resp_errorf("internal", "internal error (request %s): no workspace", j->r->rid));
             return;
         }
         if (prepare(j)) return;

@@ -22,22 +22,13 @@ typedef struct upload_job {
     int rank;         /* 0 = full */
 } upload_job;
 
-static struct MHD_Response *err(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static struct MHD_Response *err(const char *code, const char *fmt, ...) {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return ss_resp_error(code, msg);
-}
 
 /* 200/201 with the stored info of id. */
 static void reply_info_async(ss_req *r, const char *id, int status) {
     ss_slice_info info;
     if (ss_store_info(r->srv->store, id, &info) != 0) {
         fprintf(stderr, "svdslice: %s: slice %s vanished right after upload\n", r->rid, id);
-        ss_job_end(r, 500, err("internal", "internal error (request %s): slice vanished", r->rid));
+        ss_job_end(r, 500, ss_resp_errorf("internal", "internal error (request %s): slice vanished", r->rid));
         return;
     }
     struct MHD_Response *resp = ss_resp_json(ss_json_info(&info, 1));
@@ -61,20 +52,20 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     j->png = NULL;
     if (rc == SS_ENOTPNG || rc == SS_ECORRUPT) {
         ss_job_end(r, rc == SS_ENOTPNG ? 415 : 422,
-                   err(rc == SS_ENOTPNG ? "unsupported_media_type" : "invalid_png", "%s", ss_error()));
+                   ss_resp_errorf(rc == SS_ENOTPNG ? "unsupported_media_type" : "invalid_png", "%s", ss_error()));
         goto out;
     }
     if (rc == SS_ETOOLARGE) {
-        ss_job_end(r, 413, err("too_large", "%s (limit %d pixels a side)", ss_error(), srv->cfg->max_side));
+        ss_job_end(r, 413, ss_resp_errorf("too_large", "%s (limit %d pixels a side)", ss_error(), srv->cfg->max_side));
         goto out;
     }
     if (rc) {
-        ss_job_end(r, 500, err("internal", "internal error (request %s): decode: %s", r->rid, ss_error()));
+        ss_job_end(r, 500, ss_resp_errorf("internal", "internal error (request %s): decode: %s", r->rid, ss_error()));
         goto out;
     }
     int nsv = img.width < img.height ? img.width : img.height;
     if (j->rank > nsv) {
-        ss_job_end(r, 400, err("invalid_parameter", "rank must be an integer in 1..%d for a %dx%d image", nsv,
+        ss_job_end(r, 400, ss_resp_errorf("invalid_parameter", "rank must be an integer in 1..%d for a %dx%d image", nsv,
                                img.width, img.height));
         goto out;
     }
@@ -89,7 +80,7 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     }
     rc = ss_svd_factor(&img, rank, 1, &f);
     if (rc) {
-        ss_job_end(r, 500, err("internal", "internal error (request %s): factorise: %s", r->rid, ss_error()));
+        ss_job_end(r, 500, ss_resp_errorf("internal", "internal error (request %s): factorise: %s", r->rid, ss_error()));
         goto out;
     }
     memcpy(f->id, id, sizeof f->id);
@@ -99,9 +90,9 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     int existed = 0;
     rc = ss_store_put(srv->store, f, &existed);
     if (rc == SS_ENOSPC)
-        ss_job_end(r, 507, err("insufficient_storage", "%s", ss_error()));
+        ss_job_end(r, 507, ss_resp_errorf("insufficient_storage", "%s", ss_error()));
     else if (rc)
-        ss_job_end(r, 500, err("internal", "internal error (request %s): store: %s", r->rid, ss_error()));
+        ss_job_end(r, 500, ss_resp_errorf("internal", "internal error (request %s): store: %s", r->rid, ss_error()));
     else
         reply_info_async(r, id, existed ? 200 : 201);
 out:

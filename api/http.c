@@ -167,10 +167,7 @@ enum MHD_Result ss_reply_error(ss_req *r, int status, const char *code, const ch
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     fprintf(stderr, "svdslice: %s %s -> %d %s: %s\n", r->rid, r->url, status, code, msg);
-    struct MHD_Response *resp = ss_resp_error(code, msg);
-    if (resp && status == 401) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
-    if (resp && !strcmp(code, "overloaded")) MHD_add_response_header(resp, "Retry-After", "1");
-    return ss_reply(r, status, resp);
+    return ss_reply(r, status, ss_resp_error(code, msg));
 }
 
 enum MHD_Result ss_reply_internal(ss_req *r, const char *what) {
@@ -203,17 +200,12 @@ void ss_job_end(ss_req *r, int status, struct MHD_Response *resp) {
     __atomic_sub_fetch(&srv->inflight, 1, __ATOMIC_SEQ_CST);
 }
 
-static struct MHD_Response *error_resp(int status, const char *code, const char *msg) {
-    struct MHD_Response *resp = ss_resp_error(code, msg);
-    if (resp && status == 503 && !strcmp(code, "overloaded")) MHD_add_response_header(resp, "Retry-After", "1");
-    return resp;
-}
 
 void ss_job_reject(ss_req *r, int err) {
     if (err == SS_EBUSY)
-        ss_job_end(r, 503, error_resp(503, "overloaded", "server busy: work queue full, retry later"));
+        ss_job_end(r, 503, ss_resp_error("overloaded", "server busy: work queue full, retry later"));
     else
-        ss_job_end(r, 503, error_resp(503, "overloaded", "server is shutting down"));
+        ss_job_end(r, 503, ss_resp_error("overloaded", "server is shutting down"));
 }
 
 /* ---- routing ------------------------------------------------------------- */

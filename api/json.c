@@ -1,6 +1,7 @@
 /* json.c - JSON bodies of the API (slice info, errors) built with jansson */
 #include "api/json.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,5 +56,17 @@ struct MHD_Response *ss_resp_error(const char *code, const char *message) {
     /* json_pack validates UTF-8: fall back to a generic text if a message is not. */
     json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message);
     if (!j) j = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", "invalid request");
-    return ss_resp_json(j);
+    struct MHD_Response *resp = ss_resp_json(j);
+    if (resp && !strcmp(code, "overloaded")) MHD_add_response_header(resp, "Retry-After", "1");
+    if (resp && !strcmp(code, "unauthorized")) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+    return resp;
+}
+
+struct MHD_Response *ss_resp_errorf(const char *code, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return ss_resp_error(code, msg);
 }
