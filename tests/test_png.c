@@ -1,4 +1,4 @@
-/* test_png.c - PNG codec: round trips, every colour type to gray, real slices, hostile input */
+/* test_png.c - PNG codec: round trips (Huffman, libdeflate, libpng writers), every colour type to gray, real slices, hostile input */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,7 +14,10 @@
 #include <zlib.h>
 
 #include "engine/error.h"
+#include "engine/kernels.h"
 #include "engine/png.h"
+#include "engine/svd.h"
+#include "tests/util/testutil.h"
 
 #define BIG_SIDE 16384
 
@@ -250,8 +253,9 @@ static void test_writers_compress_a_smooth_slice(void **st) {
     assert_non_null(px);
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) px[y * w + x] = (uint16_t)((x * x + y * 3) % 251);
-    encoder_fn encs[] = {ss_png_encode, ss_png_encode_libpng, ss_png_encode_deflate};
-    for (size_t e = 0; e < 3; e++) {
+    encoder_fn encs[] = {ss_png_encode, ss_png_encode_huffman, ss_png_encode_libpng,
+                         ss_png_encode_deflate};
+    for (size_t e = 0; e < 4; e++) {
         unsigned char *png = NULL;
         size_t len;
         int rc = encs[e](px, w, h, 8, &png, &len);
@@ -276,9 +280,470 @@ static void test_encode_rejects_bad_arguments(void **st) {
     assert_int_equal(ss_png_encode(px, 2, 2, 12, &png, &len), SS_EINVAL);
     assert_int_equal(ss_png_encode(px, 0, 2, 16, &png, &len), SS_EINVAL);
     assert_int_equal(ss_png_encode_libpng(px, 2, 2, 8, &png, &len), SS_EINVAL);
+    assert_int_equal(ss_png_encode_huffman(px, 2, 2, 8, &png, &len), SS_EINVAL);
+    assert_int_equal(ss_png_encode_huffman(px, 2, -1, 16, &png, &len), SS_EINVAL);
     int rc = ss_png_encode_deflate(px, 2, 2, 8, &png, &len);
     assert_true(rc == SS_EINVAL || rc == SS_EUNAVAIL);
     assert_null(png);
+}
+
+/* ---- the Huffman writer ----------------------------------------------------- */
+
+/* The Huffman tests draw from their own stream so the older tests below keep
+ * the sequence of rnd() they were written against. */
+static uint64_t h_rng = 0x2545f4914f6cdd1dull;
+static uint32_t hrnd(void) {
+    uint64_t saved = g_rng;
+    g_rng = h_rng;
+    uint32_t r = rnd();
+    h_rng = g_rng;
+    g_rng = saved;
+    return r;
+}
+
+/* Up-filtered scanlines computed the plain way (rows serialised big-endian
+ * first, then each byte minus the byte above): what the IDAT must inflate to. */
+static unsigned char *ref_filtered(const uint16_t *px, int w, int h, int bits, size_t *n) {
+    size_t bpr = (size_t)w * (size_t)(bits / 8), stride = 1 + bpr;
+    unsigned char *raw = malloc((size_t)h * bpr), *f = malloc((size_t)h * stride);
+    assert_non_null(raw);
+    assert_non_null(f);
+    for (size_t i = 0; i < (size_t)w * (size_t)h; i++) {
+        if (bits == 8) {
+            raw[i] = (unsigned char)px[i];
+        } else {
+            raw[2 * i] = (unsigned char)(px[i] >> 8);
+            raw[2 * i + 1] = (unsigned char)px[i];
+        }
+    }
+    for (int y = 0; y < h; y++) {
+        f[(size_t)y * stride] = 2;
+        for (size_t b = 0; b < bpr; b++) {
+            unsigned above = y ? raw[(size_t)(y - 1) * bpr + b] : 0;
+            f[(size_t)y * stride + 1 + b] = (unsigned char)(raw[(size_t)y * bpr + b] - above);
+        }
+    }
+    free(raw);
+    *n = (size_t)h * stride;
+    return f;
+}
+
+/* Checks the chunk CRCs, concatenates the IDATs and inflates them with zlib
+ * itself (a second decoder next to libpng); returns the bytes (caller frees). */
+static unsigned char *inflate_idat(const unsigned char *png, size_t len, size_t expect) {
+    unsigned char *z = malloc(len);
+    assert_non_null(z);
+    size_t zlen = 0, off = 8;
+    int iend = 0;
+    while (off + 12 <= len && !iend) {
+        uint32_t n = (uint32_t)png[off] << 24 | (uint32_t)png[off + 1] << 16 |
+                     (uint32_t)png[off + 2] << 8 | png[off + 3];
+        assert_true(off + 12 + n <= len);
+        const unsigned char *c = png + off + 8 + n;
+        uint32_t crc = (uint32_t)c[0] << 24 | (uint32_t)c[1] << 16 | (uint32_t)c[2] << 8 | c[3];
+        assert_int_equal(crc, (uint32_t)crc32(0, png + off + 4, n + 4));
+        if (memcmp(png + off + 4, "IDAT", 4) == 0) {
+            memcpy(z + zlen, png + off + 8, n);
+            zlen += n;
+        }
+        iend = memcmp(png + off + 4, "IEND", 4) == 0;
+        off += 12 + n;
+    }
+    assert_true(iend);
+    assert_int_equal(off, len); /* nothing after IEND */
+    unsigned char *raw = malloc(expect + 1);
+    assert_non_null(raw);
+    uLongf rlen = (uLongf)expect + 1;
+    assert_int_equal(uncompress(raw, &rlen, z, (uLong)zlen), Z_OK);
+    assert_int_equal(rlen, expect);
+    free(z);
+    return raw;
+}
+
+/* Encodes with the Huffman writer; libpng must give the pixels back and zlib
+ * must inflate the IDAT to exactly our reference filtered rows. Returns the
+ * PNG's size. */
+static size_t huffman_check(const uint16_t *px, int w, int h, int bits) {
+    unsigned char *png = NULL;
+    size_t len = 0, flen;
+    assert_int_equal(ss_png_encode_huffman(px, w, h, bits, &png, &len), SS_OK);
+    ss_image img;
+    assert_int_equal(ss_png_decode(png, len, BIG_SIDE, &img), SS_OK);
+    assert_int_equal(img.width, w);
+    assert_int_equal(img.height, h);
+    assert_int_equal(img.bit_depth, bits);
+    assert_memory_equal(img.px, px, (size_t)w * h * sizeof *px);
+    ss_image_free(&img);
+    unsigned char *ref = ref_filtered(px, w, h, bits, &flen);
+    unsigned char *raw = inflate_idat(png, len, flen);
+    assert_memory_equal(raw, ref, flen);
+    free(raw);
+    free(ref);
+    free(png);
+    return len;
+}
+
+/* Compresses bytes with ss_zlib_huffman into a buffer of exactly the bound
+ * (ASan builds catch any write past it) and inflates them back with zlib. */
+static size_t zlib_huffman_check(const unsigned char *in, size_t n, int flags) {
+    size_t bound = ss_zlib_huffman_bound(n, flags);
+    unsigned char *z = malloc(bound);
+    assert_non_null(z);
+    size_t zlen = ss_zlib_huffman(in, n, z, flags);
+    assert_true(zlen > 0 && zlen <= bound);
+    unsigned char *back = malloc(n + 1);
+    assert_non_null(back);
+    uLongf blen = (uLongf)n + 1;
+    assert_int_equal(uncompress(back, &blen, z, (uLong)zlen), Z_OK);
+    assert_int_equal(blen, n);
+    assert_memory_equal(back, in, n);
+    free(back);
+    free(z);
+    return zlen;
+}
+
+static void test_huffman_round_trips_awkward_sizes(void **st) {
+    (void)st;
+    static const int sizes[][2] = {{1, 1},   {1, 500},   {500, 1},  {7, 300},
+                                   {300, 7}, {256, 170}, {513, 257}};
+    for (int bits = 8; bits <= 16; bits += 8) {
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            int w = sizes[k][0], h = sizes[k][1];
+            size_t n = (size_t)w * (size_t)h;
+            uint16_t *px = malloc(n * sizeof *px);
+            assert_non_null(px);
+            /* Noise over a smooth ramp: some blocks code, pure noise is stored. */
+            for (size_t i = 0; i < n; i++) {
+                unsigned smooth = (unsigned)((i % (size_t)w) * 3 + i / (size_t)w);
+                unsigned v = k & 1 ? hrnd() : smooth + hrnd() % 5;
+                px[i] = (uint16_t)(v & (bits == 8 ? 0xffu : 0xffffu));
+            }
+            huffman_check(px, w, h, bits);
+            free(px);
+        }
+    }
+}
+
+/* One sample value everywhere: row 0 filters to that value, the rest to 0, so
+ * the histogram has one or two byte values (plus EOB). */
+static void test_huffman_constant_images(void **st) {
+    (void)st;
+    static const struct {
+        int bits;
+        uint16_t v;
+    } cases[] = {{8, 0}, {8, 255}, {8, 2}, {16, 0}, {16, 65535}, {16, 0x0202}};
+    static const int sizes[][2] = {{1, 1}, {1, 3}, {64, 1}, {99, 101}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            int w = sizes[s][0], h = sizes[s][1];
+            uint16_t *px = malloc((size_t)w * h * sizeof *px);
+            assert_non_null(px);
+            for (size_t i = 0; i < (size_t)w * h; i++) px[i] = cases[c].v;
+            size_t len = huffman_check(px, w, h, cases[c].bits);
+            if (w * h > 1000) /* ~1 bit a byte (Huffman's floor): an eighth of the raw size */
+                assert_true(len < (size_t)w * h * (size_t)(cases[c].bits / 8) / 8 + 300);
+            free(px);
+        }
+}
+
+/* Rebuilds an image from the Up-filter deltas it must produce (row 0 is the
+ * deltas themselves): lets a test choose the filtered bytes' histogram. */
+static uint16_t *image_from_deltas(const unsigned char *d, int w, int h) {
+    uint16_t *px = malloc((size_t)w * h * sizeof *px);
+    assert_non_null(px);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            size_t i = (size_t)y * w + x;
+            unsigned above = y ? px[i - (size_t)w] : 0;
+            px[i] = (uint16_t)((above + d[i]) & 0xff);
+        }
+    return px;
+}
+
+static void shuffle(unsigned char *a, size_t n) {
+    for (size_t i = n; i > 1; i--) {
+        size_t j = hrnd() % i;
+        unsigned char t = a[i - 1];
+        a[i - 1] = a[j];
+        a[j] = t;
+    }
+}
+
+/* Every byte value equally often: codes of 8 and 9 bits, which cannot beat a
+ * stored block, so the writer stores; the forced Huffman path must still be
+ * exact. */
+static void test_huffman_uniform_filtered_bytes(void **st) {
+    (void)st;
+    int w = 256, h = 200;
+    size_t n = (size_t)w * h;
+    unsigned char *d = malloc(n);
+    assert_non_null(d);
+    for (size_t i = 0; i < n; i++) d[i] = (unsigned char)i;
+    shuffle(d, n);
+    uint16_t *px = image_from_deltas(d, w, h);
+    size_t len = huffman_check(px, w, h, 8);
+    size_t flen = (size_t)h * (1 + (size_t)w);
+    assert_true(len <= flen + 100); /* stored: no expansion beyond framing */
+    size_t forced = zlib_huffman_check(d, n, SS_HUFF_NO_STORED);
+    assert_true(forced > n && forced < n + n / 100 + 600); /* ~8 bits each + EOB's share */
+    zlib_huffman_check(d, n, 0);
+    free(px);
+    free(d);
+}
+
+/* An independent Huffman code: repeatedly merge the two lightest nodes
+ * (O(n^2), fine for a test). Returns the optimal cost sum(count * length)
+ * and the deepest leaf in *depth. */
+static uint64_t naive_huffman(const uint32_t *counts, int n, int *depth) {
+    uint64_t w[2 * SS_HUFF_MAX_SYMS];
+    int parent[2 * SS_HUFF_MAX_SYMS], alive[2 * SS_HUFF_MAX_SYMS], nodes = 0, leaves = 0;
+    uint64_t cost = 0;
+    for (int s = 0; s < n; s++)
+        if (counts[s]) {
+            w[nodes] = counts[s];
+            alive[nodes] = 1;
+            parent[nodes++] = -1;
+            leaves++;
+        }
+    for (int live = leaves; live > 1; live--) {
+        int a = -1, b = -1;
+        for (int i = 0; i < nodes; i++) {
+            if (!alive[i]) continue;
+            if (a < 0 || w[i] < w[a]) {
+                b = a;
+                a = i;
+            } else if (b < 0 || w[i] < w[b]) {
+                b = i;
+            }
+        }
+        w[nodes] = w[a] + w[b];
+        cost += w[nodes];
+        alive[a] = alive[b] = 0;
+        alive[nodes] = 1;
+        parent[nodes] = -1;
+        parent[a] = parent[b] = nodes++;
+    }
+    *depth = 0;
+    for (int i = 0; i < leaves; i++) {
+        int d = 0;
+        for (int p = parent[i]; p >= 0; p = parent[p]) d++;
+        if (d > *depth) *depth = d;
+    }
+    return cost;
+}
+
+/* Kraft sum scaled by 2^15: exactly 2^15 for a complete prefix code. */
+static uint32_t kraft(const uint8_t *lens, int n) {
+    uint32_t k = 0;
+    for (int s = 0; s < n; s++)
+        if (lens[s]) k += 1u << (15 - lens[s]);
+    return k;
+}
+
+static void test_huffman_lengths_are_optimal_and_complete(void **st) {
+    (void)st;
+    for (int t = 0; t < 200; t++) {
+        uint32_t counts[257];
+        uint8_t lens[257];
+        int n = t < 100 ? 257 : 2 + (int)(hrnd() % 30);
+        for (int s = 0; s < n; s++) {
+            /* Mixed scales and zeros; some tries with huge counts. */
+            uint32_t c = hrnd() % 4 == 0 ? 0 : hrnd() >> (hrnd() % 32);
+            counts[s] = t % 7 == 0 ? c : c % 5000;
+        }
+        counts[0] = counts[1] = 1; /* at least two used */
+        int depth, rounds = ss_huff_lengths(counts, n, 15, lens);
+        uint64_t best = naive_huffman(counts, n, &depth), cost = 0;
+        for (int s = 0; s < n; s++) {
+            assert_true(lens[s] <= 15);
+            assert_true((lens[s] == 0) == (counts[s] == 0));
+            cost += (uint64_t)counts[s] * lens[s];
+        }
+        assert_int_equal(kraft(lens, n), 1u << 15);
+        /* Optimal codes that tie can differ in depth: compare where that cannot matter. */
+        if (depth < 15) { /* the plain Huffman code fits: ours must cost the same */
+            assert_int_equal(rounds, 0);
+            assert_int_equal(cost, best);
+        } else {
+            assert_true(cost >= best);
+        }
+    }
+    /* One used symbol gets a 1-bit code; bad arguments are refused. */
+    uint32_t one[5] = {0, 0, 9, 0, 0};
+    uint8_t l5[5];
+    assert_int_equal(ss_huff_lengths(one, 5, 7, l5), 0);
+    assert_int_equal(l5[2], 1);
+    assert_int_equal(l5[0] + l5[1] + l5[3] + l5[4], 0);
+    uint32_t many[19];
+    for (int s = 0; s < 19; s++) many[s] = 1;
+    assert_int_equal(ss_huff_lengths(many, 19, 4, l5), -1); /* 19 symbols need 5 bits */
+}
+
+/* Counts growing a little faster than Fibonacci's (c[i] = c[i-1] + c[i-2] + 2,
+ * from 1, 2) never tie while Huffman merges them, even with an extra count of
+ * 1 (EOB), so the optimal tree is the one comb: n symbols, depth n-1.
+ * (Plain Fibonacci counts tie at every step, and some optimal trees are
+ * shallow.) */
+static void skewed_counts(uint32_t *c, int n) {
+    c[0] = 1;
+    c[1] = 2;
+    for (int i = 2; i < n; i++) c[i] = c[i - 1] + c[i - 2] + 2;
+}
+
+static void test_huffman_length_limit_on_skewed_counts(void **st) {
+    (void)st;
+    enum { NSYM = 22 };
+    uint32_t counts[257] = {0};
+    skewed_counts(counts, NSYM);
+    int depth;
+    naive_huffman(counts, NSYM, &depth);
+    assert_int_equal(depth, NSYM - 1); /* a plain Huffman code would be too deep */
+    uint8_t lens[257];
+    int rounds = ss_huff_lengths(counts, NSYM, 15, lens);
+    assert_true(rounds > 0); /* the limit path ran */
+    int maxlen = 0;
+    for (int s = 0; s < NSYM; s++) maxlen = lens[s] > maxlen ? lens[s] : maxlen;
+    assert_true(maxlen <= 15 && maxlen >= 5); /* 22 symbols need 5 bits */
+    assert_int_equal(kraft(lens, NSYM), 1u << 15);
+    /* And the code-length alphabet's 7-bit limit. */
+    rounds = ss_huff_lengths(counts, 19, 7, lens);
+    assert_true(rounds > 0);
+    for (int s = 0; s < 19; s++) assert_true(lens[s] >= 1 && lens[s] <= 7);
+    assert_int_equal(kraft(lens, 19), 1u << 15);
+
+    /* A byte stream with that histogram (one block) through the encoder: the
+     * biggest count goes to byte 2, the PNG filter byte, for the image below. */
+    uint32_t bytecounts[257] = {0};
+    size_t n = 0;
+    for (int s = 0; s < NSYM; s++) {
+        bytecounts[s == NSYM - 1 ? 2 : s + 3] = counts[s];
+        n += counts[s];
+    }
+    bytecounts[256] = 1; /* EOB */
+    naive_huffman(bytecounts, 257, &depth);
+    assert_int_equal(depth, NSYM);
+    assert_true(ss_huff_lengths(bytecounts, 257, 15, lens) > 0); /* what the writer builds */
+    unsigned char *d = malloc(n + 500);
+    assert_non_null(d);
+    size_t i = 0;
+    for (int v = 0; v < 256; v++)
+        for (uint32_t c = 0; c < bytecounts[v]; c++) d[i++] = (unsigned char)v;
+    shuffle(d, n);
+    size_t z = zlib_huffman_check(d, n, SS_HUFF_NO_STORED);
+    assert_true(z < n * 3 / 8); /* ~2.2 bits a byte */
+    assert_int_equal(zlib_huffman_check(d, n, 0), z);
+
+    /* The same as an image's Up deltas (the filter bytes and padding add to
+     * byte 2's count, the biggest), through the PNG writer. */
+    int w = 500, h = (int)((n + 499) / 500);
+    while (i < (size_t)w * h) d[i++] = 2;
+    uint16_t *px = image_from_deltas(d, w, h);
+    size_t flen;
+    unsigned char *f = ref_filtered(px, w, h, 8, &flen);
+    memset(bytecounts, 0, sizeof bytecounts);
+    for (size_t j = 0; j < flen; j++) bytecounts[f[j]]++;
+    bytecounts[256] = 1;
+    assert_true(ss_huff_lengths(bytecounts, 257, 15, lens) > 0); /* the writer's histogram */
+    free(f);
+    huffman_check(px, w, h, 8);
+    free(px);
+    free(d);
+}
+
+/* Big enough for several deflate blocks: smooth halves get coded, a noise
+ * band in the middle gets stored; the 16-bit samples are real 16-bit. */
+static void test_huffman_multi_block_image(void **st) {
+    (void)st;
+    int w = 700, h = 900;
+    uint16_t *px = malloc((size_t)w * h * sizeof *px);
+    assert_non_null(px);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            unsigned v = (y > 300 && y < 500) ? hrnd() : (unsigned)(x * 37 + y * 11) + hrnd() % 64;
+            px[(size_t)y * w + x] = (uint16_t)v;
+        }
+    size_t len = huffman_check(px, w, h, 16);
+    size_t raw = (size_t)h * (1 + 2 * (size_t)w);
+    assert_true(len < raw * 9 / 10);
+    free(px);
+    /* Empty and tiny inputs of the raw encoder. */
+    zlib_huffman_check((const unsigned char *)"", 0, 0);
+    zlib_huffman_check((const unsigned char *)"x", 1, 0);
+    zlib_huffman_check((const unsigned char *)"x", 1, SS_HUFF_NO_STORED);
+}
+
+/* Random bytes cannot be coded below 8 bits: the output stays within a few
+ * bytes per 64 KiB of the input (stored blocks), never 15/8 of it. */
+static void test_huffman_does_not_expand_noise(void **st) {
+    (void)st;
+    size_t n = 600000; /* three blocks */
+    unsigned char *d = malloc(n);
+    assert_non_null(d);
+    for (size_t i = 0; i < n; i++) d[i] = (unsigned char)hrnd();
+    size_t z = zlib_huffman_check(d, n, 0);
+    assert_true(z <= n + 6 * (n / 65535 + 4));
+    free(d);
+}
+
+/* Real slices and their low-rank reconstructions (ringing everywhere), 8-bit
+ * and as 16-bit slices: exact round trips, and bytes close to libdeflate L1's. */
+static void test_huffman_real_slices_and_reconstructions(void **st) {
+    (void)st;
+    static const char *files[] = {"BrainProtonDensitySlice.png", "BrainT1Slice.png",
+                                  "BrainMidSagittalSlice.png", "FatMRISlice.png"};
+    const ss_backend *blas = ss_backend_find("blas");
+    assert_non_null(blas);
+    ss_workspace *ws = ss_workspace_new();
+    assert_non_null(ws);
+    int ran = 0;
+    for (size_t fi = 0; fi < sizeof files / sizeof files[0]; fi++) {
+        ss_image img;
+        int rc = tu_load_slice(files[fi], &img);
+        if (rc == 1) continue;
+        assert_int_equal(rc, SS_OK);
+        ran++;
+        int start = img.bit_depth;
+        for (int bits = start; bits <= 16; bits += 8) {
+            if (bits == 16 && start == 8) /* a 16-bit slice whose reconstructions use all 16 bits */
+                for (size_t i = 0; i < (size_t)img.width * img.height; i++) img.px[i] *= 257;
+            img.bit_depth = bits;
+            huffman_check(img.px, img.width, img.height, bits);
+            ss_factors *f;
+            assert_int_equal(ss_svd_factor(&img, 0, 0, &f), SS_OK);
+            uint16_t *rec = malloc((size_t)img.width * img.height * sizeof *rec);
+            assert_non_null(rec);
+            const int ks[] = {1, 3, 10, 40, f->rank};
+            for (size_t j = 0; j < 5; j++) {
+                assert_int_equal(blas->reconstruct(f, ks[j], rec, ws), SS_OK);
+                size_t len = huffman_check(rec, img.width, img.height, bits);
+                unsigned char *png, *dpng;
+                size_t dlen, elen;
+                /* The default writer (Huffman or, for smooth images, LZ). */
+                assert_int_equal(ss_png_encode(rec, img.width, img.height, bits, &png, &elen), SS_OK);
+                ss_image back;
+                assert_int_equal(ss_png_decode(png, elen, BIG_SIDE, &back), SS_OK);
+                assert_memory_equal(back.px, rec, (size_t)img.width * img.height * sizeof *rec);
+                ss_image_free(&back);
+                free(png);
+                if (ss_png_encode_deflate(rec, img.width, img.height, bits, &dpng, &dlen) != SS_OK)
+                    continue; /* built without libdeflate */
+                free(dpng);
+                /* Huffman-only matches L1 once the ringing sets in (k >= 40
+                 * here); at small k LZ finds the smooth runs, which the
+                 * default writer then uses. At full rank the 16-bit slice is
+                 * v*257 again (high byte = low byte), pairs only LZ can use. */
+                if (bits == 16 && ks[j] == f->rank) continue;
+                if ((ks[j] >= 40 && len > dlen + dlen / 10) || elen > dlen + dlen / 4)
+                    fail_msg("%s %d-bit k=%d: Huffman %zu bytes, default %zu, libdeflate L1 %zu",
+                             files[fi], bits, ks[j], len, elen, dlen);
+            }
+            free(rec);
+            ss_factors_free(f);
+        }
+        ss_image_free(&img);
+    }
+    ss_workspace_free(ws);
+    if (!ran) skip();
 }
 
 /* ---- every colour type decodes to the right gray -------------------------- */
@@ -576,6 +1041,14 @@ int main(void) {
         cmocka_unit_test(test_deflate_writer_round_trips_or_is_unavailable),
         cmocka_unit_test(test_writers_compress_a_smooth_slice),
         cmocka_unit_test(test_encode_rejects_bad_arguments),
+        cmocka_unit_test(test_huffman_round_trips_awkward_sizes),
+        cmocka_unit_test(test_huffman_constant_images),
+        cmocka_unit_test(test_huffman_uniform_filtered_bytes),
+        cmocka_unit_test(test_huffman_lengths_are_optimal_and_complete),
+        cmocka_unit_test(test_huffman_length_limit_on_skewed_counts),
+        cmocka_unit_test(test_huffman_multi_block_image),
+        cmocka_unit_test(test_huffman_does_not_expand_noise),
+        cmocka_unit_test(test_huffman_real_slices_and_reconstructions),
         cmocka_unit_test(test_gray_depths_decode_exactly),
         cmocka_unit_test(test_palette_decodes_to_luma),
         cmocka_unit_test(test_palette_trns_composites_on_black),
