@@ -78,12 +78,11 @@ static int parse_params(ss_req *r, int with_output, recon_params *p, enum MHD_Re
         *ret = ss_reply_error(r, 400, "invalid_id", "id must match [A-Za-z0-9_-]{1,64}");
         return 0;
     }
-    if (ss_store_info(r->srv->store, id, &p->info) != 0) {
+    if (ss_store_info_scalars(r->srv->store, id, &p->info) != 0) {
         *ret = ss_reply_error(r, 404, "not_found", "no slice %s", id);
         return 0;
     }
     int rank = p->info.rank;
-    ss_slice_info_free(&p->info); /* only the scalars are used below */
     const char *ks = ss_arg(r, "k");
     long k = ks ? parse_uint(ks) : rank;
     if (k < 1 || k > rank) {

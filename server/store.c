@@ -612,6 +612,19 @@ int ss_store_info(ss_store *s, const char *id, ss_slice_info *out) {
     return rc;
 }
 
+int ss_store_info_scalars(ss_store *s, const char *id, ss_slice_info *out) {
+    memset(out, 0, sizeof *out);
+    if (!id_valid(id)) return ss_fail(SS_EINVAL, "invalid slice id");
+    pthread_mutex_lock(&s->mu);
+    entry *e = find_locked(s, id);
+    if (e) {
+        *out = e->info;
+        out->singular_values = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return e ? SS_OK : ss_fail(SS_EINVAL, "no slice %s", id);
+}
+
 void ss_slice_info_free(ss_slice_info *info) {
     if (!info) return;
     free(info->singular_values);

@@ -50,6 +50,8 @@ void ss_store_release(ss_store *s, const ss_factors *f);
  * Returns 0 or SS_EINVAL when unknown. */
 int ss_store_info(ss_store *s, const char *id, ss_slice_info *out);
 void ss_slice_info_free(ss_slice_info *info);
+/* The same without singular_values (left NULL): no allocation, for hot paths. */
+int ss_store_info_scalars(ss_store *s, const char *id, ss_slice_info *out);
 /* All slices, newest first (ties by id), as a malloc'd array of copies
  * without singular_values (NULL). Caller frees with free(). */
 int ss_store_list(ss_store *s, ss_slice_info **out, size_t *n);

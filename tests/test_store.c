@@ -103,6 +103,11 @@ static void test_put_acquire_info_list_delete(void **state) {
     assert_int_equal(info.nsv, 12);
     for (int i = 0; i < info.nsv; i++) assert_true(info.singular_values[i] == a->S[i]);
     ss_slice_info_free(&info);
+    assert_int_equal(ss_store_info_scalars(s, b->id, &info), SS_OK);
+    assert_int_equal(info.rank, b->rank);
+    assert_string_equal(info.name, "second");
+    assert_null(info.singular_values);
+    assert_int_equal(ss_store_info_scalars(s, "nosuch", &info), SS_EINVAL);
 
     int err;
     const ss_factors *g = ss_store_acquire(s, a->id, &err);
