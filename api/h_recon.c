@@ -192,6 +192,35 @@ static struct MHD_Response *entry_response(ss_server *srv, ss_rc_entry *e, const
     return resp;
 }
 
+static void destroy_shared(void *resp) { MHD_destroy_response(resp); }
+static void release_entry(void *e) { ss_rc_entry_unref(e); }
+
+/* A cache hit: the entry's prebuilt response (built on its first hit) is
+ * queued as is, with no allocation; the request keeps the entry, and so the
+ * body, alive until it completes. */
+static enum MHD_Result reply_hit(ss_req *r, ss_rc_entry *e) {
+    struct MHD_Response *resp = __atomic_load_n((struct MHD_Response **)&e->shared, __ATOMIC_ACQUIRE);
+    if (!resp) {
+        resp = MHD_create_response_from_buffer(e->len, e->body, MHD_RESPMEM_PERSISTENT);
+        if (!resp) {
+            ss_rc_entry_unref(e);
+            return ss_reply(r, 500, NULL);
+        }
+        add_png_headers(resp, r->srv, e->etag, e->backend, "cache;desc=hit, kernel;dur=0, encode;dur=0");
+        ss_add_cors_headers(r->srv, resp);
+        e->shared_free = destroy_shared; /* the same value from every thread */
+        void *expected = NULL;
+        if (!__atomic_compare_exchange_n(&e->shared, &expected, (void *)resp, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE)) {
+            MHD_destroy_response(resp); /* another thread attached one first */
+            resp = expected;
+        }
+    }
+    r->release = release_entry;
+    r->release_arg = e;
+    return ss_reply_shared(r, 200, resp);
+}
+
 /* ---- the job's second half: pixels -> PNG or quality JSON ---------------- */
 
 static void finish(recon_job *j) {
@@ -370,8 +399,11 @@ enum MHD_Result ss_h_reconstruct(ss_req *r) {
     ss_server *srv = r->srv;
     int out_bits = p.bits ? p.bits : p.window ? 8 : p.info.bit_depth;
     char key[320], etag[40];
-    snprintf(key, sizeof key, "%s|%d|%s|%d|%d|%.17g|%.17g", ss_arg(r, "id"), p.k, p.be->name, out_bits, p.window,
-             p.window ? p.wc : 0.0, p.window ? p.ww : 0.0);
+    if (p.window) /* doubles only when needed: %g is a visible cost on the cached path */
+        snprintf(key, sizeof key, "%s|%d|%s|%d|1|%.17g|%.17g", ss_arg(r, "id"), p.k, p.be->name, out_bits, p.wc,
+                 p.ww);
+    else
+        snprintf(key, sizeof key, "%s|%d|%s|%d|0", ss_arg(r, "id"), p.k, p.be->name, out_bits);
     snprintf(etag, sizeof etag, "\"%016llx\"", (unsigned long long)fnv1a64(key));
     r->backend = p.be_idx;
     if (none_match(r, etag)) {
@@ -385,7 +417,7 @@ enum MHD_Result ss_h_reconstruct(ss_req *r) {
     }
     if (!wants_no_cache(r)) {
         ss_rc_entry *e = ss_respcache_get(srv->rc, key);
-        if (e) return ss_reply(r, 200, entry_response(srv, e, "cache;desc=hit, kernel;dur=0, encode;dur=0"));
+        if (e) return reply_hit(r, e);
     }
     recon_job *j = new_job(r, &p, 0);
     if (!j) return ss_reply(r, 500, NULL);

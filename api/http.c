@@ -133,6 +133,25 @@ static void method_list(int mask, char *buf, size_t size) {
 
 /* ---- replies ------------------------------------------------------------- */
 
+void ss_add_cors_headers(const ss_server *srv, struct MHD_Response *resp) {
+    const ss_config *cfg = srv->cfg;
+    if (!cfg->cors_origin[0]) return;
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", cfg->cors_origin);
+    MHD_add_response_header(resp, "Access-Control-Expose-Headers", "ETag, X-Backend, Server-Timing, Location");
+    if (strcmp(cfg->cors_origin, "*") != 0) MHD_add_response_header(resp, "Vary", "Origin");
+}
+
+enum MHD_Result ss_reply_shared(ss_req *r, int status, struct MHD_Response *resp) {
+    r->status = status;
+    r->replied = 1;
+    if (r->first_call && !r->queue_now) { /* see ss_reply */
+        r->held = resp;
+        r->held_shared = 1;
+        return MHD_YES;
+    }
+    return MHD_queue_response(r->conn, (unsigned)status, resp);
+}
+
 enum MHD_Result ss_reply(ss_req *r, int status, struct MHD_Response *resp) {
     if (!resp) {
         fprintf(stderr, "svdslice: %s %s: out of memory building the response\n", r->rid, r->url);
@@ -140,13 +159,7 @@ enum MHD_Result ss_reply(ss_req *r, int status, struct MHD_Response *resp) {
         resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
         if (!resp) return MHD_NO;
     }
-    const ss_config *cfg = r->srv->cfg;
-    if (cfg->cors_origin[0]) {
-        MHD_add_response_header(resp, "Access-Control-Allow-Origin", cfg->cors_origin);
-        MHD_add_response_header(resp, "Access-Control-Expose-Headers",
-                                "ETag, X-Backend, Server-Timing, Location");
-        if (strcmp(cfg->cors_origin, "*") != 0) MHD_add_response_header(resp, "Vary", "Origin");
-    }
+    ss_add_cors_headers(r->srv, resp);
     r->status = status;
     r->replied = 1;
     if (r->first_call && !r->queue_now) {
@@ -364,7 +377,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         struct MHD_Response *resp = r->held;
         r->held = NULL;
         enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
-        MHD_destroy_response(resp);
+        if (!r->held_shared) MHD_destroy_response(resp);
         return ret;
     }
     if (r->replied) return MHD_YES;
@@ -385,7 +398,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (r->route && r->route->handler == ss_h_reconstruct && r->backend >= 0 && r->status < 400)
         ss_metrics_reconstruct(srv->metrics, r->backend, ss_now() - r->t_start);
     if (r->async_resp) MHD_destroy_response(r->async_resp);
-    if (r->held) MHD_destroy_response(r->held);
+    if (r->held && !r->held_shared) MHD_destroy_response(r->held);
+    if (r->release) r->release(r->release_arg);
     ss_upload_free(&r->up);
     free(r);
     *con_cls = NULL;

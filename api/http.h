@@ -68,6 +68,9 @@ typedef struct ss_req {
     int first_call;        /* inside the request's first handler call */
     int queue_now;         /* queue even on the first call (closes the connection) */
     struct MHD_Response *held; /* decided on the first call, queued on the final one */
+    int held_shared;       /* held is shared (ss_reply_shared): never destroyed here */
+    void (*release)(void *); /* called with release_arg when the request is done */
+    void *release_arg;
     ss_upload up;
     /* async: a job suspended the connection; it sets these then resumes */
     int async;
@@ -81,6 +84,11 @@ typedef enum MHD_Result (*ss_handler)(ss_req *r);
 /* Queues resp with status (adds CORS headers, logs errors, destroys resp).
  * resp NULL means out of memory: answers 500 without a body. */
 enum MHD_Result ss_reply(ss_req *r, int status, struct MHD_Response *resp);
+/* Queues a response shared between requests (e.g. a cache entry's): it is not
+ * modified (its CORS headers must already be there) and not destroyed. */
+enum MHD_Result ss_reply_shared(ss_req *r, int status, struct MHD_Response *resp);
+/* Adds the --cors-origin headers to resp. */
+void ss_add_cors_headers(const ss_server *srv, struct MHD_Response *resp);
 /* Queues the JSON error body {"error": {"code", "message"}} (+ WWW-Authenticate
  * for 401, Retry-After for overloaded). */
 enum MHD_Result ss_reply_error(ss_req *r, int status, const char *code, const char *fmt, ...)

@@ -34,6 +34,7 @@ ss_respcache *ss_respcache_new(size_t max_bytes) {
 }
 
 static void entry_destroy(ss_rc_entry *e) {
+    if (e->shared && e->shared_free) e->shared_free(e->shared);
     free(e->body);
     free(e->key);
     free(e);

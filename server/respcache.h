@@ -13,6 +13,10 @@ typedef struct ss_rc_entry {
     char backend[16];   /* the backend that ran */
     char etag[40];      /* quoted strong ETag */
     char timing[160];   /* Server-Timing of the computation that made it */
+    /* A prebuilt reply the HTTP layer attaches (set once, atomically) so cache
+     * hits reuse it; shared_free(shared) runs when the entry is destroyed. */
+    void *shared;
+    void (*shared_free)(void *);
     /* private */
     char *key;
     char id[65];
