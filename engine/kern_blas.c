@@ -5,7 +5,7 @@
 #include <cblas.h>
 
 /* Threading is the program's choice (openblas_set_num_threads): a server that
- * parallelises across requests sets 1, see NOTES.md. */
+ * parallelises across requests sets 1, see server/serve.c. */
 static int blas_f32(const ss_factors *f, int k, float *C, ss_workspace *ws) {
     (void)ws;
     int rc = ss_kern_check(f, k);

@@ -17,7 +17,7 @@
 int ss_png_decode(const void *buf, size_t len, int max_side, ss_image *out);
 
 /* Encodes width x height samples (values already within 0..2^bits-1) as a
- * grayscale PNG of `bits` (8 or 16) bits, tuned for speed (NOTES.md).
+ * grayscale PNG of `bits` (8 or 16) bits, tuned for speed (docs/BENCHMARKS.md).
  * On success *out is malloc'd (caller frees with free()) and *out_len set. */
 int ss_png_encode(const uint16_t *px, int width, int height, int bits,
                   unsigned char **out, size_t *out_len);

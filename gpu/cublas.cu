@@ -69,7 +69,7 @@ static int gemms(ss_gpu_ctx *ctx, gemm_key *keys, int nj) {
                keys[e].ldu == keys[s].ldu)
             e++;
         const gemm_key *kk = &keys[s];
-        /* Row-major C = U W is column-major C^T = W^T U^T (NOTES.md). */
+        /* Row-major C = U W is column-major C^T = W^T U^T. */
         if (e - s == 1) {
             const ss_gm_job *jb = &ctx->h_jobs[kk->j];
             SS_CUBLAS(cublasSgemm(ctx->blas, CUBLAS_OP_N, CUBLAS_OP_N, kk->n, kk->m, kk->k, &one, jb->W,

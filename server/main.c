@@ -23,7 +23,7 @@ static const struct {
 
 int main(int argc, char **argv) {
     /* Parallelism is explicit (worker pool, threads kernel): concurrent
-     * multi-threaded OpenBLAS calls serialise and spin (NOTES.md). */
+     * multi-threaded OpenBLAS calls serialise and spin (see server/serve.c). */
     openblas_set_num_threads(1);
     if (argc < 2) {
         fputs("svdslice: missing command (try svdslice --help)\n", stderr);

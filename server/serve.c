@@ -36,7 +36,8 @@ int ss_cmd_serve(int argc, char **argv) {
     sigset_t sigs;
     block_signals(&sigs);
     /* Parallelism is across requests: multi-threaded GEMMs from several
-     * workers at once serialise and spin (NOTES.md). */
+     * workers at once serialise and spin (measured: 4 threads x 3000 GEMMs
+     * took 0.46 s with 1 OpenBLAS thread each, 14.2 s with 2). */
     openblas_set_num_threads(1);
 
     ss_server srv;
