@@ -86,7 +86,10 @@ static int gemms(ss_gpu_ctx *ctx, gemm_key *keys, int nj) {
 
 int ss_gpu_launch_cublas(ss_gpu_ctx *ctx, int njobs, long long tiles) {
     if (!ctx->blas) {
-        SS_CUBLAS(cublasCreate(&ctx->blas));
+        /* Kept only once created: a failed cublasCreate leaves no valid handle. */
+        cublasHandle_t h = NULL;
+        SS_CUBLAS(cublasCreate(&h));
+        ctx->blas = h;
         /* Plain FP32 (no TF32 tensor ops): 16-bit slices need the full mantissa. */
         SS_CUBLAS(cublasSetMathMode(ctx->blas, CUBLAS_DEFAULT_MATH));
     }

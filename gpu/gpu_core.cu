@@ -143,11 +143,19 @@ static int ctx_init(void) {
     if (g.ready) return 0;
     ss_gpu_ctx *c = &g.ctx;
     memset(c, 0, sizeof *c);
-    SS_CU(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
-    SS_CU(cudaEventCreate(&c->ev0));
-    SS_CU(cudaEventCreate(&c->ev1));
-    g.ready = 1;
-    return 0;
+    cudaError_t e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess) return ss_gpu_cuda_fail(e, "cudaStreamCreateWithFlags", __FILE__, __LINE__);
+    /* A later failure destroys what was made: the next batch starts over. */
+    if ((e = cudaEventCreate(&c->ev0)) == cudaSuccess) {
+        if ((e = cudaEventCreate(&c->ev1)) == cudaSuccess) {
+            g.ready = 1;
+            return 0;
+        }
+        cudaEventDestroy(c->ev0);
+    }
+    cudaStreamDestroy(c->stream);
+    memset(c, 0, sizeof *c);
+    return ss_gpu_cuda_fail(e, "cudaEventCreate", __FILE__, __LINE__);
 }
 
 /* ---- resident factors (LRU) ---------------------------------------------- */
@@ -389,6 +397,20 @@ extern "C" int ss_gpu_run_batch(const ss_backend *b, ss_gpu_item *items, int n, 
         pthread_mutex_lock(&g_mu);
         if (g.failed) rc = ss_fail(SS_EUNAVAIL, "%s", g.fail_reason);
         else rc = run_locked(use_cublas, items, idx, nj, device_ms);
+        /* A failed batch may have left copies queued (factor uploads, the
+         * descriptors from pinned memory): let them finish before end_batch
+         * frees this batch's temporary factors and before the next batch
+         * rewrites the pinned buffers. */
+        if (rc && g.ready) {
+            cudaError_t e = cudaStreamSynchronize(g.ctx.stream);
+            if (e != cudaSuccess) {
+                char msg[200];
+                snprintf(msg, sizeof msg, "cudaStreamSynchronize after a failed batch: %s (%s)",
+                         cudaGetErrorString(e), cudaGetErrorName(e));
+                mark_failed(msg); /* keeps the thread's first error message */
+                cudaGetLastError();
+            }
+        }
         end_batch();
         pthread_mutex_unlock(&g_mu);
         if (rc)
