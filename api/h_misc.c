@@ -52,6 +52,9 @@ enum MHD_Result ss_h_metrics(ss_req *r) {
     ss_metrics_value(&sb, "svdslice_workers", "gauge", "CPU worker threads.", ps.workers);
     ss_metrics_value(&sb, "svdslice_queue_rejected_total", "counter", "Jobs refused with 503 (queue full).",
                      (double)ps.rejected);
+    ss_metrics_value(&sb, "svdslice_upload_buffer_bytes", "gauge",
+                     "Upload body bytes held (received or queued), bounded by --upload-buffer-mb.",
+                     (double)__atomic_load_n(&srv->upload_bytes, __ATOMIC_RELAXED));
     ss_metrics_value(&sb, "svdslice_inflight_requests", "gauge", "Connections suspended on a job.",
                      __atomic_load_n(&srv->inflight, __ATOMIC_RELAXED));
 

@@ -18,10 +18,19 @@ typedef struct upload_job {
     ss_req *r;
     unsigned char *png;
     size_t len;
+    size_t reserved;  /* upload budget bytes png holds (see ss_upload_give_back) */
     char name[256];   /* "" = the multipart filename, else the id */
     int rank;         /* 0 = full */
 } upload_job;
 
+
+/* Frees the body and gives its bytes back to the upload budget. */
+static void drop_body(upload_job *j) {
+    free(j->png);
+    j->png = NULL;
+    ss_upload_give_back(&j->r->srv->upload_bytes, j->reserved);
+    j->reserved = 0;
+}
 
 /* 200/201 with the stored info of id. */
 static void reply_info_async(ss_req *r, const char *id, int status) {
@@ -48,8 +57,7 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     ss_image img = {0};
     ss_factors *f = NULL;
     int rc = ss_png_decode(j->png, j->len, srv->cfg->max_side, &img);
-    free(j->png);
-    j->png = NULL;
+    drop_body(j);
     if (rc == SS_ENOTPNG || rc == SS_ECORRUPT) {
         ss_job_end(r, rc == SS_ENOTPNG ? 415 : 422,
                    ss_resp_errorf(rc == SS_ENOTPNG ? "unsupported_media_type" : "invalid_png", "%s", ss_error()));
@@ -132,18 +140,19 @@ enum MHD_Result ss_h_upload(ss_req *r) {
         snprintf(j->name, sizeof j->name, "%s", name);
     else if (ss_valid_name(r->up.filename))
         snprintf(j->name, sizeof j->name, "%s", r->up.filename);
-    j->png = r->up.data; /* the job owns the body now */
+    j->png = r->up.data; /* the job owns the body now, and its share of the budget */
     j->len = r->up.len;
+    j->reserved = r->up.reserved;
     r->up.data = NULL;
-    r->up.len = r->up.cap = 0;
+    r->up.len = r->up.cap = r->up.reserved = 0;
     if (ss_job_begin(r) != 0) {
-        free(j->png);
+        drop_body(j);
         free(j);
         return ss_reply_error(r, 503, "overloaded", "server is shutting down");
     }
     int rc = ss_pool_submit(r->srv->pool, &j->pj);
     if (rc) {
-        free(j->png);
+        drop_body(j);
         free(j);
         ss_job_reject(r, rc);
     }

@@ -109,7 +109,13 @@ int ss_valid_name(const char *s) {
 }
 
 const char *ss_arg(ss_req *r, const char *name) {
-    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+    const char *v = NULL;
+    size_t n = 0;
+    if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name), &v, &n) != MHD_YES || !v)
+        return NULL;
+    /* A decoded %00 would cut the C string short ("5%00abc" read as "5"):
+     * hand out "" instead, which no parameter accepts. */
+    return strlen(v) == n ? v : "";
 }
 
 int ss_arg_has_nul(ss_req *r, const char *name) {
@@ -234,9 +240,12 @@ static int match(const char *pattern, const char *url, ss_req *r) {
     while (*p) {
         if (!strncmp(p, "{id}", 4)) {
             size_t n = strcspn(u, "/");
-            if (n == 0 || n >= sizeof r->id) return 0;
-            memcpy(r->id, u, n);
-            r->id[n] = 0;
+            if (n == 0) return 0;
+            /* An over-long segment still matches (kept truncated, still over
+             * 64 characters) so the handler answers 400 invalid_id, not 404. */
+            size_t keep = n < sizeof r->id ? n : sizeof r->id - 1;
+            memcpy(r->id, u, keep);
+            r->id[keep] = 0;
             u += n;
             p += 4;
             continue;
@@ -262,8 +271,9 @@ static int authorized(ss_req *r) {
     const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
     if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0;
     const char *tok = h + 7;
-    while (*tok == ' ') tok++;
+    while (*tok == ' ' || *tok == '\t') tok++;
     size_t a = strlen(tok), b = strlen(key);
+    while (a && (tok[a - 1] == ' ' || tok[a - 1] == '\t')) a--; /* optional whitespace, not the token */
     unsigned char diff = (unsigned char)(a != b);
     for (size_t i = 0; i < b; i++) diff |= (unsigned char)(key[i] ^ (i < a ? tok[i] : 0));
     return diff == 0;
@@ -349,6 +359,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                      srv->cfg->max_body_bytes);
             } else {
                 ss_upload_begin(&r->up, (size_t)srv->cfg->max_body_bytes);
+                ss_upload_set_budget(&r->up, &srv->upload_bytes, srv->upload_budget);
             }
         }
         r->first_call = 0;
@@ -385,6 +396,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     const char *why = NULL;
     int st = ss_upload_finish(&r->up, c, &why);
     if (st == 413) return ss_reply_error(r, 413, "too_large", "%s", why);
+    if (st == 503) return ss_reply_error(r, 503, "overloaded", "%s", why);
     if (st) return ss_reply_error(r, 415, "unsupported_media_type", "%s", why);
     return r->route->handler(r);
 }
@@ -421,6 +433,9 @@ int ss_http_start(ss_server *srv, unsigned short *port) {
                      MHD_USE_ERROR_LOG;
     memset(&sa4, 0, sizeof sa4);
     memset(&sa6, 0, sizeof sa6);
+    /* Never below one body of the limit, or big uploads could never succeed. */
+    srv->upload_budget = (long long)cfg->upload_buffer_mb << 20;
+    if (srv->upload_budget < cfg->max_body_bytes) srv->upload_budget = cfg->max_body_bytes;
     if (inet_pton(AF_INET, cfg->bind, &sa4.sin_addr) == 1) {
         sa4.sin_family = AF_INET;
         sa4.sin_port = htons((uint16_t)cfg->port);

@@ -23,6 +23,10 @@ typedef struct ss_server {
     int inflight;         /* atomic: connections suspended on a job */
     int stopping;         /* atomic: set at shutdown; new jobs get 503 */
     unsigned long long next_rid; /* atomic request counter */
+    /* Body bytes held by uploads (received, or queued for decoding), bounded
+     * by upload_budget so memory does not grow with the connection count. */
+    long long upload_bytes; /* atomic */
+    long long upload_budget;
 } ss_server;
 
 /* Route labels for ss_metrics_new: the distinct path patterns of the table. */
@@ -48,6 +52,10 @@ typedef struct ss_upload {
     struct MHD_PostProcessor *pp;
     int file_fields;        /* `file` fields seen; only the first is kept */
     char filename[256];
+    long long *held;        /* the server-wide count (ss_server.upload_bytes) or NULL */
+    long long budget;       /* its bound */
+    size_t reserved;        /* bytes of it this upload holds (= cap of data) */
+    int overloaded;         /* the budget was spent: answered 503 */
 } ss_upload;
 
 struct ss_route;
@@ -106,7 +114,7 @@ void ss_job_end(ss_req *r, int status, struct MHD_Response *resp);
  * err: SS_EBUSY -> 503 overloaded, else 503 "shutting down". */
 void ss_job_reject(ss_req *r, int err);
 
-/* Query argument or NULL. */
+/* Query argument or NULL; "" when its decoded value holds a NUL byte (%00). */
 const char *ss_arg(ss_req *r, const char *name);
 /* 1 if the decoded argument holds a NUL byte (%00), which C strings hide. */
 int ss_arg_has_nul(ss_req *r, const char *name);
@@ -117,11 +125,16 @@ int ss_valid_name(const char *s);
 
 /* ---- uploads (multipart.c) ----------------------------------------------- */
 void ss_upload_begin(ss_upload *u, size_t limit);
+/* Counts the upload's buffer against *held, bounded by budget (call after begin). */
+void ss_upload_set_budget(ss_upload *u, long long *held, long long budget);
+/* Gives n bytes back to the count (held may be NULL): for the owner of a body taken from u->data,
+ * which takes u->reserved along with it. */
+void ss_upload_give_back(long long *held, size_t n);
 /* Takes a body chunk. Returns 0, or -1 when the connection should be dropped
  * (a client streaming far beyond the limit). */
 int ss_upload_feed(ss_upload *u, struct MHD_Connection *c, const char *data, size_t size);
 /* After the last chunk: 0 and the PNG bytes in u->data/len, or an HTTP status
- * (413, 415) with *why set. */
+ * (413, 415, 503 when the server-wide budget is spent) with *why set. */
 int ss_upload_finish(ss_upload *u, struct MHD_Connection *c, const char **why);
 void ss_upload_free(ss_upload *u);
 

@@ -15,28 +15,63 @@ void ss_upload_begin(ss_upload *u, size_t limit) {
     u->limit = limit;
 }
 
+void ss_upload_set_budget(ss_upload *u, long long *held, long long budget) {
+    u->held = held;
+    u->budget = budget;
+}
+
+void ss_upload_give_back(long long *held, size_t n) {
+    if (held && n) __atomic_sub_fetch(held, (long long)n, __ATOMIC_RELAXED);
+}
+
+/* Takes n more bytes of the server-wide budget for u; -1 when it is spent. */
+static int reserve(ss_upload *u, size_t n) {
+    if (!u->held) return 0;
+    if (__atomic_add_fetch(u->held, (long long)n, __ATOMIC_RELAXED) > u->budget) {
+        __atomic_sub_fetch(u->held, (long long)n, __ATOMIC_RELAXED);
+        return -1;
+    }
+    u->reserved += n;
+    return 0;
+}
+
+/* Frees the buffered bytes and gives their reservation back. */
+static void drop_data(ss_upload *u) {
+    free(u->data);
+    u->data = NULL;
+    u->len = u->cap = 0;
+    ss_upload_give_back(u->held, u->reserved);
+    u->reserved = 0;
+}
+
 void ss_upload_free(ss_upload *u) {
     if (u->pp) MHD_destroy_post_processor(u->pp);
-    free(u->data);
+    drop_data(u);
     memset(u, 0, sizeof *u);
 }
 
-/* Appends to u->data within the limit; past it, sets too_large and keeps nothing more. */
+/* Appends to u->data within the limit; past it (or past the server-wide
+ * budget) sets too_large (overloaded) and keeps nothing more. */
 static void append(ss_upload *u, const char *data, size_t size) {
-    if (u->too_large || !size) return;
+    if (u->too_large || u->overloaded || !size) return;
     if (u->len + size > u->limit) {
         u->too_large = 1;
-        free(u->data);
-        u->data = NULL;
-        u->len = u->cap = 0;
+        drop_data(u);
         return;
     }
     if (u->len + size > u->cap) {
         size_t cap = u->cap ? u->cap : 65536;
         while (cap < u->len + size) cap *= 2;
         if (cap > u->limit) cap = u->limit;
+        if (reserve(u, cap - u->cap) != 0) {
+            u->overloaded = 1;
+            drop_data(u);
+            return;
+        }
         unsigned char *nd = realloc(u->data, cap);
         if (!nd) { /* treat as too large: the client gets 413, the server survives */
+            ss_upload_give_back(u->held, cap - u->cap);
+            u->reserved -= cap - u->cap;
             u->too_large = 1;
             return;
         }
@@ -77,19 +112,18 @@ static void decide(ss_upload *u, struct MHD_Connection *c) {
         u->pp = MHD_create_post_processor(c, 65536, on_field, u);
         if (u->pp) {
             unsigned char *prefix = u->data;
-            size_t n = u->len;
+            size_t n = u->len, prefix_reserved = u->reserved;
             u->data = NULL;
-            u->len = u->cap = 0;
+            u->len = u->cap = u->reserved = 0;
             u->mode = UP_MULTIPART;
             MHD_post_process(u->pp, (const char *)prefix, n);
             free(prefix);
+            ss_upload_give_back(u->held, prefix_reserved);
             return;
         }
     }
     u->mode = UP_OTHER;
-    free(u->data);
-    u->data = NULL;
-    u->len = u->cap = 0;
+    drop_data(u);
 }
 
 static int feed_rest(ss_upload *u, const char *data, size_t size) {
@@ -129,6 +163,10 @@ int ss_upload_finish(ss_upload *u, struct MHD_Connection *c, const char **why) {
         *why = "body over the byte limit";
         return 413;
     }
+    if (u->overloaded) {
+        *why = "server busy: too many upload bytes in flight, retry later";
+        return 503;
+    }
     if (u->mode == UP_UNDECIDED) decide(u, c);
     if (u->mode == UP_MULTIPART) {
         MHD_destroy_post_processor(u->pp);
@@ -136,6 +174,10 @@ int ss_upload_finish(ss_upload *u, struct MHD_Connection *c, const char **why) {
         if (u->too_large) {
             *why = "file over the byte limit";
             return 413;
+        }
+        if (u->overloaded) {
+            *why = "server busy: too many upload bytes in flight, retry later";
+            return 503;
         }
         if (!u->file_fields) {
             *why = "multipart form has no 'file' field";

@@ -36,6 +36,8 @@ static const opt k_opts[] = {
     {"max-body-mb", OPT_INT, F(max_body_mb), 1, 4096, "upload body limit (default 32)"},
     {"max-body-bytes", OPT_LLONG, F(max_body_bytes), 1, 4294967296.0,
      "upload body limit in bytes (overrides --max-body-mb)"},
+    {"upload-buffer-mb", OPT_INT, F(upload_buffer_mb), 1, 1 << 20,
+     "body bytes all uploads together may hold (at least one body); over it -> 503 (default 256)"},
     {"max-side", OPT_INT, F(max_side), 1, 65535, "largest image side accepted (default 2048)"},
     {"max-connections", OPT_INT, F(max_connections), 1, 100000, "default 512"},
     {"per-ip-connections", OPT_INT, F(per_ip_connections), 0, 100000, "0 = unlimited (default 64)"},
@@ -60,6 +62,7 @@ static void set_defaults(ss_config *c) {
     c->cache_mb = 256;
     c->response_cache_mb = 64;
     c->max_body_mb = 32;
+    c->upload_buffer_mb = 256;
     c->max_side = 2048;
     c->max_connections = 512;
     c->per_ip_connections = 64;

@@ -16,6 +16,7 @@ typedef struct ss_config {
     int response_cache_mb;
     int max_body_mb;
     long long max_body_bytes;  /* derived from max_body_mb unless given */
+    int upload_buffer_mb;      /* bound on body bytes held by all uploads together */
     int max_side;
     int max_connections;
     int per_ip_connections;
