@@ -24,60 +24,30 @@ int ss_gpu_launch_convert(ss_gpu_ctx *ctx, int njobs, long long tiles) {
     return 0;
 }
 
-/* Jobs with the same GEMM shape share one cublasSgemmBatched call. */
-typedef struct gemm_key {
-    int m, n, k, ldu, j;
-} gemm_key;
-
-static int key_cmp(const void *a, const void *b) {
-    const gemm_key *x = (const gemm_key *)a, *y = (const gemm_key *)b;
-    if (x->m != y->m) return x->m < y->m ? -1 : 1;
-    if (x->n != y->n) return x->n < y->n ? -1 : 1;
-    if (x->k != y->k) return x->k < y->k ? -1 : 1;
-    if (x->ldu != y->ldu) return x->ldu < y->ldu ? -1 : 1;
-    return x->j - y->j;
-}
-
-static int gemms(ss_gpu_ctx *ctx, gemm_key *keys, int nj) {
-    for (int j = 0; j < nj; j++) {
-        const ss_gm_job *jb = &ctx->h_jobs[j];
-        keys[j].m = jb->m;
-        keys[j].n = jb->n;
-        keys[j].k = jb->k;
-        keys[j].ldu = jb->ldu;
-        keys[j].j = j;
-    }
-    qsort(keys, (size_t)nj, sizeof *keys, key_cmp);
-    /* Pointer arrays, grouped: W (A), U (B), C, each nj long. */
+/* One cublasSgemmBatched per GEMM shape (cublasSgemm for a group of one);
+ * grouping, pointer arrays and arguments come from gpu_math.h, where
+ * tests/test_gpu_math.c runs them through a column-major GEMM on the host. */
+static int gemms(ss_gpu_ctx *ctx, ss_gm_gkey *keys, int nj) {
     size_t pb = ctx->ptrs_cap * sizeof(float *), pd = pb, need = (size_t)3 * nj * sizeof(float *);
     int rc;
     if ((rc = ss_gpu_grow_host((void **)&ctx->h_ptrs, &pb, need))) return rc;
     if ((rc = ss_gpu_grow_dev((void **)&ctx->d_ptrs, &pd, need))) return rc;
     ctx->ptrs_cap = (pb < pd ? pb : pd) / sizeof(float *);
-    for (int s = 0; s < nj; s++) {
-        const ss_gm_job *jb = &ctx->h_jobs[keys[s].j];
-        ctx->h_ptrs[s] = jb->W;
-        ctx->h_ptrs[nj + s] = jb->U;
-        ctx->h_ptrs[2 * nj + s] = jb->C;
-    }
+    ss_gm_group(ctx->h_jobs, nj, keys, ctx->h_ptrs);
     SS_CU(cudaMemcpyAsync(ctx->d_ptrs, ctx->h_ptrs, need, cudaMemcpyHostToDevice, ctx->stream));
 
     const float one = 1.0f, zero = 0.0f;
     for (int s = 0; s < nj;) {
-        int e = s + 1;
-        while (e < nj && keys[e].m == keys[s].m && keys[e].n == keys[s].n && keys[e].k == keys[s].k &&
-               keys[e].ldu == keys[s].ldu)
-            e++;
-        const gemm_key *kk = &keys[s];
-        /* Row-major C = U W is column-major C^T = W^T U^T. */
+        int e = ss_gm_group_end(keys, nj, s);
+        const ss_gm_job *jb = &ctx->h_jobs[keys[s].j];
+        ss_gm_gemm g = ss_gm_gemm_args(jb);
         if (e - s == 1) {
-            const ss_gm_job *jb = &ctx->h_jobs[kk->j];
-            SS_CUBLAS(cublasSgemm(ctx->blas, CUBLAS_OP_N, CUBLAS_OP_N, kk->n, kk->m, kk->k, &one, jb->W,
-                                  kk->n, jb->U, kk->ldu, &zero, (float *)jb->C, kk->n));
+            SS_CUBLAS(cublasSgemm(ctx->blas, CUBLAS_OP_N, CUBLAS_OP_N, g.rows, g.cols, g.k, &one, jb->W, g.lda,
+                                  jb->U, g.ldb, &zero, (float *)jb->C, g.ldc));
         } else {
-            SS_CUBLAS(cublasSgemmBatched(ctx->blas, CUBLAS_OP_N, CUBLAS_OP_N, kk->n, kk->m, kk->k, &one,
-                                         ctx->d_ptrs + s, kk->n, ctx->d_ptrs + nj + s, kk->ldu, &zero,
-                                         (float *const *)(ctx->d_ptrs + 2 * nj + s), kk->n, e - s));
+            SS_CUBLAS(cublasSgemmBatched(ctx->blas, CUBLAS_OP_N, CUBLAS_OP_N, g.rows, g.cols, g.k, &one,
+                                         ctx->d_ptrs + s, g.lda, ctx->d_ptrs + nj + s, g.ldb, &zero,
+                                         (float *const *)(ctx->d_ptrs + 2 * nj + s), g.ldc, e - s));
         }
         s = e;
     }
@@ -94,7 +64,7 @@ int ss_gpu_launch_cublas(ss_gpu_ctx *ctx, int njobs, long long tiles) {
         SS_CUBLAS(cublasSetMathMode(ctx->blas, CUBLAS_DEFAULT_MATH));
     }
     SS_CUBLAS(cublasSetStream(ctx->blas, ctx->stream));
-    gemm_key *keys = (gemm_key *)malloc((size_t)njobs * sizeof *keys);
+    ss_gm_gkey *keys = (ss_gm_gkey *)malloc((size_t)njobs * sizeof *keys);
     if (!keys) return ss_fail(SS_ENOMEM, "out of memory for %d GEMM keys", njobs);
     int rc = gemms(ctx, keys, njobs);
     free(keys);

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 /* nvcc sees __host__ __device__ functions; a C compiler sees plain static
  * inline ones, so tests/test_gpu_math.c checks on the host the very
@@ -215,6 +216,74 @@ SS_GM_FN long long ss_gm_pack(ss_gm_job *jobs, int n, size_t *out_bytes_total) {
     }
     *out_bytes_total = off;
     return tiles;
+}
+
+/* ---- the cublas backend's GEMM calls (host side) ------------------------- */
+
+/* cuBLAS is column-major. The row-major product C = U[:, :k] W[:k, :]
+ * (m x n, ld n) is, read column-major, C^T (n x m, ld n) = W^T U^T: the
+ * row-major W (ld n) read column-major is W^T (n x rank, ld n) and the
+ * row-major U (ld ldu) is U^T (ldu x m, ld ldu), of which the first k rows
+ * are used. So cublasSgemm(N, N, rows, cols, k, A = W, lda, B = U, ldb, C, ldc). */
+typedef struct ss_gm_gemm {
+    int rows, cols, k; /* of C^T: n x m; k */
+    int lda, ldb, ldc; /* n, ldu, n */
+} ss_gm_gemm;
+
+SS_GM_FN ss_gm_gemm ss_gm_gemm_args(const ss_gm_job *jb) {
+    ss_gm_gemm g;
+    g.rows = jb->n;
+    g.cols = jb->m;
+    g.k = jb->k;
+    g.lda = jb->n;
+    g.ldb = jb->ldu;
+    g.ldc = jb->n;
+    return g;
+}
+
+/* Jobs with the same GEMM shape share one cublasSgemmBatched call. */
+typedef struct ss_gm_gkey {
+    int m, n, k, ldu, j; /* j: the job's index in the batch */
+} ss_gm_gkey;
+
+static inline int ss_gm_gkey_cmp(const void *a, const void *b) {
+    const ss_gm_gkey *x = (const ss_gm_gkey *)a, *y = (const ss_gm_gkey *)b;
+    if (x->m != y->m) return x->m < y->m ? -1 : 1;
+    if (x->n != y->n) return x->n < y->n ? -1 : 1;
+    if (x->k != y->k) return x->k < y->k ? -1 : 1;
+    if (x->ldu != y->ldu) return x->ldu < y->ldu ? -1 : 1;
+    return x->j - y->j;
+}
+
+/* Sorts keys[0..nj) of jobs[0..nj) by shape and fills the pointer arrays
+ * that cublasSgemmBatched reads (3*nj pointers, uploaded as they are): A =
+ * W pointers in [0, nj), B = U in [nj, 2nj), C in [2nj, 3nj), all in sorted
+ * order, so the group starting at sorted index s passes ptrs + s,
+ * ptrs + nj + s and ptrs + 2*nj + s. Host only (qsort). */
+static inline void ss_gm_group(const ss_gm_job *jobs, int nj, ss_gm_gkey *keys, const float **ptrs) {
+    for (int j = 0; j < nj; j++) {
+        keys[j].m = jobs[j].m;
+        keys[j].n = jobs[j].n;
+        keys[j].k = jobs[j].k;
+        keys[j].ldu = jobs[j].ldu;
+        keys[j].j = j;
+    }
+    qsort(keys, (size_t)nj, sizeof *keys, ss_gm_gkey_cmp);
+    for (int s = 0; s < nj; s++) {
+        const ss_gm_job *jb = &jobs[keys[s].j];
+        ptrs[s] = jb->W;
+        ptrs[nj + s] = jb->U;
+        ptrs[2 * nj + s] = jb->C;
+    }
+}
+
+/* One past the last sorted key of the group that starts at s. */
+static inline int ss_gm_group_end(const ss_gm_gkey *keys, int nj, int s) {
+    int e = s + 1;
+    while (e < nj && keys[e].m == keys[s].m && keys[e].n == keys[s].n && keys[e].k == keys[s].k &&
+           keys[e].ldu == keys[s].ldu)
+        e++;
+    return e;
 }
 
 #endif

@@ -235,6 +235,89 @@ static void test_kernel_phases_match_reference(void **state) {
     for (int j = 0; j < NJ; j++) ss_factors_free(fs[j]);
 }
 
+/* cuBLAS's column-major sgemm, N/N, as the reference BLAS defines it:
+ * C[r + c*ldc] = sum_p A[r + p*lda] * B[p + c*ldb] for r < rows, c < cols.
+ * It also checks the argument rules cuBLAS enforces (an INVALID_VALUE there
+ * would mark the GPU failed). */
+static void colmajor_sgemm_nn(int rows, int cols, int k, const float *A, int lda, const float *B, int ldb,
+                              float *C, int ldc) {
+    assert_true(rows >= 1 && cols >= 1 && k >= 1);
+    assert_true(lda >= rows && ldb >= k && ldc >= rows);
+    for (int c = 0; c < cols; c++)
+        for (int r = 0; r < rows; r++) {
+            double acc = 0;
+            for (int p = 0; p < k; p++) acc += (double)A[r + (size_t)p * lda] * B[p + (size_t)c * ldb];
+            C[r + (size_t)c * ldc] = (float)acc;
+        }
+}
+
+/* The cublas backend's calls, emulated: jobs grouped by shape, the pointer
+ * arrays as uploaded, one batched column-major GEMM per group with
+ * ss_gm_gemm_args; every job's C (row-major m x n) must be its own U[:, :k]
+ * W[:k, :] (k < rank included, so ldu != k), each job in exactly one group. */
+static void test_cublas_calls_emulated(void **state) {
+    (void)state;
+    enum { NJ = 12 };
+    static const int sh[NJ][3] = {/* m, n, k: repeats form groups */
+                                  {256, 170, 50}, {31, 33, 5},   {256, 170, 50}, {1, 1, 1},
+                                  {40, 1, 1},     {256, 170, 50}, {31, 33, 5},  {1, 40, 1},
+                                  {256, 170, 17}, {65, 64, 64},  {31, 33, 31}, {1, 1, 1}};
+    ss_factors *fs[NJ];
+    ss_gm_job jobs[NJ];
+    float *C[NJ];
+    for (int j = 0; j < NJ; j++) {
+        int m = sh[j][0], n = sh[j][1], r = m < n ? m : n;
+        fs[j] = tu_random_factors(m, n, r, 8, 900 + j);
+        assert_non_null(fs[j]);
+        C[j] = malloc((size_t)m * n * sizeof(float));
+        assert_non_null(C[j]);
+        for (size_t p = 0; p < (size_t)m * n; p++) C[j][p] = NAN;
+        memset(&jobs[j], 0, sizeof jobs[j]);
+        jobs[j].U = fs[j]->U;
+        jobs[j].W = fs[j]->W;
+        jobs[j].C = C[j];
+        jobs[j].m = m;
+        jobs[j].n = n;
+        jobs[j].ldu = r;
+        jobs[j].k = sh[j][2];
+    }
+    ss_gm_gkey keys[NJ];
+    const float *ptrs[3 * NJ];
+    ss_gm_group(jobs, NJ, keys, ptrs);
+    int seen[NJ] = {0}, groups = 0, batched = 0;
+    for (int s = 0; s < NJ;) {
+        int e = ss_gm_group_end(keys, NJ, s);
+        groups++;
+        if (e - s > 1) batched++;
+        ss_gm_gemm g = ss_gm_gemm_args(&jobs[keys[s].j]);
+        for (int q = s; q < e; q++) { /* what cublasSgemmBatched does with each pointer triple */
+            const ss_gm_job *jb = &jobs[keys[q].j];
+            seen[keys[q].j]++;
+            assert_true(jb->m == jobs[keys[s].j].m && jb->n == jobs[keys[s].j].n && jb->k == g.k &&
+                        jb->ldu == jobs[keys[s].j].ldu);
+            colmajor_sgemm_nn(g.rows, g.cols, g.k, ptrs[q], g.lda, ptrs[NJ + q], g.ldb, (float *)ptrs[2 * NJ + q],
+                              g.ldc);
+        }
+        s = e;
+    }
+    assert_int_equal(groups, 8);
+    assert_int_equal(batched, 3); /* 256x170x50 x3, 31x33x5 x2, 1x1x1 x2 */
+    for (int j = 0; j < NJ; j++) {
+        assert_int_equal(seen[j], 1);
+        size_t px = (size_t)jobs[j].m * jobs[j].n;
+        double *ref = malloc(px * sizeof *ref);
+        assert_non_null(ref);
+        ss_reference_f64(fs[j], jobs[j].k, ref);
+        for (size_t p = 0; p < px; p++)
+            if (!(fabs(C[j][p] - ref[p]) <= 1e-3 * (1.0 + fabs(ref[p]))))
+                fail_msg("job %d (%dx%d k=%d) element %zu: %g, reference %g", j, jobs[j].m, jobs[j].n, jobs[j].k,
+                         p, (double)C[j][p], ref[p]);
+        free(ref);
+        free(C[j]);
+        ss_factors_free(fs[j]);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiles_cover_each_pixel_once),
@@ -242,6 +325,7 @@ int main(void) {
         cmocka_unit_test(test_batch_packing),
         cmocka_unit_test(test_pixel_matches_engine),
         cmocka_unit_test(test_kernel_phases_match_reference),
+        cmocka_unit_test(test_cublas_calls_emulated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
