@@ -319,6 +319,10 @@ static void recon_run(ss_pool_job *pj, ss_workspace *ws) {
                                  waited * 1e3, j->srv->cfg->job_deadline_ms));
             return;
         }
+        if (__atomic_load_n(&j->srv->stopping, __ATOMIC_SEQ_CST)) { /* shutdown: do not start queued work */
+            fail_job(j, 503, ss_resp_errorf("overloaded", "server is shutting down"));
+            return;
+        }
         if (!ws) {
             fail_job(j, 500, ss_resp_errorf("internal", "internal error (request %s): no workspace", j->r->rid));
             return;

@@ -56,6 +56,14 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     ss_server *srv = r->srv;
     ss_image img = {0};
     ss_factors *f = NULL;
+    if (__atomic_load_n(&srv->stopping, __ATOMIC_SEQ_CST)) {
+        /* Not acknowledged yet: refusing it lets shutdown finish now instead
+         * of factorising the whole queue first. */
+        drop_body(j);
+        free(j);
+        ss_job_end(r, 503, ss_resp_error("overloaded", "server is shutting down"));
+        return;
+    }
     int rc = ss_png_decode(j->png, j->len, srv->cfg->max_side, &img);
     drop_body(j);
     if (rc == SS_ENOTPNG || rc == SS_ECORRUPT) {
