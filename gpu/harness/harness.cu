@@ -203,6 +203,43 @@ static void check_one(const ss_backend *b, ss_factors *f, int k) {
     check_batch(b, &f, &k, 1, what);
 }
 
+/* A batch with one bad k: that item alone gets SS_EINVAL, the others match
+ * the reference; twice under a 64 KiB device budget (about one of these
+ * slices), so each batch's trim evicts and the next one re-uploads. */
+static void check_bad_item_and_evictions(const ss_backend *b, ss_factors *const *fs4) {
+    enum { NI = 9, BAD = 4 };
+    ss_gpu_stats st0, st1;
+    ss_gpu_set_cache_bytes((size_t)64 << 10);
+    ss_gpu_get_stats(&st0);
+    int bad = 0;
+    for (int round = 0; round < 2; round++) {
+        ss_gpu_item items[NI];
+        for (int i = 0; i < NI; i++) {
+            const ss_factors *f = fs4[(i + round) % 4];
+            items[i].f = f;
+            items[i].k = i == BAD ? f->rank + 1 : 1 + (i * 7) % f->rank;
+            items[i].out = (uint16_t *)malloc((size_t)f->m * f->n * sizeof(uint16_t));
+            items[i].status = 99;
+        }
+        if (ss_gpu_run_batch(b, items, NI, NULL) != 0) bad = 1;
+        for (int i = 0; i < NI; i++) {
+            if (i == BAD) bad |= items[i].status != SS_EINVAL;
+            else bad |= items[i].status != 0 || max_err(items[i].f, items[i].k, items[i].out) > 1;
+            free(items[i].out);
+        }
+    }
+    ss_gpu_get_stats(&st1);
+    ss_gpu_set_cache_bytes((size_t)4 << 30);
+    bad |= st1.evictions == st0.evictions || st1.resident_bytes > ((size_t)64 << 10);
+    if (bad) {
+        g_fail++;
+        say("FAIL %-6s batch with a bad k under a 64 KiB budget: %s (evictions %lld -> %lld, %zu bytes resident)\n",
+            b->name, ss_error(), st0.evictions, st1.evictions, st1.resident_bytes);
+    } else {
+        g_pass++;
+    }
+}
+
 /* ---- bench ----------------------------------------------------------------- */
 
 static int cmp_d(const void *a, const void *b) {
@@ -339,6 +376,7 @@ int main(int argc, char **argv) {
             mixk[i] = 1 + (i * 11) % mixf[i]->rank;
         }
         check_batch(bk[b], mixf, mixk, NMIX, "mixed batch of 48 (real + random, 8/16-bit, k varies)");
+        check_bad_item_and_evictions(bk[b], rnd);
         for (int i = 0; i < 4; i++) factors_free(rnd[i]);
     }
     say("checks: %d passed, %d failed\n", g_pass, g_fail);
