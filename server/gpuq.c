@@ -45,13 +45,19 @@ static int hist_bin(int n) {
 }
 
 /* Runs jobs [0..n) that share one backend: one GPU batch, or in CPU mode
- * (and for CPU backends) each job's reconstruct in turn, timed as a batch. */
+ * (and for CPU backends) each job's reconstruct in turn, timed as a batch;
+ * run in turn, a job reached after its deadline times out without running. */
 static void run_group(ss_gpuq *q, ss_gpu_job **jobs, int n, int *status) {
     const ss_backend *b = jobs[0]->backend;
     double ms = 0;
     if (q->o.cpu_mode || !b->device || strcmp(b->device, "gpu") != 0) {
         double t0 = now_s();
-        for (int i = 0; i < n; i++) status[i] = b->reconstruct(jobs[i]->f, jobs[i]->k, jobs[i]->out, q->ws);
+        for (int i = 0; i < n; i++) {
+            if (jobs[i]->deadline > 0 && now_s() > jobs[i]->deadline)
+                status[i] = SS_ETIMEDOUT;
+            else
+                status[i] = b->reconstruct(jobs[i]->f, jobs[i]->k, jobs[i]->out, q->ws);
+        }
         ms = (now_s() - t0) * 1e3;
     } else {
         for (int i = 0; i < n; i++) {
@@ -80,14 +86,13 @@ static void run_group(ss_gpuq *q, ss_gpu_job **jobs, int n, int *status) {
 static void run_batch(ss_gpuq *q, int n) {
     ss_gpu_job **jobs = q->batch;
     double t = now_s();
-    int live = 0, timeouts = 0;
+    int live = 0, timeouts = 0; /* timeouts: counted once every status is known */
     for (int i = 0; i < n; i++) {
         jobs[i]->queue_ms = (t - q->t_submit[i]) * 1e3;
         jobs[i]->kernel_ms = 0;
         jobs[i]->batch_size = 0;
         if (jobs[i]->deadline > 0 && t > jobs[i]->deadline) {
             q->st_of[i] = SS_ETIMEDOUT;
-            timeouts++;
         } else {
             q->run_idx[live] = i;
             q->run[live++] = jobs[i];
@@ -111,6 +116,7 @@ static void run_batch(ss_gpuq *q, int n) {
         for (int i = first; i < e; i++) q->st_of[q->run_idx[i]] = q->grp_st[i];
         first = e;
     }
+    for (int i = 0; i < n; i++) timeouts += q->st_of[i] == SS_ETIMEDOUT;
     pthread_mutex_lock(&q->mu);
     q->st.jobs += n;
     q->st.timeouts += timeouts;

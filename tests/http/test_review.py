@@ -178,5 +178,37 @@ class ShutdownUnderLoad(unittest.TestCase):
             s.stop()
             s.cleanup()
 
+class GpuQueueCpuMode(unittest.TestCase):
+    def test_deadline_holds_inside_a_batch(self):
+        # In CPU mode a batch runs its jobs one after another; before the fix the deadline was
+        # checked only when the batch started, so the 12th of 12 slow jobs ran ~1.5 s after
+        # its 600 ms deadline. The 12 requests form one batch (--gpu-max-batch 12) that starts
+        # within the deadline; the jobs it reaches too late are now refused with 503.
+        n = 12
+        with Server(["--gpu-cpu-mode", "--job-deadline-ms", "600", "--gpu-max-batch", str(n),
+                     "--gpu-max-wait-ms", "1000"]) as s:
+            fid = upload_id(s, util.png_encode(util.phantom(512, 512, 8, seed=4)))
+            res = []
+
+            def hit(i):
+                r = s.get("/reconstruct?id=%s&k=%d&backend=loops3" % (fid, 250 + i), {"Cache-Control": "no-cache"})
+                res.append(r)
+            ts = [threading.Thread(target=hit, args=(i,)) for i in range(n)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(120)
+            statuses = sorted(r.status for r in res)
+            self.assertEqual(len(statuses), n)
+            self.assertTrue(all(st in (200, 503) for st in statuses), statuses)
+            self.assertIn(200, statuses, s.log_tail())
+            self.assertIn(503, statuses, s.log_tail())
+            for r in res:
+                if r.status == 503:
+                    assert_error(self, r, 503, "overloaded")
+                    self.assertTrue(r.header("Retry-After"))
+            self.assertEqual(gauge(s, "svdslice_gpu_timeouts_total"), statuses.count(503))
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
