@@ -517,6 +517,11 @@ const ss_factors *ss_store_acquire(ss_store *s, const char *id, int *err) {
     int rc = load_file(s, id, &f, NULL);
     pthread_mutex_lock(&s->mu);
     e = find_locked(s, id);
+    if (rc != SS_OK && !e) { /* deleted while we were reading it: just gone */
+        pthread_mutex_unlock(&s->mu);
+        *err = ss_fail(SS_EINVAL, "no slice %s", id);
+        return NULL;
+    }
     if (rc != SS_OK) {
         if (rc == SS_ECORRUPT && e) { /* never serve it again */
             fprintf(stderr, "svdslice: store: dropping corrupt slice %s: %s\n", id, ss_error());
