@@ -26,6 +26,8 @@ static const opt k_opts[] = {
     {"port", OPT_INT, F(port), 0, 65535, "TCP port; 0 picks a free one (default 8080)"},
     {"data", OPT_STR, F(data), 0, 0, "data directory (default ./data)"},
     {"workers", OPT_INT, F(workers), 0, 1024, "worker threads; 0 = online cores (default 0)"},
+    {"kernel-threads", OPT_INT, F(kernel_threads), 0, 64,
+     "threads of the `threads` backend's team; 0 = online cores (default 0)"},
     {"api-key", OPT_STR, F(api_key), 0, 0, "POST/DELETE need Authorization: Bearer KEY"},
     {"auth-reads", OPT_BOOL, F(auth_reads), 0, 1, "also require the key for reads"},
     {"cors-origin", OPT_STR, F(cors_origin), 0, 0, "Access-Control-Allow-Origin value"},

@@ -8,6 +8,7 @@ typedef struct ss_config {
     int port;
     char data[1024];
     int workers;               /* 0 = online cores */
+    int kernel_threads;        /* team of the `threads` backend; 0 = online cores */
     char api_key[256];         /* "" = no key */
     int auth_reads;
     char cors_origin[256];     /* "" = no CORS */

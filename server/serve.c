@@ -63,6 +63,7 @@ int ss_cmd_serve(int argc, char **argv) {
         fprintf(stderr, "svdslice serve: out of memory\n");
         goto out;
     }
+    if (cfg.kernel_threads > 0) ss_kernels_set_threads(cfg.kernel_threads);
     if (ss_pool_new(cfg.workers, cfg.queue, &srv.pool) != 0) {
         fprintf(stderr, "svdslice serve: cannot start workers: %s\n", ss_error());
         goto out;

@@ -23,6 +23,21 @@ static void test_defaults(void **state) {
     assert_int_equal(c.max_body_bytes, 32LL << 20);
     assert_int_equal(c.queue, 256);
     assert_int_equal(c.response_cache_mb, 64);
+    assert_int_equal(c.kernel_threads, 0);
+}
+
+static void test_kernel_threads_from_env_and_flag(void **state) {
+    ss_config c;
+    setenv("SVDSLICE_KERNEL_THREADS", "3", 1);
+    const char *a1[] = {"serve"};
+    assert_int_equal(parse(&c, 1, a1), 0);
+    assert_int_equal(c.kernel_threads, 3);
+    const char *a2[] = {"serve", "--kernel-threads", "5"};
+    assert_int_equal(parse(&c, 3, a2), 0);
+    assert_int_equal(c.kernel_threads, 5);
+    const char *a3[] = {"serve", "--kernel-threads", "65"};
+    assert_int_equal(parse(&c, 3, a3), 2);
+    unsetenv("SVDSLICE_KERNEL_THREADS");
 }
 
 static void test_env_then_flag_wins(void **state) {
@@ -71,6 +86,7 @@ static void test_max_body_bytes_overrides_mb(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_kernel_threads_from_env_and_flag),
         cmocka_unit_test(test_env_then_flag_wins),
         cmocka_unit_test(test_bad_input_is_a_usage_error),
         cmocka_unit_test(test_max_body_bytes_overrides_mb),
