@@ -15,7 +15,8 @@
 # go to $OUT/gpu_results.txt, logs beside it ($OUT defaults to ./gpu-out).
 # Environment: SVDSLICE_BIN (the CLI, for --prepare), SVDSLICE_TEST_DATA
 # (the real slices), NVCC, CUDA_ARCH (e.g. sm_90; default: the installed
-# GPU's, or sm_90 when there is none).
+# GPU's, or sm_90 when there is none); for the harness's crossover sweep
+# (docs/GPU.md): CPU_GFLOPS (default 95), QUEUE_WAIT_MS (default 0.2).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -169,6 +170,6 @@ case "${1:---run}" in
   --prepare) prepare "${2:-}" ;;
   --build) build "${2:-}" ;;
   --run) run "${2:-}" ;;
-  -h|--help) sed -n '2,16p' "$0" ;;
+  -h|--help) sed -n '2,19p' "$0" ;;
   *) die "unknown option $1 (try --help)" ;;
 esac

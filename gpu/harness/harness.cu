@@ -7,6 +7,9 @@
  * script's --prepare); random factors are generated here. Every backend is
  * checked against a plain-C float64 reference before it is timed. A third
  * argument --checks-only skips the bench (the run under compute-sanitizer).
+ * After the bench, a crossover sweep times single requests against an
+ * estimated CPU time (env CPU_GFLOPS, QUEUE_WAIT_MS, SWEEP_REPS,
+ * SWEEP_BUDGET_S; see crossover_sweep) for SS_AUTO_GPU_MIN_WORK.
  * Exit status: 0 all checks passed, 1 a check failed, 2 usage, 3 no usable GPU.
  */
 #include <dirent.h>
@@ -148,12 +151,13 @@ static ss_factors *load_svd(const char *path) {
 
 /* ---- checks ---------------------------------------------------------------- */
 
-/* max |pixel - clamp(round(float64 product))| */
-static int max_err(const ss_factors *f, int k, const uint16_t *px) {
+/* max |pixel - clamp(round(float64 product))| over rows 0, step, 2*step, ...
+ * (a step > 1 keeps the float64 reference of the sweep's big shapes cheap). */
+static int max_err_rows(const ss_factors *f, int k, const uint16_t *px, int step) {
     double maxval = f->bit_depth == 8 ? 255.0 : 65535.0;
     int worst = 0;
     double *row = (double *)malloc((size_t)f->n * sizeof(double));
-    for (int i = 0; i < f->m; i++) {
+    for (int i = 0; i < f->m; i += step) {
         for (int j = 0; j < f->n; j++) row[j] = 0;
         for (int p = 0; p < k; p++) {
             double a = f->U[(size_t)i * f->rank + p];
@@ -170,6 +174,8 @@ static int max_err(const ss_factors *f, int k, const uint16_t *px) {
     free(row);
     return worst;
 }
+
+static int max_err(const ss_factors *f, int k, const uint16_t *px) { return max_err_rows(f, k, px, 1); }
 
 static void check_batch(const ss_backend *b, ss_factors **fs, const int *ks, int n, const char *what) {
     ss_gpu_item *items = (ss_gpu_item *)calloc((size_t)n, sizeof *items);
@@ -287,6 +293,184 @@ static int bench(const ss_backend *b, ss_factors **fs, int n, int k, int reps, t
     free(dev);
     free(wall);
     return rc;
+}
+
+/* ---- crossover sweep: when does a single request pay on the GPU? ---------- */
+
+/* A number from the environment, or dflt when unset, unparsable or out of range. */
+static double env_num(const char *name, double dflt, double lo, double hi) {
+    const char *v = getenv(name);
+    if (!v || !*v) return dflt;
+    char *end;
+    double x = strtod(v, &end);
+    if (*end || !(x >= lo && x <= hi)) {
+        say("note: ignoring %s=%s (want a number in %g..%g)\n", name, v, lo, hi);
+        return dflt;
+    }
+    return x;
+}
+
+typedef struct xrow {
+    int m, n, k, ok[2];
+    double work, cpu_ms, warm[2], cold[2];
+} xrow;
+
+typedef struct xshape {
+    int m, n, ks[3]; /* up to three k; 0 ends the list */
+} xshape;
+
+/* One request (a batch of one) timed as the server's queue thread sees it:
+ * host clock around ss_gpu_run_batch (descriptor upload, kernel, copy of the
+ * pixels back, stream sync, widening). A first call is not timed: it loads
+ * the kernels (lazy module loading) and grows the pinned staging, one-off
+ * costs of the process; its pixels are checked against the float64
+ * reference on sampled rows (the big shapes are not in the checks above).
+ * Then the cache is emptied for one cold call (factors uploaded), then
+ * reps warm calls (factors resident), median. Returns 0, or -1 (said why). */
+static int time_single(const ss_backend *b, ss_factors *f, int k, int reps, double *warm, double *cold) {
+    ss_gpu_item it;
+    it.f = f;
+    it.k = k;
+    it.status = 0;
+    it.out = (uint16_t *)malloc((size_t)f->m * f->n * sizeof(uint16_t));
+    double *w = (double *)malloc((size_t)reps * sizeof(double));
+    if (!it.out || !w) {
+        free(it.out);
+        free(w);
+        say("FAIL %-6s %dx%d k=%d: out of host memory\n", b->name, f->m, f->n, k);
+        return -1;
+    }
+    int rc = ss_gpu_run_batch(b, &it, 1, NULL) != 0 || it.status != 0;
+    if (!rc) {
+        double work = (double)f->m * f->n * k;
+        int step = work > 3e7 ? (int)ceil(work / 3e7) : 1; /* <= 3e7 reference multiply-adds */
+        int e = max_err_rows(f, k, it.out, step);
+        if (e > 1) {
+            say("FAIL %-6s %dx%d k=%d: max_err=%d on every %d-th row\n", b->name, f->m, f->n, k, e, step);
+            rc = 1;
+        }
+    } else {
+        say("FAIL %-6s %dx%d k=%d: %s\n", b->name, f->m, f->n, k, ss_error());
+    }
+    if (!rc) {
+        ss_gpu_set_cache_bytes(0);
+        ss_gpu_set_cache_bytes((size_t)4 << 30);
+        double t0 = now_ms();
+        rc = ss_gpu_run_batch(b, &it, 1, NULL) != 0 || it.status != 0;
+        *cold = now_ms() - t0;
+        for (int r = 0; r < reps && !rc; r++) {
+            t0 = now_ms();
+            rc = ss_gpu_run_batch(b, &it, 1, NULL) != 0 || it.status != 0;
+            w[r] = now_ms() - t0;
+        }
+        if (rc) say("FAIL %-6s %dx%d k=%d (timed call): %s\n", b->name, f->m, f->n, k, ss_error());
+        else {
+            qsort(w, (size_t)reps, sizeof(double), cmp_d);
+            *warm = w[reps / 2];
+        }
+    }
+    free(it.out);
+    free(w);
+    return rc ? -1 : 0;
+}
+
+/* Smallest work from which the GPU (time + queue wait) beats the CPU
+ * estimate on every row of at least that work, 0 when it loses the largest;
+ * *lost: the largest work it loses (0: none), the break-even lies between. */
+static double crossover(const xrow *r, int n, int b, int cold, double qwait, double *lost) {
+    double x = 0;
+    *lost = 0;
+    for (int i = 0; i < n; i++) {
+        double g = cold ? r[i].cold[b] : r[i].warm[b];
+        if ((!r[i].ok[b] || g + qwait >= r[i].cpu_ms) && r[i].work > *lost) *lost = r[i].work;
+    }
+    for (int i = 0; i < n; i++)
+        if (r[i].work > *lost && (x == 0 || r[i].work < x)) x = r[i].work;
+    return x;
+}
+
+/* Single requests over shapes and k, both backends, against the CPU's
+ * estimated time 2*m*n*k / CPU_GFLOPS (no OpenBLAS on the device machine:
+ * the rate is a parameter, default the single-core OpenBLAS sgemm figure of
+ * docs/BENCHMARKS.md). Prints crossover_work= and the SS_AUTO_GPU_MIN_WORK
+ * line for the backend auto picks first (cublas), warm, plus the queue's
+ * batching wait (QUEUE_WAIT_MS, default the server's --gpu-max-wait-ms). */
+static void crossover_sweep(const ss_backend *const *bk) {
+    enum { NSH = 4, NROW = NSH * 3 };
+    static const xshape sh[NSH] = {{256, 170, {10, 50, 170}},
+                                   {512, 512, {64, 256, 512}},
+                                   {1024, 1024, {128, 512, 1024}},
+                                   {2048, 2048, {256, 1024, 0}}};
+    double gflops = env_num("CPU_GFLOPS", 95, 1e-3, 1e6), qwait = env_num("QUEUE_WAIT_MS", 0.2, 0, 1000);
+    int reps = (int)env_num("SWEEP_REPS", 31, 1, 1001);
+    double budget_ms = env_num("SWEEP_BUDGET_S", 60, 1, 600) * 1e3, t_start = now_ms();
+    xrow rows[NROW];
+    int nrow = 0;
+    say("\ncrossover sweep: single requests (batch of 1), 8-bit; gpu ms = host clock around the whole call "
+        "(upload of descriptors, kernel, copy back, sync), median of %d warm calls (factors resident); cold = "
+        "one call with the factors' upload; cpu_ms_est = 2*work / (CPU_GFLOPS %.1f * 1e6); wins: gpu when "
+        "gpu warm ms + QUEUE_WAIT_MS %.3f < cpu_ms_est\n",
+        reps, gflops, qwait);
+    say("%-10s %5s %12s %11s %11s %11s %11s %11s %10s %10s\n", "shape", "k", "work", "cpu_ms_est", "cuda_ms",
+        "cuda_cold", "cublas_ms", "cublas_cold", "cuda_win", "cublas_win");
+    for (int s = 0; s < NSH; s++) {
+        if (now_ms() - t_start > budget_ms) {
+            say("sweep stopped after %.0f s (SWEEP_BUDGET_S): shapes from %dx%d on not measured\n",
+                (now_ms() - t_start) / 1e3, sh[s].m, sh[s].n);
+            break;
+        }
+        int maxk = 0;
+        for (int j = 0; j < 3; j++) maxk = sh[s].ks[j] > maxk ? sh[s].ks[j] : maxk;
+        ss_factors *f = random_factors(sh[s].m, sh[s].n, maxk, 8, "xover");
+        if (!f) {
+            say("FAIL sweep %dx%d: out of host memory\n", sh[s].m, sh[s].n);
+            g_fail++;
+            continue;
+        }
+        for (int j = 0; j < 3 && sh[s].ks[j] > 0; j++) {
+            xrow *r = &rows[nrow++];
+            memset(r, 0, sizeof *r);
+            r->m = f->m;
+            r->n = f->n;
+            r->k = sh[s].ks[j];
+            r->work = (double)f->m * f->n * r->k;
+            r->cpu_ms = 2.0 * r->work / (gflops * 1e6);
+            const char *win[2];
+            for (int b = 0; b < 2; b++) {
+                r->ok[b] = time_single(bk[b], f, r->k, reps, &r->warm[b], &r->cold[b]) == 0;
+                if (!r->ok[b]) g_fail++;
+                win[b] = !r->ok[b] ? "FAIL" : r->warm[b] + qwait < r->cpu_ms ? "gpu" : "cpu";
+            }
+            char shape[24];
+            snprintf(shape, sizeof shape, "%dx%d", r->m, r->n);
+            say("%-10s %5d %12.0f %11.4f %11.4f %11.4f %11.4f %11.4f %10s %10s\n", shape, r->k, r->work, r->cpu_ms,
+                r->warm[0], r->cold[0], r->warm[1], r->cold[1], win[0], win[1]);
+        }
+        factors_free(f);
+    }
+    for (int b = 0; b < 2; b++)
+        for (int cold = 0; cold <= 1; cold++) {
+            double lost, x = crossover(rows, nrow, b, cold, qwait, &lost);
+            if (x > 0)
+                say("crossover %-6s %s + queue wait: GPU wins from work %.0f on (largest loss %.0f)\n", bk[b]->name,
+                    cold ? "cold" : "warm", x, lost);
+            else
+                say("crossover %-6s %s + queue wait: GPU loses the largest measured work (%.0f)\n", bk[b]->name,
+                    cold ? "cold" : "warm", lost);
+        }
+    /* auto's first choice is cublas (engine/kernels.c), normally warm: the
+     * cache keeps a slice's factors resident across its requests. */
+    double lost, x = crossover(rows, nrow, 1, 0, qwait, &lost);
+    say("crossover_work=%.0f (cublas, warm, + QUEUE_WAIT_MS %.3f, CPU_GFLOPS %.1f; 0: the GPU loses the largest "
+        "shape)\n",
+        x, qwait, gflops);
+    if (x == 0)
+        say("recommend: #define SS_AUTO_GPU_MIN_WORK (1LL << 62)  /* single requests stay on the CPU */\n");
+    else
+        say("recommend: #define SS_AUTO_GPU_MIN_WORK (%.0fLL)  /* smallest winning work measured; break-even "
+            "lies in (%.0f, %.0f] */\n",
+            x, lost, x);
+    say("sweep: %.1f s\n", (now_ms() - t_start) / 1e3);
 }
 
 int main(int argc, char **argv) {
@@ -435,9 +619,10 @@ int main(int argc, char **argv) {
     ss_gpu_get_stats(&st);
     say("device cache: %d slices, %.1f MiB resident, %lld uploads, %lld hits, %lld evictions\n", st.resident_slices,
         st.resident_bytes / 1048576.0, st.uploads, st.hits, st.evictions);
-    ss_gpu_release();
-    for (int i = 0; i < NB; i++) factors_free(vol[i]);
+    for (int i = 0; i < NB; i++) factors_free(vol[i]); /* 512 slices: 88 MiB the sweep does not need */
     free(vol);
+    crossover_sweep(bk);
+    ss_gpu_release();
     for (int i = 0; i < nreal; i++) factors_free(real[i]);
     fclose(g_out);
     return g_fail ? 1 : 0;
