@@ -6,7 +6,7 @@ set -euo pipefail
 BUILD_PKGS=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libpng-dev
             zlib1g-dev libjansson-dev libmicrohttpd-dev libdeflate-dev)
 TEST_PKGS=(libcmocka-dev insighttoolkit4-examples python3 python3-numpy python3-skimage
-           python3-pil python3-yaml curl chromium nodejs npm)
+           python3-pil python3-yaml curl chromium fonts-dejavu-core nodejs npm)
 BENCH_PKGS=(wrk gunicorn)
 
 want=("${BUILD_PKGS[@]}")
