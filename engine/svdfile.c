@@ -1,5 +1,6 @@
 /* svdfile.c - the .svd file format: explicit little-endian (de)serialisation, validated on read */
 #include "engine/error.h"
+#include "engine/png.h" /* ss_read_file */
 #include "engine/svd.h"
 
 #include <errno.h>
@@ -263,32 +264,13 @@ int ss_svd_save(const char *path, const ss_factors *f) {
 
 int ss_svd_load(const char *path, ss_factors **out) {
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return ss_fail(SS_EIO, "cannot open %s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(fp);
-        return ss_fail(SS_EIO, "%s is not a regular file", path);
-    }
-    /* The size bounds the allocation; parse_header then checks it exactly. */
-    if ((unsigned long long)st.st_size > (unsigned long long)(SIZE_MAX / 2)) {
-        fclose(fp);
-        return ss_fail(SS_ECORRUPT, "%s: too large for a .svd file", path);
-    }
-    size_t len = (size_t)st.st_size;
-    unsigned char *buf = malloc(len ? len : 1);
-    if (!buf) {
-        fclose(fp);
-        return ss_fail(SS_ENOMEM, "out of memory reading %s", path);
-    }
-    size_t got = fread(buf, 1, len, fp);
-    int err = ferror(fp);
-    fclose(fp);
-    if (err || got != len) {
-        free(buf);
-        return ss_fail(SS_EIO, "cannot read %s", path);
-    }
-    int rc = ss_svd_deserialize(buf, len, out);
+    unsigned char *buf;
+    size_t len;
+    /* The bound only keeps the allocation sane; parse_header checks the size exactly. */
+    int rc = ss_read_file(path, SIZE_MAX / 2, &buf, &len);
+    if (rc == SS_ETOOLARGE) return ss_fail(SS_ECORRUPT, "%s: too large for a .svd file", path);
+    if (rc != SS_OK) return rc;
+    rc = ss_svd_deserialize(buf, len, out);
     free(buf);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* store.c - the persistent slice store: durable .svd files, an in-memory index and a byte-bounded factors LRU */
 #include "server/store.h"
 #include "engine/error.h"
+#include "engine/png.h" /* ss_read_file */
 
 #include <dirent.h>
 #include <errno.h>
@@ -201,35 +202,13 @@ static int fsync_dir(ss_store *s) {
     return SS_OK;
 }
 
-static int read_at(int dirfd, const char *name, unsigned char **buf, size_t *len) {
-    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return ss_fail(SS_EIO, "open %s: %s", name, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return ss_fail(SS_EIO, "%s is not a regular file", name);
-    }
-    size_t n = (size_t)st.st_size;
-    unsigned char *b = malloc(n ? n : 1);
-    if (!b) {
-        close(fd);
-        return ss_fail(SS_ENOMEM, "out of memory reading %s", name);
-    }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, b + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (got != n) {
-        free(b);
-        return ss_fail(SS_EIO, "short read of %s", name);
-    }
-    *buf = b;
-    *len = n;
-    return SS_OK;
+/* Reads DIR/name whole (name is a validated id + ".svd", never client text). */
+static int read_slice_file(const ss_store *s, const char *name, unsigned char **buf, size_t *len) {
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", s->dir, name) >= sizeof path)
+        return ss_fail(SS_EIO, "data directory path too long");
+    int rc = ss_read_file(path, SIZE_MAX / 2, buf, len);
+    return rc == SS_ETOOLARGE ? ss_fail(SS_ECORRUPT, "%s: too large for a slice file", name) : rc;
 }
 
 /* Reads and fully verifies a slice file; the id inside must match the name. */
@@ -238,7 +217,7 @@ static int load_file(ss_store *s, const char *id, ss_factors **out, long long *f
     snprintf(name, sizeof name, "%s.svd", id);
     unsigned char *buf;
     size_t len;
-    int rc = read_at(s->dirfd, name, &buf, &len);
+    int rc = read_slice_file(s, name, &buf, &len);
     if (rc != SS_OK) return rc;
     ss_factors *f = NULL;
     rc = ss_svd_deserialize(buf, len, &f);
@@ -673,9 +652,13 @@ int ss_store_read_file(ss_store *s, const char *id, unsigned char **buf, size_t 
     if (!have) return ss_fail(SS_EINVAL, "no slice %s", id);
     char name[80];
     snprintf(name, sizeof name, "%s.svd", id);
-    int rc = read_at(s->dirfd, name, buf, len);
-    /* A file deleted between the check and the read is simply gone. */
-    if (rc == SS_EIO && errno == ENOENT) return ss_fail(SS_EINVAL, "no slice %s", id);
+    int rc = read_slice_file(s, name, buf, len);
+    if (rc != SS_OK) { /* deleted between the check and the read: simply gone */
+        pthread_mutex_lock(&s->mu);
+        have = find_locked(s, id) != NULL;
+        pthread_mutex_unlock(&s->mu);
+        if (!have) return ss_fail(SS_EINVAL, "no slice %s", id);
+    }
     return rc;
 }
 
