@@ -7,7 +7,7 @@
 #include "api/http.h"
 #include "api/json.h"
 #include "engine/kernels.h"
-#include "server/json_out.h"
+#include "api/json.h"
 
 enum MHD_Result ss_h_backends(ss_req *r) { return ss_reply(r, 200, ss_resp_json(ss_json_backends())); }
 
@@ -56,7 +56,7 @@ enum MHD_Result ss_h_metrics(ss_req *r) {
                      "Upload body bytes held (received or queued), bounded by --upload-buffer-mb.",
                      (double)__atomic_load_n(&srv->upload_bytes, __ATOMIC_RELAXED));
     ss_metrics_value(&sb, "svdslice_inflight_requests", "gauge", "Connections suspended on a job.",
-                     __atomic_load_n(&srv->inflight, __ATOMIC_RELAXED));
+                     ss_http_inflight(r->http));
 
     if (srv->gpuq) {
         ss_gpuq_stats gs;

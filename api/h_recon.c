@@ -9,10 +9,11 @@
 
 #include "api/http.h"
 #include "api/json.h"
-#include "engine/error.h"
+#include "util/clock.h"
+#include "util/error.h"
 #include "engine/png.h"
 #include "engine/quality.h"
-#include "server/json_out.h"
+#include "api/json.h"
 
 /* One /reconstruct or /quality request on its way through the queues. */
 typedef struct recon_job {

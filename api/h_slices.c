@@ -7,7 +7,7 @@
 
 #include "api/http.h"
 #include "api/json.h"
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/png.h"
 #include "engine/svd.h"
 

@@ -1,6 +1,7 @@
 /* http.c - the libmicrohttpd daemon, the one routes table, dispatch, auth, CORS and job hand-off */
 #include "api/http.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +14,14 @@
 
 #include "api/assets.h"
 #include "api/json.h"
-#include "engine/error.h"
+#include "util/clock.h"
+#include "util/error.h"
+
+struct ss_http {
+    ss_server *srv;
+    struct MHD_Daemon *daemon;
+    int inflight; /* atomic: connections suspended on a job */
+};
 
 enum { R_BODY = 1, R_AUTH_WRITE = 2, R_AUTH_READ = 4 };
 
@@ -196,12 +204,11 @@ enum MHD_Result ss_reply_internal(ss_req *r, const char *what) {
 /* ---- jobs: suspend / resume ---------------------------------------------- */
 
 int ss_job_begin(ss_req *r) {
-    ss_server *srv = r->srv;
     /* Counted before checking `stopping` so shutdown, which sets `stopping`
      * and then waits for the count to drop, cannot miss this connection. */
-    __atomic_add_fetch(&srv->inflight, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&srv->stopping, __ATOMIC_SEQ_CST)) {
-        __atomic_sub_fetch(&srv->inflight, 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&r->http->inflight, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&r->srv->stopping, __ATOMIC_SEQ_CST)) {
+        __atomic_sub_fetch(&r->http->inflight, 1, __ATOMIC_SEQ_CST);
         return -1;
     }
     r->async = 1;
@@ -210,13 +217,13 @@ int ss_job_begin(ss_req *r) {
 }
 
 void ss_job_end(ss_req *r, int status, struct MHD_Response *resp) {
-    ss_server *srv = r->srv;
+    ss_http *h = r->http;
     struct MHD_Connection *c = r->conn;
     r->async_status = status;
     r->async_resp = resp;
     __atomic_store_n(&r->async_done, 1, __ATOMIC_RELEASE);
     MHD_resume_connection(c);
-    __atomic_sub_fetch(&srv->inflight, 1, __ATOMIC_SEQ_CST);
+    __atomic_sub_fetch(&h->inflight, 1, __ATOMIC_SEQ_CST);
 }
 
 
@@ -333,13 +340,15 @@ static enum MHD_Result route_request(ss_req *r, const char *url) {
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_size,
                                   void **con_cls) {
-    ss_server *srv = cls;
+    ss_http *h = cls;
+    ss_server *srv = h->srv;
     ss_req *r = *con_cls;
     if (!r) {
         r = calloc(1, sizeof *r);
         if (!r) return MHD_NO;
         *con_cls = r;
         r->srv = srv;
+        r->http = h;
         r->conn = c;
         r->label = -1;
         r->backend = -1;
@@ -403,7 +412,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-    ss_server *srv = cls;
+    ss_server *srv = ((ss_http *)cls)->srv;
     ss_req *r = *con_cls;
     if (!r) return;
     if (r->status) ss_metrics_request(srv->metrics, r->label, r->status);
@@ -424,7 +433,7 @@ static void log_mhd(void *cls, const char *fmt, va_list ap) {
     vfprintf(stderr, fmt, ap);
 }
 
-int ss_http_start(ss_server *srv, unsigned short *port) {
+ss_http *ss_http_start(ss_server *srv, unsigned short *port) {
     const ss_config *cfg = srv->cfg;
     struct sockaddr_in sa4;
     struct sockaddr_in6 sa6;
@@ -433,9 +442,6 @@ int ss_http_start(ss_server *srv, unsigned short *port) {
                      MHD_USE_ERROR_LOG;
     memset(&sa4, 0, sizeof sa4);
     memset(&sa6, 0, sizeof sa6);
-    /* Never below one body of the limit, or big uploads could never succeed. */
-    srv->upload_budget = (long long)cfg->upload_buffer_mb << 20;
-    if (srv->upload_budget < cfg->max_body_bytes) srv->upload_budget = cfg->max_body_bytes;
     if (inet_pton(AF_INET, cfg->bind, &sa4.sin_addr) == 1) {
         sa4.sin_family = AF_INET;
         sa4.sin_port = htons((uint16_t)cfg->port);
@@ -447,47 +453,77 @@ int ss_http_start(ss_server *srv, unsigned short *port) {
         flags |= MHD_USE_IPv6;
     } else {
         fprintf(stderr, "svdslice serve: --bind: not an IPv4 or IPv6 address: %s\n", cfg->bind);
-        return -1;
+        return NULL;
     }
-    srv->daemon = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
+    ss_http *h = calloc(1, sizeof *h);
+    if (!h) {
+        fprintf(stderr, "svdslice serve: out of memory\n");
+        return NULL;
+    }
+    h->srv = srv;
+    errno = 0;
+    h->daemon = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
         MHD_OPTION_SOCK_ADDR, sa,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_LIMIT,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->per_ip_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
         /* Headers and one read buffer live here; bodies are copied out chunk by
          * chunk. 0.9.75 zeroes this pool for every request: 32 KiB (the default)
          * measured ~8% faster on cached /reconstruct than 64 KiB. */
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
-    if (!srv->daemon) {
-        fprintf(stderr, "svdslice serve: cannot listen on %s:%d\n", cfg->bind, cfg->port);
-        return -1;
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768,
+        /* SO_REUSEPORT only when asked: two servers with different settings
+         * sharing a port would answer at random. */
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)(cfg->reuse_port != 0), MHD_OPTION_END);
+    if (!h->daemon) {
+        int e = errno;
+        if (e == EADDRINUSE)
+            fprintf(stderr, "svdslice serve: cannot listen on %s:%d: the port is in use by another program "
+                            "(--reuse-port shares it on purpose)\n", cfg->bind, cfg->port);
+        else
+            fprintf(stderr, "svdslice serve: cannot listen on %s:%d%s%s\n", cfg->bind, cfg->port,
+                    e ? ": " : "", e ? strerror(e) : "");
+        free(h);
+        return NULL;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     *port = info ? info->port : (unsigned short)cfg->port;
-    return 0;
+    return h;
 }
 
-void ss_http_stop(ss_server *srv, double timeout_s) {
-    if (!srv->daemon) return;
-    MHD_socket lfd = MHD_quiesce_daemon(srv->daemon);
+int ss_http_stop(ss_http *h, double timeout_s) {
+    if (!h || !h->daemon) return 0;
+    MHD_socket lfd = MHD_quiesce_daemon(h->daemon);
     if (lfd != MHD_INVALID_SOCKET) close(lfd);
-    __atomic_store_n(&srv->stopping, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&h->srv->stopping, 1, __ATOMIC_SEQ_CST);
     /* Every suspended connection must be resumed before MHD_stop_daemon; the
      * queues keep running their jobs meanwhile. */
     double end = ss_now() + timeout_s;
-    while (__atomic_load_n(&srv->inflight, __ATOMIC_SEQ_CST) > 0 && ss_now() < end) usleep(2000);
+    while (__atomic_load_n(&h->inflight, __ATOMIC_SEQ_CST) > 0 && ss_now() < end) usleep(2000);
     /* Give resumed connections a moment to send what their jobs built. */
     end = ss_now() + 1.0;
     while (ss_now() < end) {
-        const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
         if (!info || info->num_connections == 0) break;
         usleep(5000);
     }
-    if (__atomic_load_n(&srv->inflight, __ATOMIC_SEQ_CST) > 0) {
-        fprintf(stderr, "svdslice: jobs still running at shutdown; exiting without stopping the daemon\n");
-        return; /* stopping with suspended connections would abort */
+    if (__atomic_load_n(&h->inflight, __ATOMIC_SEQ_CST) > 0) {
+        fprintf(stderr, "svdslice: jobs still running at shutdown; the daemon stops after the queues drain\n");
+        return -1; /* stopping with suspended connections would abort */
     }
-    MHD_stop_daemon(srv->daemon);
-    srv->daemon = NULL;
+    MHD_stop_daemon(h->daemon);
+    h->daemon = NULL;
+    return 0;
 }
+
+void ss_http_free(ss_http *h) {
+    if (!h) return;
+    if (h->daemon && ss_http_stop(h, 0.0) != 0) {
+        /* Never free state a running daemon still uses. */
+        fprintf(stderr, "svdslice: connections still suspended; leaving the daemon to the exit\n");
+        return;
+    }
+    free(h);
+}
+
+int ss_http_inflight(const ss_http *h) { return __atomic_load_n(&h->inflight, __ATOMIC_RELAXED); }

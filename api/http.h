@@ -4,40 +4,26 @@
 #include <microhttpd.h>
 #include <stddef.h>
 
-#include "server/config.h"
-#include "server/gpuq.h"
-#include "server/metrics.h"
-#include "server/pool.h"
-#include "server/respcache.h"
-#include "server/store.h"
+#include "server/server.h"
 
-/* Everything the handlers reach; owned by serve.c, which creates and frees each part. */
-typedef struct ss_server {
-    const ss_config *cfg;
-    ss_store *store;
-    ss_pool *pool;
-    ss_gpuq *gpuq;        /* NULL when no GPU backend can run */
-    ss_respcache *rc;
-    ss_metrics *metrics;
-    struct MHD_Daemon *daemon;
-    int inflight;         /* atomic: connections suspended on a job */
-    int stopping;         /* atomic: set at shutdown; new jobs get 503 */
-    unsigned long long next_rid; /* atomic request counter */
-    /* Body bytes held by uploads (received, or queued for decoding), bounded
-     * by upload_budget so memory does not grow with the connection count. */
-    long long upload_bytes; /* atomic */
-    long long upload_budget;
-} ss_server;
+/* The HTTP front of a server (daemon, suspended-connection count); opaque. */
+typedef struct ss_http ss_http;
 
 /* Route labels for ss_metrics_new: the distinct path patterns of the table. */
 int ss_http_route_labels(const char *const **labels);
 
-/* Starts the daemon (libmicrohttpd, one epoll polling thread). *port gets the
- * bound port. Returns 0 or -1 after printing why to stderr. */
-int ss_http_start(ss_server *srv, unsigned short *port);
+/* Starts the daemon (libmicrohttpd, one epoll polling thread) in front of srv.
+ * *port gets the bound port. Returns the handle (free with ss_http_free), or
+ * NULL after printing why to stderr (a busy port among the reasons). */
+ss_http *ss_http_start(ss_server *srv, unsigned short *port);
 /* Stops accepting connections and new jobs, waits up to timeout_s for every
- * suspended connection to be resumed, then stops the daemon. */
-void ss_http_stop(ss_server *srv, double timeout_s);
+ * suspended connection to be resumed, then stops the daemon. Returns 0, or -1
+ * when connections are still suspended (the daemon keeps running). */
+int ss_http_stop(ss_http *h, double timeout_s);
+/* Stops the daemon if ss_http_stop could not, and frees h. NULL-safe. */
+void ss_http_free(ss_http *h);
+/* Connections suspended on a job right now (a gauge of /metrics). */
+int ss_http_inflight(const ss_http *h);
 
 /* ---- per-request state (libmicrohttpd's *con_cls) ------------------------ */
 enum { M_GET = 1, M_HEAD = 2, M_POST = 4, M_DELETE = 8, M_OPTIONS = 16, M_OTHER = 32 };
@@ -61,6 +47,7 @@ typedef struct ss_upload {
 struct ss_route;
 typedef struct ss_req {
     ss_server *srv;
+    ss_http *http;
     struct MHD_Connection *conn;
     const struct ss_route *route;
     int label;             /* metrics route label index, -1 unmatched */

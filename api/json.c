@@ -1,4 +1,4 @@
-/* json.c - JSON bodies of the API (slice info, errors) built with jansson */
+/* json.c - the one JSON serialiser: API.md's documents (slice info, quality, backends, errors) with jansson */
 #include "api/json.h"
 
 #include <stdarg.h>
@@ -7,36 +7,108 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine/kernels.h"
 #include "engine/svd.h"
-#include "server/json_out.h"
+#include "util/clock.h"
 
-/* RFC 3339 UTC of unix seconds. */
-static void rfc3339(long long t, char *buf, size_t size) {
-    time_t tt = (time_t)t;
-    struct tm tm;
-    if (!gmtime_r(&tt, &tm) || !strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm))
-        snprintf(buf, size, "1970-01-01T00:00:00Z");
+/* Adds key: value, consuming the value's reference; keeps the first failure. */
+static int put(json_t *obj, const char *key, json_t *val, int ok) {
+    if (!val) return 0;
+    return json_object_set_new(obj, key, val) == 0 && ok;
 }
 
 json_t *ss_json_info(const ss_slice_info *in, int with_sv) {
+    json_t *o = json_object();
+    if (!o) return NULL;
     long long original = (long long)in->width * in->height * in->bit_depth / 8;
     long long stored = ss_stored_bytes(in->height, in->width, in->rank);
     char created[32];
-    rfc3339(in->created, created, sizeof created);
-    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:I, s:I, s:f}", "id", in->id, "name", in->name,
-                          "width", in->width, "height", in->height, "bit_depth", in->bit_depth, "rank",
-                          in->rank, "stored_bytes", (json_int_t)stored, "original_bytes",
-                          (json_int_t)original, "compression_ratio",
-                          stored > 0 ? (double)original / (double)stored : 0.0);
-    if (!o) return NULL;
+    ss_rfc3339(in->created, created, sizeof created);
+    int ok = 1;
+    ok = put(o, "id", json_string(in->id), ok);
+    /* a name that is not UTF-8 (a raw file name) cannot be JSON: fall back to the id */
+    json_t *name = json_string(in->name[0] ? in->name : in->id);
+    ok = put(o, "name", name ? name : json_string(in->id), ok);
+    ok = put(o, "width", json_integer(in->width), ok);
+    ok = put(o, "height", json_integer(in->height), ok);
+    ok = put(o, "bit_depth", json_integer(in->bit_depth), ok);
+    ok = put(o, "rank", json_integer(in->rank), ok);
+    ok = put(o, "stored_bytes", json_integer(stored), ok);
+    ok = put(o, "original_bytes", json_integer(original), ok);
+    ok = put(o, "compression_ratio", json_real(stored > 0 ? (double)original / (double)stored : 0.0), ok);
     if (with_sv) {
         json_t *sv = json_array();
         for (int i = 0; sv && in->singular_values && i < in->nsv; i++)
-            json_array_append_new(sv, json_real(in->singular_values[i]));
-        json_object_set_new(o, "singular_values", sv ? sv : json_null());
+            if (json_array_append_new(sv, json_real(in->singular_values[i]))) ok = 0;
+        ok = put(o, "singular_values", sv ? sv : json_null(), ok);
     }
-    json_object_set_new(o, "created", json_string(created));
+    ok = put(o, "created", json_string(created), ok);
+    if (ok) return o;
+    json_decref(o);
+    return NULL;
+}
+
+json_t *ss_json_slice_info(const ss_factors *f) {
+    ss_slice_info in;
+    memset(&in, 0, sizeof in);
+    snprintf(in.id, sizeof in.id, "%s", f->id);
+    snprintf(in.name, sizeof in.name, "%s", f->name);
+    in.width = f->n;
+    in.height = f->m;
+    in.bit_depth = f->bit_depth;
+    in.rank = f->rank;
+    in.nsv = f->nsv;
+    in.created = f->created;
+    in.singular_values = (float *)f->S; /* read only here */
+    return ss_json_info(&in, 1);
+}
+
+json_t *ss_json_quality(const char *id, const char *backend, const ss_quality *q) {
+    json_t *o = json_object();
+    if (!o) return NULL;
+    int ok = 1;
+    ok = put(o, "id", json_string(id), ok);
+    ok = put(o, "k", json_integer(q->k), ok);
+    ok = put(o, "backend", json_string(backend), ok);
+    ok = put(o, "mse", json_real(q->mse), ok);
+    ok = put(o, "psnr", q->psnr_null ? json_null() : json_real(q->psnr), ok);
+    ok = put(o, "ssim", q->ssim_null ? json_null() : json_real(q->ssim), ok);
+    ok = put(o, "hausdorff", q->hausdorff_null ? json_null() : json_real(q->hausdorff), ok);
+    ok = put(o, "energy", json_real(q->energy), ok);
+    ok = put(o, "stored_bytes_at_k", json_integer(q->stored_bytes_at_k), ok);
+    ok = put(o, "compression_ratio", json_real(q->compression_ratio), ok);
+    if (ok) return o;
+    json_decref(o);
+    return NULL;
+}
+
+json_t *ss_json_backends(void) {
+    json_t *arr = json_array();
+    json_t *o = json_object();
+    if (!arr || !o || json_object_set(o, "backends", arr)) goto fail;
+    for (int i = 0; i < ss_backend_count(); i++) {
+        const ss_backend *b = ss_backend_at(i);
+        const char *reason = NULL;
+        int avail = b->available(&reason);
+        json_t *e = json_object();
+        if (!e) goto fail;
+        int ok = 1;
+        ok = put(e, "name", json_string(b->name), ok);
+        ok = put(e, "device", json_string(b->device), ok);
+        ok = put(e, "available", json_boolean(avail), ok);
+        ok = put(e, "reason", avail ? json_null() : json_string(reason ? reason : "unavailable"), ok);
+        ok = put(e, "description", json_string(b->description), ok);
+        if (!ok || json_array_append_new(arr, e)) {
+            json_decref(e);
+            goto fail;
+        }
+    }
+    json_decref(arr);
     return o;
+fail:
+    json_decref(arr);
+    json_decref(o);
+    return NULL;
 }
 
 struct MHD_Response *ss_resp_json(json_t *j) {

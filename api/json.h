@@ -1,13 +1,26 @@
-/* json.h - JSON bodies of the API: slice info, errors, responses from jansson values */
+/* json.h - the one JSON serialiser: API.md's documents and error bodies, responses from jansson values */
 #ifndef SS_JSON_H
 #define SS_JSON_H
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "engine/quality.h"
+#include "engine/svd.h"
 #include "server/store.h"
 
-/* Slice info per API.md; singular_values only when with_sv. New reference or NULL. */
+/* Each json_t * returned is a new reference (caller json_decref()s it), NULL on ENOMEM. */
+
+/* API.md "Slice info": id, name, width, height, bit_depth, rank, stored_bytes,
+ * original_bytes, compression_ratio, singular_values (only when with_sv),
+ * created (RFC 3339 UTC). */
 json_t *ss_json_info(const ss_slice_info *in, int with_sv);
+/* The same for a factorisation in memory (the CLI's compress), with singular values. */
+json_t *ss_json_slice_info(const ss_factors *f);
+/* API.md /quality: id, k, backend, mse, psnr, ssim, hausdorff, energy,
+ * stored_bytes_at_k, compression_ratio; null where quality.h flags null. */
+json_t *ss_json_quality(const char *id, const char *backend, const ss_quality *q);
+/* {"backends": [{name, device, available, reason, description}]}: the eight. */
+json_t *ss_json_backends(void);
 /* A response with j serialised (j is consumed). NULL on ENOMEM. */
 struct MHD_Response *ss_resp_json(json_t *j);
 /* {"error": {"code", "message"}} with the headers its code carries (overloaded:

@@ -15,9 +15,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/kernels.h"
 #include "engine/png.h"
+#include "util/file.h"
 #include "engine/svd.h"
 
 typedef int (*encoder_fn)(const uint16_t *, int, int, int, unsigned char **, size_t *);

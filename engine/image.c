@@ -1,6 +1,6 @@
 /* image.c - grayscale image allocation */
 #include "engine/image.h"
-#include "engine/error.h"
+#include "util/error.h"
 
 #include <stdlib.h>
 #include <string.h>

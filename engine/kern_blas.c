@@ -1,11 +1,11 @@
 /* kern_blas.c - the blas backend: one OpenBLAS sgemm of U[:, :k] by W[:k, :] */
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/kern_internal.h"
 
 #include <cblas.h>
 
 /* Threading is the program's choice (openblas_set_num_threads): a server that
- * parallelises across requests sets 1, see server/serve.c. */
+ * parallelises across requests sets 1, see cli/serve.c. */
 static int blas_f32(const ss_factors *f, int k, float *C, ss_workspace *ws) {
     (void)ws;
     int rc = ss_kern_check(f, k);

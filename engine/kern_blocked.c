@@ -1,5 +1,5 @@
 /* kern_blocked.c - the blocked backend: cache-blocked, register-tiled SIMD GEMM with fused pixel output */
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/kern_internal.h"
 
 #include <stdatomic.h>

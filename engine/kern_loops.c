@@ -1,5 +1,5 @@
 /* kern_loops.c - the study's plain loop kernels: loops3, loops2, loops1 (float32, no blocking) */
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/kern_internal.h"
 
 #include <string.h>

@@ -1,5 +1,5 @@
 /* kern_threads.c - the threads backend: row tiles of the blocked kernel over a persistent pthread team */
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/kern_internal.h"
 
 #include <pthread.h>

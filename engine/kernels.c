@@ -1,8 +1,7 @@
 /* kernels.c - the backend registry, workspaces, auto choice, float64 reference and pixel conversions */
 #include "engine/kernels.h"
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/kern_internal.h"
-#include "gpu/gpu.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -64,22 +63,56 @@ float *ss_workspace_floats(ss_workspace *ws, size_t n) {
 
 /* ---- registry ------------------------------------------------------------- */
 
-static const ss_backend *const g_backends[] = {
+/* The GPU slots until gpu/ registers its backends (ss_gpu_register): like
+ * BLIS's reference kernels, a lookup never finds nothing, and a process that
+ * did not link the GPU layer still answers "unavailable, because". */
+static const char *const k_gpu_unregistered = "GPU backends not registered in this program";
+
+static int gpu_slot_available(const char **reason) {
+    if (reason) *reason = k_gpu_unregistered;
+    return 0;
+}
+
+static int gpu_slot_reconstruct(const ss_factors *f, int k, uint16_t *out, ss_workspace *ws) {
+    (void)f; (void)k; (void)out; (void)ws;
+    return ss_fail(SS_EUNAVAIL, "%s", k_gpu_unregistered);
+}
+
+static const ss_backend k_cuda_slot = {"cuda", "gpu", "the project's own CUDA kernel",
+                                       gpu_slot_available, gpu_slot_reconstruct, NULL};
+static const ss_backend k_cublas_slot = {"cublas", "gpu", "cuBLAS sgemm",
+                                         gpu_slot_available, gpu_slot_reconstruct, NULL};
+
+/* API.md order. Entries are replaced only by ss_backend_register, at start-up. */
+static const ss_backend *g_backends[] = {
     &ss_backend_loops3, &ss_backend_loops2, &ss_backend_loops1, &ss_backend_blocked,
-    &ss_backend_threads, &ss_backend_blas, &ss_backend_cuda, &ss_backend_cublas,
+    &ss_backend_threads, &ss_backend_blas, &k_cuda_slot, &k_cublas_slot,
 };
 enum { NBACKENDS = (int)(sizeof g_backends / sizeof g_backends[0]) };
+
+int ss_backend_register(const ss_backend *b) {
+    if (!b || !b->name || !b->available || !b->reconstruct)
+        return ss_fail(SS_EINVAL, "backend without a name or functions");
+    for (int i = 0; i < NBACKENDS; i++)
+        if (strcmp(g_backends[i]->name, b->name) == 0) {
+            __atomic_store_n(&g_backends[i], b, __ATOMIC_RELEASE);
+            return SS_OK;
+        }
+    return ss_fail(SS_EINVAL, "no backend slot named %s", b->name);
+}
 
 int ss_backend_count(void) { return NBACKENDS; }
 
 const ss_backend *ss_backend_at(int i) {
-    return (i >= 0 && i < NBACKENDS) ? g_backends[i] : NULL;
+    return (i >= 0 && i < NBACKENDS) ? __atomic_load_n(&g_backends[i], __ATOMIC_ACQUIRE) : NULL;
 }
 
 const ss_backend *ss_backend_find(const char *name) {
     if (!name) return NULL;
-    for (int i = 0; i < NBACKENDS; i++)
-        if (strcmp(g_backends[i]->name, name) == 0) return g_backends[i];
+    for (int i = 0; i < NBACKENDS; i++) {
+        const ss_backend *b = ss_backend_at(i);
+        if (strcmp(b->name, name) == 0) return b;
+    }
     return NULL;
 }
 
@@ -99,8 +132,9 @@ const ss_backend *ss_backend_choose(const ss_factors *f, int k) {
     if (f && k > 0) {
         long long work = (long long)f->m * f->n * k;
         if (work >= SS_AUTO_GPU_MIN_WORK) {
-            if (ss_backend_cublas.available(NULL)) return &ss_backend_cublas;
-            if (ss_backend_cuda.available(NULL)) return &ss_backend_cuda;
+            const ss_backend *cublas = ss_backend_find("cublas"), *cuda = ss_backend_find("cuda");
+            if (cublas->available(NULL)) return cublas;
+            if (cuda->available(NULL)) return cuda;
         }
     }
     return &ss_backend_blas;

@@ -32,6 +32,10 @@ typedef struct ss_backend {
  * threads, blas, cuda, cublas), always registered. `auto` is not among them. */
 int ss_backend_count(void);
 const ss_backend *ss_backend_at(int i);
+/* Fills the registry slot of b's name (one of the eight; the GPU layer
+ * registers cuda and cublas this way at start-up, before any lookup runs
+ * concurrently). b must outlive the process. Returns 0 or SS_EINVAL. */
+int ss_backend_register(const ss_backend *b);
 /* Finds a backend by name; "auto" returns NULL here (use ss_backend_choose). */
 const ss_backend *ss_backend_find(const char *name);
 /* Returns 1 if name is one of the eight or "auto". */

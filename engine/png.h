@@ -56,7 +56,5 @@ size_t ss_zlib_huffman_bound(size_t n, int flags);
  * Returns the stream's length. */
 size_t ss_zlib_huffman(const unsigned char *in, size_t n, unsigned char *out, int flags);
 
-/* Reads a whole file into memory (malloc'd, caller frees); max_bytes bounds it. */
-int ss_read_file(const char *path, size_t max_bytes, unsigned char **out, size_t *out_len);
 
 #endif

@@ -1,6 +1,6 @@
 /* quality.c - MSE, PSNR, SSIM and Hausdorff distance as scikit-image 0.19 computes them */
 #include "engine/quality.h"
-#include "engine/error.h"
+#include "util/error.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* svd.c - float32 thin SVD of a slice (LAPACKE sgesdd, sgesvd fallback) and its content id */
 #include "engine/svd.h"
-#include "engine/error.h"
+#include "util/error.h"
 
 #include <lapacke.h>
 #include <math.h>

@@ -1,6 +1,6 @@
 /* svdfile.c - the .svd file format: explicit little-endian (de)serialisation, validated on read */
-#include "engine/error.h"
-#include "engine/png.h" /* ss_read_file */
+#include "util/error.h"
+#include "util/file.h"
 #include "engine/svd.h"
 
 #include <errno.h>

@@ -2,7 +2,7 @@
  *
  * Not part of the default build. From the repository root, with libFuzzer:
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I. -DSVDSLICE_HAVE_LIBDEFLATE \
- *     fuzz/fuzz_png.c engine/png.c engine/image.c engine/error.c \
+ *     fuzz/fuzz_png.c engine/png.c engine/image.c util/error.c util/file.c \
  *     -lpng -lz -ldeflate -o fuzz_png
  *   ./fuzz_png -max_len=65536 -max_total_time=60 CORPUS_COPY/ fuzz/corpus/png/
  * (give libFuzzer a scratch copy as the first directory so it does not grow the
@@ -14,8 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/png.h"
+#include "util/file.h"
 
 /* Small enough that a fuzzed header cannot ask for a huge (slow) buffer. */
 #define FUZZ_MAX_SIDE 2048

@@ -2,7 +2,7 @@
  *
  * Not part of the default build. With clang, from the repository root:
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I. \
- *     fuzz/fuzz_svd.c engine/svdfile.c engine/svd.c engine/error.c engine/image.c \
+ *     fuzz/fuzz_svd.c engine/svdfile.c engine/svd.c util/error.c util/file.c engine/image.c \
  *     -llapacke -lopenblas -lz -lm -o fuzz_svd
  *   ./fuzz_svd -max_len=65536 fuzz/corpus_svd
  * Seed the corpus with small files from `svdslice compress`. Checksums make
@@ -16,7 +16,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/svd.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -11,6 +11,10 @@
 extern const ss_backend ss_backend_cuda;
 extern const ss_backend ss_backend_cublas;
 
+/* Registers both into the engine's backend registry (engine/kernels.h). Call
+ * once at start-up, before threads look backends up. Returns 0. */
+int ss_gpu_register(void);
+
 /* One request of a batch: rank-k reconstruction of f into out (m*n samples,
  * 0..2^bit_depth-1). status is set by ss_gpu_run_batch: 0, SS_EINVAL (bad k
  * or factors), SS_ENOMEM (device or host memory), or SS_EUNAVAIL (no GPU,

@@ -5,7 +5,7 @@
 #include <cuda_runtime.h>
 
 extern "C" {
-#include "engine/error.h"
+#include "util/error.h"
 #include "gpu/gpu.h"
 #include "gpu/gpu_math.h"
 }

@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "engine/error.h"
+#include "util/error.h"
 
 static const char *const k_reason = "built without the CUDA toolkit";
 

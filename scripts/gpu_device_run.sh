@@ -6,7 +6,7 @@
 #   scripts/gpu_device_run.sh --run [DIR]       # on the GPU machine: build, check, bench, sanitize
 #
 # The harness (gpu/harness/harness.cu) is compiled from the library's own
-# sources (gpu/*.cu, engine/error.c) with nvcc alone: the GPU machine needs
+# sources (gpu/*.cu, util/error.c) with nvcc alone: the GPU machine needs
 # the CUDA toolkit, nothing else. --run fits one command of under 10 minutes
 # (SS_DEVICE_BUDGET_S, default 540 s, caps its stages): harness checks and
 # bench, then the checks again under compute-sanitizer (memcheck, racecheck,
@@ -74,10 +74,10 @@ build() {
     [ -d "$home/$d" ] && rpath+=(-Xlinker "-rpath=$home/$d")
   done
   mkdir -p "$(dirname "$bin")"
-  # -x cu only for the .cu files; engine/error.c is plain C for the host compiler.
+  # -x cu only for the .cu files; util/error.c is plain C for the host compiler.
   "$nvcc" -O3 -std=c++17 -arch="$arch" -lineinfo -Xcompiler -Wall,-Wextra,-Wshadow -I"$ROOT" -o "$bin" \
     "$ROOT/gpu/harness/harness.cu" "$ROOT/gpu/gpu_core.cu" "$ROOT/gpu/recon.cu" "$ROOT/gpu/cublas.cu" \
-    "$ROOT/engine/error.c" -lcublas -lpthread "${rpath[@]}"
+    "$ROOT/util/error.c" -lcublas -lpthread "${rpath[@]}"
   echo "built $bin for $arch with $nvcc"
 }
 

@@ -25,6 +25,8 @@ static const opt k_opts[] = {
     {"bind", OPT_STR, F(bind), 0, 0, "address to listen on (default 127.0.0.1)"},
     {"port", OPT_INT, F(port), 0, 65535, "TCP port; 0 picks a free one (default 8080)"},
     {"data", OPT_STR, F(data), 0, 0, "data directory (default ./data)"},
+    {"reuse-port", OPT_BOOL, F(reuse_port), 0, 1,
+     "share the port with other servers (SO_REUSEPORT); without it a busy port is an error"},
     {"workers", OPT_INT, F(workers), 0, 1024, "worker threads; 0 = online cores (default 0)"},
     {"kernel-threads", OPT_INT, F(kernel_threads), 0, 64,
      "threads of the `threads` backend's team; 0 = online cores (default 0)"},

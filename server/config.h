@@ -6,6 +6,7 @@
 typedef struct ss_config {
     char bind[64];
     int port;
+    int reuse_port;            /* SO_REUSEPORT: share the port on purpose */
     char data[1024];
     int workers;               /* 0 = online cores */
     int kernel_threads;        /* team of the `threads` backend; 0 = online cores */

@@ -7,7 +7,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/error.h"
+#include "util/clock.h"
+#include "util/error.h"
 #include "gpu/gpu.h"
 
 typedef struct slot {
@@ -32,12 +33,6 @@ struct ss_gpuq {
     ss_workspace *ws;
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static int hist_bin(int n) {
     int b = 0;
     while (n > 1 && b < 7) { n >>= 1; b++; }
@@ -51,14 +46,14 @@ static void run_group(ss_gpuq *q, ss_gpu_job **jobs, int n, int *status) {
     const ss_backend *b = jobs[0]->backend;
     double ms = 0;
     if (q->o.cpu_mode || !b->device || strcmp(b->device, "gpu") != 0) {
-        double t0 = now_s();
+        double t0 = ss_now();
         for (int i = 0; i < n; i++) {
-            if (jobs[i]->deadline > 0 && now_s() > jobs[i]->deadline)
+            if (jobs[i]->deadline > 0 && ss_now() > jobs[i]->deadline)
                 status[i] = SS_ETIMEDOUT;
             else
                 status[i] = b->reconstruct(jobs[i]->f, jobs[i]->k, jobs[i]->out, q->ws);
         }
-        ms = (now_s() - t0) * 1e3;
+        ms = (ss_now() - t0) * 1e3;
     } else {
         for (int i = 0; i < n; i++) {
             q->items[i].f = jobs[i]->f;
@@ -85,7 +80,7 @@ static void run_group(ss_gpuq *q, ss_gpu_job **jobs, int n, int *status) {
  * appearance) and launched one group at a time, then every done() is called. */
 static void run_batch(ss_gpuq *q, int n) {
     ss_gpu_job **jobs = q->batch;
-    double t = now_s();
+    double t = ss_now();
     int live = 0, timeouts = 0; /* timeouts: counted once every status is known */
     for (int i = 0; i < n; i++) {
         jobs[i]->queue_ms = (t - q->t_submit[i]) * 1e3;
@@ -227,7 +222,7 @@ int ss_gpuq_submit(ss_gpuq *q, ss_gpu_job *job) {
     }
     slot *s = &q->ring[(q->head + q->count) % q->o.capacity];
     s->job = job;
-    s->t_submit = now_s();
+    s->t_submit = ss_now();
     q->count++;
     /* Wake the thread when a batch is full or a first job arrives. */
     if (q->count == 1 || q->count >= q->o.max_batch) pthread_cond_signal(&q->cv);

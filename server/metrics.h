@@ -3,6 +3,8 @@
 #define SS_METRICS_H
 #include <stddef.h>
 
+#include "util/strbuf.h"
+
 typedef struct ss_metrics ss_metrics;
 
 /* routes: labels of the route table (n of them; the strings must outlive the
@@ -17,13 +19,6 @@ void ss_metrics_request(ss_metrics *m, int route, int status);
 /* backend: index into backends; seconds: the reconstruct request's latency. */
 void ss_metrics_reconstruct(ss_metrics *m, int backend, double seconds);
 
-/* A growing text buffer (malloc'd; caller frees buf). */
-typedef struct ss_strbuf {
-    char *buf;
-    size_t len, cap;
-    int oom;
-} ss_strbuf;
-void ss_sb_printf(ss_strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Appends the counters and histograms with their HELP/TYPE lines. */
 void ss_metrics_render(ss_metrics *m, ss_strbuf *sb);

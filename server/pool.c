@@ -6,7 +6,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/error.h"
+#include "util/clock.h"
+#include "util/error.h"
 
 struct ss_pool {
     pthread_mutex_t mu;
@@ -16,12 +17,6 @@ struct ss_pool {
     long long done, rejected;
     pthread_t *threads;
 };
-
-double ss_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void *worker_main(void *arg) {
     ss_pool *p = arg;

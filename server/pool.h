@@ -35,7 +35,5 @@ typedef struct ss_pool_stats {
 } ss_pool_stats;
 void ss_pool_get_stats(ss_pool *p, ss_pool_stats *st);
 
-/* CLOCK_MONOTONIC in seconds (shared clock for deadlines and timings). */
-double ss_now(void);
 
 #endif

@@ -1,7 +1,7 @@
 /* store.c - the persistent slice store: durable .svd files, an in-memory index and a byte-bounded factors LRU */
 #include "server/store.h"
-#include "engine/error.h"
-#include "engine/png.h" /* ss_read_file */
+#include "util/error.h"
+#include "util/file.h"
 
 #include <dirent.h>
 #include <errno.h>

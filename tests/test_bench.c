@@ -9,11 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/error.h"
+#include "util/error.h"
+#include "gpu/gpu.h"
 #include "engine/kernels.h"
 #include "engine/svd.h"
-#include "server/bench.h"
-#include "server/phantom.h"
+#include "cli/bench.h"
+#include "cli/phantom.h"
 
 /* Calls made to the test backends below, so a test can see what was timed. */
 static int g_calls;
@@ -231,6 +232,7 @@ static void test_plot_draws_one_bar_per_timed_row(void **state) {
 }
 
 int main(void) {
+    ss_gpu_register(); /* the GPU layer fills the registry's cuda and cublas slots */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wrong_pixels_are_reported_and_not_timed),
         cmocka_unit_test(test_wrong_floats_are_reported_and_not_timed),

@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/kernels.h"
 #include "gpu/gpu.h"
 #include "server/gpuq.h"
@@ -448,6 +448,7 @@ static void test_bad_options_and_jobs_rejected(void **state) {
 }
 
 int main(void) {
+    ss_gpu_register(); /* the GPU layer fills the registry's cuda and cublas slots */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batching_groups_jobs_up_to_max_batch),
         cmocka_unit_test(test_mixed_backends_launch_per_backend),

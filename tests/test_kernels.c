@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/kern_internal.h"
 #include "engine/kernels.h"
 #include "engine/svd.h"
@@ -537,6 +537,7 @@ static void test_reference_sums_in_double(void **state) {
 }
 
 int main(void) {
+    ss_gpu_register(); /* the GPU layer fills the registry's cuda and cublas slots */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_registry_lists_eight_in_api_order),
         cmocka_unit_test(test_find_valid_and_names),

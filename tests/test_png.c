@@ -13,9 +13,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/kernels.h"
 #include "engine/png.h"
+#include "util/file.h"
 #include "engine/svd.h"
 #include "tests/util/testutil.h"
 

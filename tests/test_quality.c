@@ -11,9 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/kernels.h"
 #include "engine/png.h"
+#include "util/file.h"
 #include "engine/quality.h"
 #include "engine/svd.h"
 

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/svd.h"
 #include "server/store.h"
 

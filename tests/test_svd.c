@@ -15,8 +15,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/png.h"
+#include "util/file.h"
 #include "engine/svd.h"
 
 /* ---- helpers ------------------------------------------------------------------ */

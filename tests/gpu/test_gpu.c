@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/error.h"
+#include "util/error.h"
 #include "engine/image.h"
 #include "engine/kernels.h"
 #include "engine/svd.h"
@@ -219,6 +219,7 @@ static void test_bad_arguments(void **state) {
 }
 
 int main(void) {
+    ss_gpu_register(); /* the GPU layer fills the registry's cuda and cublas slots */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unavailable_backends_say_why),
         cmocka_unit_test(test_random_shapes_match_reference),

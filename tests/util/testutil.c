@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "engine/png.h"
+#include "util/file.h"
 
 uint64_t tu_rand_u64(uint64_t *state) {
     uint64_t x = *state ? *state : 0x9E3779B97F4A7C15ull;

@@ -1,6 +1,6 @@
 /* phantom.c - the modified Shepp-Logan head phantom, rendered at any size and depth */
-#include "server/phantom.h"
-#include "engine/error.h"
+#include "cli/phantom.h"
+#include "util/error.h"
 
 #include <math.h>
 

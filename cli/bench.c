@@ -1,5 +1,5 @@
 /* bench.c - `svdslice bench`: check every backend against float64, then time it, as table/csv/json/SVG */
-#include "server/bench.h"
+#include "cli/bench.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -10,11 +10,13 @@
 #include <cblas.h>
 #include <jansson.h>
 
-#include "engine/error.h"
+#include "util/clock.h"
+#include "util/error.h"
 #include "engine/png.h"
+#include "util/file.h"
 #include "engine/svd.h"
-#include "server/cli.h"
-#include "server/phantom.h"
+#include "cli/cli.h"
+#include "cli/phantom.h"
 
 #define BENCH_MAX_K 64
 #define BENCH_MAX_BACKENDS 16
@@ -44,12 +46,6 @@ static const char k_help_bench[] =
     "  --threads N      threads of the `threads` backend (default: online cores)\n"
     "  --size HxW       size of the phantom when no IN.png is given (default 256x170)\n"
     "  --no-baseline    leave out the sgemm baseline row\n";
-
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -142,8 +138,8 @@ int ss_bench_backend(const ss_backend *b, const ss_factors *f, int k, const doub
         goto out;
     }
     /* Warm caches, pages and the threads team before timing. */
-    double t0 = now_ms();
-    for (int w = 0; w < WARMUP_RUNS || now_ms() - t0 < WARMUP_MS; w++) {
+    double t0 = ss_now_ms();
+    for (int w = 0; w < WARMUP_RUNS || ss_now_ms() - t0 < WARMUP_MS; w++) {
         if (w >= 1000) break;
         if (b->reconstruct(f, k, px, ws)) {
             row->status = "error";
@@ -152,9 +148,9 @@ int ss_bench_backend(const ss_backend *b, const ss_factors *f, int k, const doub
         }
     }
     for (int r = 0; r < repeat; r++) {
-        double s = now_ms();
+        double s = ss_now_ms();
         int e = b->reconstruct(f, k, px, ws);
-        t[r] = now_ms() - s;
+        t[r] = ss_now_ms() - s;
         if (e) {
             row->status = "error";
             snprintf(row->error, sizeof row->error, "%s", ss_error());
@@ -188,12 +184,12 @@ int ss_bench_sgemm(const ss_factors *f, int k, const double *ref, int repeat, ss
     }
     bare_sgemm(f, k, C);
     row->max_abs_err = float_error(C, ref, n);
-    double t0 = now_ms();
-    for (int w = 0; (w < WARMUP_RUNS || now_ms() - t0 < WARMUP_MS) && w < 1000; w++) bare_sgemm(f, k, C);
+    double t0 = ss_now_ms();
+    for (int w = 0; (w < WARMUP_RUNS || ss_now_ms() - t0 < WARMUP_MS) && w < 1000; w++) bare_sgemm(f, k, C);
     for (int r = 0; r < repeat; r++) {
-        double s = now_ms();
+        double s = ss_now_ms();
         bare_sgemm(f, k, C);
-        t[r] = now_ms() - s;
+        t[r] = ss_now_ms() - s;
     }
     row_times(row, t, repeat);
     free(C);

@@ -1,5 +1,5 @@
 /* cli.c - svdslice compress / reconstruct / quality / backends and the shared flag parser */
-#include "server/cli.h"
+#include "cli/cli.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -11,12 +11,14 @@
 
 #include <jansson.h>
 
-#include "engine/error.h"
+#include "util/clock.h"
+#include "util/error.h"
 #include "engine/kernels.h"
 #include "engine/png.h"
+#include "util/file.h"
 #include "engine/quality.h"
 #include "engine/svd.h"
-#include "server/json_out.h"
+#include "api/json.h"
 
 /* Bounds for files a user hands the CLI: generous, but no runaway allocation. */
 #define CLI_MAX_FILE_BYTES ((size_t)512 << 20)
@@ -196,16 +198,15 @@ static int run_backend(const char *cmd, const ss_backend *b, const ss_factors *f
         ss_workspace_free(ws);
         return ss_cli_error(cmd, SS_EXIT_FAIL, "out of memory");
     }
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = ss_now_ms();
     int rc = b->reconstruct(f, k, px, ws);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double t1 = ss_now_ms();
     ss_workspace_free(ws);
     if (rc) {
         free(px);
         return ss_cli_error(cmd, SS_EXIT_FAIL, "backend %s failed: %s", b->name, ss_error());
     }
-    *ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+    *ms = t1 - t0;
     *out = px;
     return 0;
 }

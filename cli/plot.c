@@ -1,5 +1,5 @@
 /* plot.c - the bench's SVG chart: grouped bars per k, one per backend, log-scale time axis */
-#include "server/bench.h"
+#include "cli/bench.h"
 
 #include <math.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* error.c - per-thread error message for the engine */
-#include "engine/error.h"
+#include "util/error.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -4,9 +4,10 @@
 
 #include <cblas.h>
 
-#include "server/bench.h"
-#include "server/cli.h"
-#include "server/serve.h"
+#include "cli/bench.h"
+#include "cli/cli.h"
+#include "cli/serve.h"
+#include "gpu/gpu.h"
 
 /* The commands as data: name and handler (argv[0] is the command's name). */
 static const struct {
@@ -23,8 +24,9 @@ static const struct {
 
 int main(int argc, char **argv) {
     /* Parallelism is explicit (worker pool, threads kernel): concurrent
-     * multi-threaded OpenBLAS calls serialise and spin (see server/serve.c). */
+     * multi-threaded OpenBLAS calls serialise and spin (see cli/serve.c). */
     openblas_set_num_threads(1);
+    ss_gpu_register();
     if (argc < 2) {
         fputs("svdslice: missing command (try svdslice --help)\n", stderr);
         return SS_EXIT_USAGE;

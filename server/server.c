@@ -1,0 +1,75 @@
+/* server.c - the service object: opens the store and starts the worker pool and GPU queue */
+#include "server/server.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/kernels.h"
+#include "util/error.h"
+
+static int gpu_usable(void) {
+    return ss_backend_find("cuda")->available(NULL) || ss_backend_find("cublas")->available(NULL);
+}
+
+int ss_server_open(ss_server *srv, const ss_config *cfg, const char *const *routes, int nroutes) {
+    memset(srv, 0, sizeof *srv);
+    srv->cfg = cfg;
+    /* Never below one body of the limit, or big uploads could never succeed. */
+    srv->upload_budget = (long long)cfg->upload_buffer_mb << 20;
+    if (srv->upload_budget < cfg->max_body_bytes) srv->upload_budget = cfg->max_body_bytes;
+
+    ss_store_opts so = {.dir = cfg->data,
+                        .cache_bytes = (size_t)cfg->cache_mb << 20,
+                        .quota_bytes = (long long)cfg->quota_mb << 20};
+    if (ss_store_open(&so, &srv->store) != 0) {
+        fprintf(stderr, "svdslice serve: cannot open the store in %s: %s\n", cfg->data, ss_error());
+        return -1;
+    }
+    static const char *bnames[64];
+    int nb = ss_backend_count() < 64 ? ss_backend_count() : 64;
+    for (int i = 0; i < nb; i++) bnames[i] = ss_backend_at(i)->name;
+    srv->metrics = ss_metrics_new(routes, nroutes, bnames, nb);
+    srv->rc = ss_respcache_new((size_t)cfg->response_cache_mb << 20);
+    if (!srv->metrics || !srv->rc) {
+        fprintf(stderr, "svdslice serve: out of memory\n");
+        goto fail;
+    }
+    if (cfg->kernel_threads > 0) ss_kernels_set_threads(cfg->kernel_threads);
+    if (ss_pool_new(cfg->workers, cfg->queue, &srv->pool) != 0) {
+        fprintf(stderr, "svdslice serve: cannot start workers: %s\n", ss_error());
+        goto fail;
+    }
+    if (gpu_usable() || cfg->gpu_cpu_mode) {
+        ss_gpuq_opts go = {.capacity = cfg->gpu_queue,
+                           .max_batch = cfg->gpu_max_batch,
+                           .max_wait_ms = cfg->gpu_max_wait_ms,
+                           .device_bytes = (size_t)cfg->gpu_memory_mb << 20,
+                           .cpu_mode = cfg->gpu_cpu_mode};
+        if (ss_gpuq_new(&go, &srv->gpuq) != 0) {
+            fprintf(stderr, "svdslice serve: GPU queue not started (%s); GPU backends answer 503\n", ss_error());
+            srv->gpuq = NULL;
+        }
+    }
+    return 0;
+fail:
+    ss_server_stop_workers(srv);
+    ss_server_close(srv);
+    return -1;
+}
+
+void ss_server_stop_workers(ss_server *srv) {
+    __atomic_store_n(&srv->stopping, 1, __ATOMIC_SEQ_CST);
+    ss_gpuq_free(srv->gpuq);
+    srv->gpuq = NULL;
+    ss_pool_free(srv->pool);
+    srv->pool = NULL;
+}
+
+void ss_server_close(ss_server *srv) {
+    ss_store_close(srv->store);
+    srv->store = NULL;
+    ss_respcache_free(srv->rc);
+    srv->rc = NULL;
+    ss_metrics_free(srv->metrics);
+    srv->metrics = NULL;
+}

@@ -1,0 +1,39 @@
+/* server.h - the service object: config, store, worker pool, GPU queue, response cache, metrics */
+#ifndef SS_SERVER_H
+#define SS_SERVER_H
+
+#include "server/config.h"
+#include "server/gpuq.h"
+#include "server/metrics.h"
+#include "server/pool.h"
+#include "server/respcache.h"
+#include "server/store.h"
+
+/* Everything a request handler reaches, protocol-free: the HTTP layer (api/)
+ * holds a pointer to it. Created by ss_server_open, which owns each part. */
+typedef struct ss_server {
+    const ss_config *cfg;
+    ss_store *store;
+    ss_pool *pool;
+    ss_gpuq *gpuq;        /* NULL when no GPU backend can run */
+    ss_respcache *rc;
+    ss_metrics *metrics;
+    int stopping;         /* atomic: set at shutdown; new jobs get 503 */
+    unsigned long long next_rid; /* atomic request counter */
+    /* Body bytes held by uploads (received, or queued for decoding), bounded
+     * by upload_budget so memory does not grow with the connection count. */
+    long long upload_bytes; /* atomic */
+    long long upload_budget;
+} ss_server;
+
+/* Opens the store in cfg->data and starts the parts cfg asks for; routes are
+ * the metrics labels of the HTTP layer's routes (strings outlive srv).
+ * Returns 0, or -1 after printing why to stderr (srv is then closed). */
+int ss_server_open(ss_server *srv, const ss_config *cfg, const char *const *routes, int nroutes);
+/* Stops taking jobs and drains the queues: every queued job is answered
+ * (the GPU queue first, since it feeds the pool). */
+void ss_server_stop_workers(ss_server *srv);
+/* Frees what is left (store, caches, metrics); call after the HTTP layer stopped. */
+void ss_server_close(ss_server *srv);
+
+#endif
