@@ -70,15 +70,12 @@ enum MHD_Result ss_h_metrics(ss_req *r) {
                          (double)gs.rejected);
         ss_metrics_value(&sb, "svdslice_gpu_device_seconds_total", "counter", "Device time of all batches.",
                          gs.device_ms_total * 1e-3);
-        static const char *const le[] = {"1", "3", "7", "15", "31", "63", "127", "+Inf"};
-        ss_sb_printf(&sb, "# HELP svdslice_gpu_batch_size Jobs per GPU launch.\n"
-                          "# TYPE svdslice_gpu_batch_size histogram\n");
-        long long cum = 0;
-        for (int i = 0; i < 8; i++) {
-            cum += gs.batch_hist[i];
-            ss_sb_printf(&sb, "svdslice_gpu_batch_size_bucket{le=\"%s\"} %lld\n", le[i], cum);
-        }
-        ss_sb_printf(&sb, "svdslice_gpu_batch_size_count %lld\n", cum);
+        /* gpuq's bins are 1, 2-3, 4-7, ..., 64-127, 128+ */
+        static const double le[] = {1, 3, 7, 15, 31, 63, 127};
+        unsigned long long counts[8];
+        for (int i = 0; i < 8; i++) counts[i] = (unsigned long long)gs.batch_hist[i];
+        ss_metrics_header(&sb, "svdslice_gpu_batch_size", "histogram", "Jobs per GPU launch.");
+        ss_metrics_histogram(&sb, "svdslice_gpu_batch_size", NULL, le, counts, 7, (double)gs.batch_jobs);
     }
     if (sb.oom) {
         free(sb.buf);

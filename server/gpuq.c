@@ -71,6 +71,7 @@ static void run_group(ss_gpuq *q, ss_gpu_job **jobs, int n, int *status) {
     pthread_mutex_lock(&q->mu);
     q->st.batches++;
     q->st.batch_hist[hist_bin(n)]++;
+    q->st.batch_jobs += n;
     q->st.device_ms_total += ms;
     pthread_mutex_unlock(&q->mu);
 }

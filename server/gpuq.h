@@ -48,6 +48,7 @@ void ss_gpuq_free(ss_gpuq *q);
 typedef struct ss_gpuq_stats {
     long long jobs, batches, timeouts, rejected;
     long long batch_hist[8];      /* batch sizes: 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64-127, 128+ */
+    long long batch_jobs;         /* sum of the batch sizes (the histogram's _sum) */
     int depth;                    /* jobs queued now */
     double device_ms_total;
 } ss_gpuq_stats;

@@ -87,23 +87,36 @@ void ss_metrics_render(ss_metrics *m, ss_strbuf *sb) {
             else
                 ss_sb_printf(sb, "svdslice_requests_total{route=\"%s\",status=\"other\"} %llu\n", route, v);
         }
-    ss_sb_printf(sb, "# HELP svdslice_request_duration_seconds Latency of /reconstruct, by the backend "
-                     "that ran (cache hits under their backend).\n"
-                     "# TYPE svdslice_request_duration_seconds histogram\n");
+    ss_metrics_header(sb, "svdslice_request_duration_seconds", "histogram",
+                      "Latency of /reconstruct, by the backend that ran (cache hits under their backend).");
     for (int b = 0; b < m->nbackends; b++) {
         hist *h = &m->recon[b];
-        unsigned long long cum = 0;
-        for (int i = 0; i <= NBUCKET; i++) {
-            cum += __atomic_load_n(&h->counts[i], __ATOMIC_RELAXED);
-            if (i < NBUCKET)
-                ss_sb_printf(sb, "svdslice_request_duration_seconds_bucket{backend=\"%s\",le=\"%g\"} %llu\n",
-                             m->backends[b], k_buckets[i], cum);
-            else
-                ss_sb_printf(sb, "svdslice_request_duration_seconds_bucket{backend=\"%s\",le=\"+Inf\"} %llu\n",
-                             m->backends[b], cum);
-        }
-        ss_sb_printf(sb, "svdslice_request_duration_seconds_sum{backend=\"%s\"} %.6f\n", m->backends[b],
-                     (double)__atomic_load_n(&h->sum_us, __ATOMIC_RELAXED) * 1e-6);
-        ss_sb_printf(sb, "svdslice_request_duration_seconds_count{backend=\"%s\"} %llu\n", m->backends[b], cum);
+        unsigned long long counts[NBUCKET + 1];
+        for (int i = 0; i <= NBUCKET; i++) counts[i] = __atomic_load_n(&h->counts[i], __ATOMIC_RELAXED);
+        char label[96];
+        snprintf(label, sizeof label, "backend=\"%s\"", m->backends[b]);
+        ss_metrics_histogram(sb, "svdslice_request_duration_seconds", label, k_buckets, counts, NBUCKET,
+                             (double)__atomic_load_n(&h->sum_us, __ATOMIC_RELAXED) * 1e-6);
     }
+}
+
+void ss_metrics_header(ss_strbuf *sb, const char *name, const char *type, const char *help) {
+    ss_sb_printf(sb, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void ss_metrics_histogram(ss_strbuf *sb, const char *name, const char *label, const double *bounds,
+                          const unsigned long long *counts, int nbounds, double sum) {
+    const char *sep = label && *label ? "," : "";
+    if (!label) label = "";
+    unsigned long long cum = 0;
+    for (int i = 0; i <= nbounds; i++) {
+        cum += counts[i];
+        if (i < nbounds)
+            ss_sb_printf(sb, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, label, sep, bounds[i], cum);
+        else
+            ss_sb_printf(sb, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, label, sep, cum);
+    }
+    const char *open = *label ? "{" : "", *close = *label ? "}" : "";
+    ss_sb_printf(sb, "%s_sum%s%s%s %.17g\n", name, open, label, close, sum);
+    ss_sb_printf(sb, "%s_count%s%s%s %llu\n", name, open, label, close, cum);
 }

@@ -22,6 +22,14 @@ void ss_metrics_reconstruct(ss_metrics *m, int backend, double seconds);
 
 /* Appends the counters and histograms with their HELP/TYPE lines. */
 void ss_metrics_render(ss_metrics *m, ss_strbuf *sb);
+/* Appends the HELP and TYPE lines of a metric family. */
+void ss_metrics_header(ss_strbuf *sb, const char *name, const char *type, const char *help);
+/* Appends one histogram series: counts[i] observations in bucket i (not
+ * cumulative; counts[nbounds] is above the last bound), label (e.g.
+ * backend="blas") or NULL, and the sum of the observations: cumulative
+ * _bucket lines up to le="+Inf", _sum and _count, as Prometheus expects. */
+void ss_metrics_histogram(ss_strbuf *sb, const char *name, const char *label, const double *bounds,
+                          const unsigned long long *counts, int nbounds, double sum);
 /* Appends one gauge or counter sample with its HELP/TYPE header. */
 void ss_metrics_value(ss_strbuf *sb, const char *name, const char *type, const char *help, double v);
 
