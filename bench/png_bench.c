@@ -1,8 +1,8 @@
 /* png_bench.c - times the PNG writers (Huffman, libdeflate L1, libpng L1) on slices and their reconstructions (not a test)
  *
  * Build by hand against a configured build dir (libdeflate present), e.g.:
- *   cc -O2 -I. bench/png_bench.c BUILD/libsvdcore.a -lpng -lz -ldeflate -lopenblas -llapacke \
- *      -ljansson -lmicrohttpd -lpthread -lm -o png_bench
+ *   cc -O2 -I. bench/png_bench.c BUILD/libss_engine.a BUILD/libss_util.a -lpng -lz -ldeflate \
+ *      -lopenblas -llapacke -lpthread -lm -o png_bench
  *   ./png_bench [-r ROUNDS] [-k] SLICE.png...
  * For each slice: the original (8-bit, and 16-bit as v*257), then with -k its
  * reconstructions at every k = 1..min(m,n) (SVD + the blas backend) encoded
@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "util/clock.h"
 #include "util/error.h"
 #include "engine/kernels.h"
 #include "engine/png.h"
@@ -39,12 +40,6 @@ typedef struct {
     int w, h, bits, count;
     uint16_t **px;
 } image_set;
-
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -83,7 +78,7 @@ static void run_set(const char *label, const image_set *s, int rounds) {
         size_t bytes = 0;
         for (int r = 0; r < rounds; r++) {
             bytes = 0;
-            double t0 = now_ms();
+            double t0 = ss_now_ms();
             for (int i = 0; i < s->count; i++) {
                 unsigned char *png;
                 size_t len;
@@ -91,7 +86,7 @@ static void run_set(const char *label, const image_set *s, int rounds) {
                 bytes += len;
                 free(png);
             }
-            t[r] = (now_ms() - t0) / s->count;
+            t[r] = (ss_now_ms() - t0) / s->count;
         }
         qsort(t, (size_t)rounds, sizeof *t, cmp_double);
         double med = t[rounds / 2];

@@ -34,7 +34,9 @@ serve() {
   "$1" serve --port 0 --data "$WORK/data" >"$WORK/out" 2>"$WORK/err" &
   PID=$!
   for _ in $(seq 1 300); do grep -q listening "$WORK/out" 2>/dev/null && break; sleep 0.05; done
-  PORT=$(head -1 "$WORK/out" | sed -E 's/.*:([0-9]+)$/\1/')
+  PORT=$(head -1 "$WORK/out" | sed -E -n 's/.*:([0-9]+)$/\1/p')
+  [ -n "$PORT" ] || { echo "ab.sh: $1 did not start: $(cat "$WORK/out" "$WORK/err")" >&2; exit 1; }
+  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
   SLICE_ID=$(curl -fsS --data-binary @"$WORK/slice.png" -H 'Content-Type: image/png' \
     "http://127.0.0.1:$PORT/slices" | $PY -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   export SLICE_ID
