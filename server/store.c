@@ -1,17 +1,13 @@
-/* store.c - the persistent slice store: durable .svd files, an in-memory index and a byte-bounded factors LRU */
+/* store.c - the persistent slice store: an in-memory index, a byte-bounded factors LRU and the
+ * quota over a backend that keeps the .svd encodings durably (store_backend.h) */
 #include "server/store.h"
 #include "util/error.h"
-#include "util/file.h"
+#include "server/store_backend.h"
 
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* A loaded factors object. Attached to its index entry while cached; detached
  * ("orphan") when evicted-while-held is impossible, so only when its slice was
@@ -28,22 +24,21 @@ typedef struct entry {
     ss_slice_info info;  /* singular_values owned here */
     cnode *node;         /* cached factors or NULL */
     struct entry *hnext; /* hash chain */
+    int deleting;        /* a delete is under way: a failed read of it means "gone" */
 } entry;
 
 struct ss_store {
-    char *dir;
-    int dirfd;
+    ss_store_backend *b;
     size_t cache_budget;
     long long quota;
     pthread_mutex_t mu;      /* index, LRU, orphans, stats */
-    pthread_mutex_t disk_mu; /* orders renames and unlinks of slice files */
+    pthread_mutex_t disk_mu; /* orders the backend's puts and deletes */
     entry **buckets;
     size_t nbuckets, count;
     cnode lru;     /* sentinel: lru.next is most recent */
     cnode orphans; /* sentinel */
     size_t cache_bytes;
     long long disk_bytes, hits, misses;
-    unsigned long tmp_seq;
 };
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -60,6 +55,8 @@ static int id_valid(const char *id) {
     }
     return n >= 1;
 }
+
+int ss_store_id_valid(const char *id) { return id_valid(id); } /* the hot paths keep the static one */
 
 static size_t hash_id(const char *id) {
     uint64_t h = 1469598103934665603ULL;
@@ -197,113 +194,90 @@ static void entry_free(entry *e) {
     free(e);
 }
 
-static int fsync_dir(ss_store *s) {
-    if (fsync(s->dirfd) != 0) return ss_fail(SS_EIO, "fsync of the data directory: %s", strerror(errno));
-    return SS_OK;
-}
-
-/* Reads DIR/name whole (name is a validated id + ".svd", never client text). */
-static int read_slice_file(const ss_store *s, const char *name, unsigned char **buf, size_t *len) {
-    char path[4096];
-    if ((size_t)snprintf(path, sizeof path, "%s/%s", s->dir, name) >= sizeof path)
-        return ss_fail(SS_EIO, "data directory path too long");
-    int rc = ss_read_file(path, SIZE_MAX / 2, buf, len);
-    return rc == SS_ETOOLARGE ? ss_fail(SS_ECORRUPT, "%s: too large for a slice file", name) : rc;
-}
-
-/* Reads and fully verifies a slice file; the id inside must match the name. */
-static int load_file(ss_store *s, const char *id, ss_factors **out, long long *file_bytes) {
-    char name[80];
-    snprintf(name, sizeof name, "%s.svd", id);
-    unsigned char *buf;
-    size_t len;
-    int rc = read_slice_file(s, name, &buf, &len);
-    if (rc != SS_OK) return rc;
+int ss_store_decode(const char *id, const unsigned char *buf, size_t len, ss_factors **out) {
     ss_factors *f = NULL;
-    rc = ss_svd_deserialize(buf, len, &f);
-    free(buf);
+    int rc = ss_svd_deserialize(buf, len, &f);
     if (rc != SS_OK) {
         char why[400]; /* ss_error() is the buffer ss_fail writes into: copy it first */
         snprintf(why, sizeof why, "%s", ss_error());
-        return rc == SS_ENOMEM ? rc : ss_fail(SS_ECORRUPT, "%s: %s", name, why);
+        return rc == SS_ENOMEM ? rc : ss_fail(SS_ECORRUPT, "slice %s: %s", id, why);
     }
     if (strcmp(f->id, id) != 0 || !f->orig) {
         ss_factors_free(f);
-        return ss_fail(SS_ECORRUPT, "%s: id or original pixels do not match its name", name);
+        return ss_fail(SS_ECORRUPT, "slice %s: id or original pixels do not match its name", id);
     }
-    if (file_bytes) *file_bytes = (long long)len;
     *out = f;
     return SS_OK;
 }
 
-/* ---- open / close ------------------------------------------------------------ */
-
-static int has_suffix(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && strcmp(s + a - b, suf) == 0;
+int ss_store_decode_info(const char *id, const unsigned char *buf, size_t len, ss_slice_info *out) {
+    memset(out, 0, sizeof *out);
+    ss_factors *f = NULL;
+    int rc = ss_store_decode(id, buf, len, &f);
+    if (rc != SS_OK) return rc;
+    fill_info(out, f, (long long)len);
+    out->singular_values = malloc((size_t)f->nsv * sizeof(float));
+    if (out->singular_values) memcpy(out->singular_values, f->S, (size_t)f->nsv * sizeof(float));
+    ss_factors_free(f);
+    return out->singular_values ? SS_OK : ss_fail(SS_ENOMEM, "out of memory");
 }
 
-static int scan_dir(ss_store *s) {
-    DIR *d = fdopendir(dup(s->dirfd));
-    if (!d) return ss_fail(SS_EIO, "cannot read data directory %s: %s", s->dir, strerror(errno));
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        const char *nm = de->d_name;
-        if (strncmp(nm, ".tmp-", 5) == 0) { /* an upload that was never acknowledged */
-            unlinkat(s->dirfd, nm, 0);
-            continue;
-        }
-        if (!has_suffix(nm, ".svd")) continue;
-        char id[80];
-        size_t idlen = strlen(nm) - 4;
-        if (idlen >= sizeof id) {
-            fprintf(stderr, "svdslice: store: skipping %s: not a slice file name\n", nm);
-            continue;
-        }
-        memcpy(id, nm, idlen);
-        id[idlen] = '\0';
-        if (!id_valid(id)) {
-            fprintf(stderr, "svdslice: store: skipping %s: not a slice file name\n", nm);
-            continue;
-        }
-        ss_factors *f = NULL;
-        long long fb = 0;
-        if (load_file(s, id, &f, &fb) != SS_OK) {
-            fprintf(stderr, "svdslice: store: skipping corrupt file %s: %s\n", nm, ss_error());
-            continue;
-        }
-        entry *e = entry_from_factors(f, fb);
-        ss_factors_free(f);
-        if (!e || insert_locked(s, e) != SS_OK) {
-            entry_free(e);
-            closedir(d);
-            return ss_fail(SS_ENOMEM, "out of memory reading the store index");
-        }
-        s->disk_bytes += fb;
+/* ---- open / close ------------------------------------------------------------ */
+
+static const struct {
+    const char *name;
+    int (*open)(const ss_store_opts *opts, ss_store_backend **out);
+} backends[] = {
+    {"dir", ss_store_dir_open},
+};
+
+/* Indexes one listed slice; a slice that does not verify is skipped, never served. */
+static int index_one(void *arg, const char *id) {
+    ss_store *s = arg;
+    entry *e = calloc(1, sizeof *e);
+    if (!e) return ss_fail(SS_ENOMEM, "out of memory reading the store index");
+    int rc = s->b->info(s->b, id, &e->info);
+    if (rc == SS_ENOMEM) {
+        free(e);
+        return rc;
     }
-    closedir(d);
+    if (rc != SS_OK) {
+        fprintf(stderr, "svdslice: store: skipping corrupt or unreadable slice %s: %s\n", id, ss_error());
+        free(e);
+        return SS_OK;
+    }
+    if (insert_locked(s, e) != SS_OK) {
+        entry_free(e);
+        return ss_fail(SS_ENOMEM, "out of memory reading the store index");
+    }
+    s->disk_bytes += e->info.file_bytes;
     return SS_OK;
 }
 
 int ss_store_open(const ss_store_opts *opts, ss_store **out) {
     *out = NULL;
-    if (!opts || !opts->dir || !*opts->dir) return ss_fail(SS_EINVAL, "no data directory given");
-    if (mkdir(opts->dir, 0755) != 0 && errno != EEXIST)
-        return ss_fail(SS_EIO, "cannot create data directory %s: %s", opts->dir, strerror(errno));
+    if (!opts) return ss_fail(SS_EINVAL, "no store options given");
+    const char *want = opts->backend ? opts->backend : "dir";
+    int (*open_backend)(const ss_store_opts *, ss_store_backend **) = NULL;
+    for (size_t i = 0; i < sizeof backends / sizeof *backends; i++)
+        if (!strcmp(backends[i].name, want)) open_backend = backends[i].open;
+    if (!open_backend) return ss_fail(SS_EINVAL, "unknown store backend \"%s\"", want);
+    ss_store_backend *b = NULL;
+    int rc = open_backend(opts, &b);
+    if (rc != SS_OK) return rc;
     ss_store *s = calloc(1, sizeof *s);
-    if (!s) return ss_fail(SS_ENOMEM, "out of memory");
-    s->dir = strdup(opts->dir);
-    s->dirfd = open(opts->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (!s) {
+        b->close(b);
+        return ss_fail(SS_ENOMEM, "out of memory");
+    }
+    s->b = b;
     s->cache_budget = opts->cache_bytes;
     s->quota = opts->quota_bytes;
     s->lru.prev = s->lru.next = &s->lru;
     s->orphans.prev = s->orphans.next = &s->orphans;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->disk_mu, NULL);
-    int rc;
-    if (!s->dir) rc = ss_fail(SS_ENOMEM, "out of memory");
-    else if (s->dirfd < 0) rc = ss_fail(SS_EIO, "cannot open data directory %s: %s", opts->dir, strerror(errno));
-    else if ((rc = grow_buckets(s)) == SS_OK) rc = scan_dir(s);
+    if ((rc = grow_buckets(s)) == SS_OK) rc = b->list(b, index_one, s);
     if (rc != SS_OK) {
         ss_store_close(s);
         return rc;
@@ -334,46 +308,18 @@ void ss_store_close(ss_store *s) {
         n = nx;
     }
     free(s->buckets);
-    if (s->dirfd >= 0) close(s->dirfd);
+    if (s->b) s->b->close(s->b);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->disk_mu);
-    free(s->dir);
     free(s);
 }
 
 /* ---- put / delete ------------------------------------------------------------- */
 
-static int errno_code(int e) { return (e == ENOSPC || e == EDQUOT) ? SS_ENOSPC : SS_EIO; }
-
-/* Writes buf to a fresh temp file in the data directory and fsyncs it. */
-static int write_temp(ss_store *s, const unsigned char *buf, size_t len, char *tmpname, size_t tn) {
-    pthread_mutex_lock(&s->mu);
-    unsigned long seq = ++s->tmp_seq;
-    pthread_mutex_unlock(&s->mu);
-    snprintf(tmpname, tn, ".tmp-%ld-%lu", (long)getpid(), seq);
-    int fd = openat(s->dirfd, tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) return ss_fail(errno_code(errno), "create temp file: %s", strerror(errno));
-    size_t off = 0;
-    int rc = SS_OK;
-    while (off < len) {
-        ssize_t w = write(fd, buf + off, len - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            rc = ss_fail(errno_code(w < 0 ? errno : ENOSPC), "write slice file: %s",
-                         strerror(w < 0 ? errno : ENOSPC));
-            break;
-        }
-        off += (size_t)w;
-    }
-    if (rc == SS_OK && fsync(fd) != 0) rc = ss_fail(errno_code(errno), "fsync slice file: %s", strerror(errno));
-    if (close(fd) != 0 && rc == SS_OK) rc = ss_fail(errno_code(errno), "close slice file: %s", strerror(errno));
-    if (rc != SS_OK) unlinkat(s->dirfd, tmpname, 0);
-    return rc;
-}
-
 int ss_store_put(ss_store *s, const ss_factors *f, int *existed) {
     if (existed) *existed = 0;
-    if (!f || !id_valid(f->id) || !f->orig) return ss_fail(SS_EINVAL, "slice has no valid id or original pixels");
+    if (!f || !id_valid(f->id) || !f->orig)
+        return ss_fail(SS_EINVAL, "slice has no valid id or original pixels");
     pthread_mutex_lock(&s->mu);
     int have = find_locked(s, f->id) != NULL;
     pthread_mutex_unlock(&s->mu);
@@ -398,7 +344,6 @@ int ss_store_put(ss_store *s, const ss_factors *f, int *existed) {
     int dup = find_locked(s, f->id) != NULL;
     long long used = s->disk_bytes;
     pthread_mutex_unlock(&s->mu);
-    char tmp[64], name[80];
     if (dup) {
         if (existed) *existed = 1;
         rc = SS_OK;
@@ -409,19 +354,8 @@ int ss_store_put(ss_store *s, const ss_factors *f, int *existed) {
                      s->quota, used);
         goto done;
     }
-    rc = write_temp(s, buf, len, tmp, sizeof tmp);
+    rc = s->b->put(s->b, f->id, buf, len);
     if (rc != SS_OK) goto done;
-    snprintf(name, sizeof name, "%s.svd", f->id);
-    if (renameat(s->dirfd, tmp, s->dirfd, name) != 0) {
-        rc = ss_fail(errno_code(errno), "rename slice file: %s", strerror(errno));
-        unlinkat(s->dirfd, tmp, 0);
-        goto done;
-    }
-    rc = fsync_dir(s);
-    if (rc != SS_OK) { /* not durable: take it back so we never acknowledge it */
-        unlinkat(s->dirfd, name, 0);
-        goto done;
-    }
     pthread_mutex_lock(&s->mu);
     rc = insert_locked(s, e);
     if (rc == SS_OK) {
@@ -441,22 +375,27 @@ int ss_store_delete(ss_store *s, const char *id) {
     pthread_mutex_lock(&s->disk_mu);
     pthread_mutex_lock(&s->mu);
     entry *e = find_locked(s, id);
+    if (e) e->deleting = 1;
+    pthread_mutex_unlock(&s->mu);
     if (!e) {
-        pthread_mutex_unlock(&s->mu);
         pthread_mutex_unlock(&s->disk_mu);
         return ss_fail(SS_EINVAL, "no slice %s", id);
     }
-    remove_locked(s, e);
-    drop_node_locked(s, e);
-    s->disk_bytes -= e->info.file_bytes;
+    /* Removed from the index only once the backend has removed it: a failed
+     * delete leaves the slice listed and served, as it still is stored. */
+    int gone = 0;
+    int rc = s->b->del(s->b, id, &gone);
+    pthread_mutex_lock(&s->mu);
+    e = find_locked(s, id); /* acquire may have dropped it as corrupt meanwhile */
+    if (e && (rc == SS_OK || gone)) {
+        remove_locked(s, e);
+        drop_node_locked(s, e);
+        s->disk_bytes -= e->info.file_bytes;
+    } else if (e) {
+        e->deleting = 0;
+        e = NULL;
+    }
     pthread_mutex_unlock(&s->mu);
-    char name[80];
-    snprintf(name, sizeof name, "%s.svd", id);
-    int rc = SS_OK;
-    if (unlinkat(s->dirfd, name, 0) != 0 && errno != ENOENT)
-        rc = ss_fail(SS_EIO, "unlink %s: %s", name, strerror(errno));
-    else
-        rc = fsync_dir(s);
     pthread_mutex_unlock(&s->disk_mu);
     entry_free(e);
     return rc;
@@ -493,10 +432,16 @@ const ss_factors *ss_store_acquire(ss_store *s, const char *id, int *err) {
 
     /* Load outside the lock; another thread may load the same slice meanwhile. */
     ss_factors *f = NULL;
-    int rc = load_file(s, id, &f, NULL);
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc = s->b->get(s->b, id, &buf, &len);
+    if (rc == SS_OK) {
+        rc = ss_store_decode(id, buf, len, &f);
+        free(buf);
+    }
     pthread_mutex_lock(&s->mu);
     e = find_locked(s, id);
-    if (rc != SS_OK && !e) { /* deleted while we were reading it: just gone */
+    if (rc != SS_OK && (!e || e->deleting)) { /* deleted while we were reading it: just gone */
         pthread_mutex_unlock(&s->mu);
         *err = ss_fail(SS_EINVAL, "no slice %s", id);
         return NULL;
@@ -650,12 +595,11 @@ int ss_store_read_file(ss_store *s, const char *id, unsigned char **buf, size_t 
     int have = find_locked(s, id) != NULL;
     pthread_mutex_unlock(&s->mu);
     if (!have) return ss_fail(SS_EINVAL, "no slice %s", id);
-    char name[80];
-    snprintf(name, sizeof name, "%s.svd", id);
-    int rc = read_slice_file(s, name, buf, len);
+    int rc = s->b->get(s->b, id, buf, len);
     if (rc != SS_OK) { /* deleted between the check and the read: simply gone */
         pthread_mutex_lock(&s->mu);
-        have = find_locked(s, id) != NULL;
+        entry *e = find_locked(s, id);
+        have = e && !e->deleting;
         pthread_mutex_unlock(&s->mu);
         if (!have) return ss_fail(SS_EINVAL, "no slice %s", id);
     }

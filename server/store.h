@@ -1,4 +1,5 @@
-/* store.h - the persistent slice store: one immutable .svd file per slice in --data DIR */
+/* store.h - the persistent slice store: index, factors cache and quota over a backend
+ * (server/store_backend.h); the default backend keeps one immutable .svd file per slice in --data DIR */
 #ifndef SS_STORE_H
 #define SS_STORE_H
 #include <stddef.h>
@@ -7,11 +8,16 @@
 #include "engine/svd.h"
 
 typedef struct ss_store ss_store;
+struct ss_fileops;
 
 typedef struct ss_store_opts {
     const char *dir;         /* data directory; created if missing */
     size_t cache_bytes;      /* bound on factors held in memory (LRU), e.g. 256 MiB */
     long long quota_bytes;   /* bound on the bytes of .svd files on disk; 0 = none */
+    const char *backend;     /* "dir" (also when NULL): files in dir */
+    /* The dir backend's file calls (server/store_dir.h); NULL = POSIX. Tests
+     * replace them to fail a chosen step. */
+    const struct ss_fileops *fileops;
 } ss_store_opts;
 
 /* What the index keeps per slice (no factors): enough for GET /slices and
@@ -26,17 +32,19 @@ typedef struct ss_slice_info {
     float *singular_values;   /* nsv values */
 } ss_slice_info;
 
-/* Opens (creating) dir, scans its *.svd files' headers into the index; a
- * corrupt or unreadable file is logged to stderr and skipped, never served;
- * leftover temp files are removed. Returns 0 and *out, or an engine error. */
+/* Opens the backend (dir: creates dir) and reads every slice's info into the
+ * index; a corrupt or unreadable slice is logged to stderr and skipped, never
+ * served; leftover temp files are removed. A listing that fails fails the
+ * open (SS_EIO), so a bad disk never looks like an empty store. Returns 0 and
+ * *out, SS_EINVAL (no dir, unknown backend), SS_EIO or SS_ENOMEM. */
 int ss_store_open(const ss_store_opts *opts, ss_store **out);
 void ss_store_close(ss_store *s); /* NULL-safe; all acquired factors must be released */
 
-/* Stores f (which must carry orig, id, name, created) durably: temp file,
- * fsync, rename, directory fsync, and only then into the index. If the id is
- * already stored, nothing is written and *existed = 1. Returns 0, SS_ENOSPC
- * (quota or full disk: nothing stored is lost, the temp file is removed),
- * SS_EIO. Thread-safe. */
+/* Stores f (which must carry orig, id, name, created) durably (dir: temp
+ * file, fsync, rename, directory fsync), and only then into the index. If the
+ * id is already stored, nothing is written and *existed = 1. Returns 0,
+ * SS_ENOSPC (quota or full disk), SS_EIO; on an error nothing of f is left
+ * (no temp file, no slice file) and nothing stored before is lost. Thread-safe. */
 int ss_store_put(ss_store *s, const ss_factors *f, int *existed);
 
 /* Factors of a slice, from the byte-bounded LRU or loaded from disk on a miss
@@ -57,7 +65,10 @@ int ss_store_info_scalars(ss_store *s, const char *id, ss_slice_info *out);
 int ss_store_list(ss_store *s, ss_slice_info **out, size_t *n);
 /* The raw .svd file of a slice (for GET /slices/{id}/factors), malloc'd. */
 int ss_store_read_file(ss_store *s, const char *id, unsigned char **buf, size_t *len);
-/* Removes the slice durably (unlink + directory fsync). 0 or SS_EINVAL. */
+/* Removes the slice durably (unlink + directory fsync). 0, SS_EINVAL when
+ * unknown, SS_EIO: when the unlink failed the slice is still stored, listed
+ * and served; when only the directory fsync failed it is gone from the index
+ * and the directory, but a crash may bring it back (the client was told 500). */
 int ss_store_delete(ss_store *s, const char *id);
 
 typedef struct ss_store_stats {

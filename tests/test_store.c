@@ -68,7 +68,7 @@ static int count_files(const char *dir, const char *prefix) {
 }
 
 static ss_store *open_store(const char *dir, size_t cache, long long quota) {
-    ss_store_opts o = {dir, cache, quota};
+    ss_store_opts o = {.dir = dir, .cache_bytes = cache, .quota_bytes = quota};
     ss_store *s = NULL;
     assert_int_equal(ss_store_open(&o, &s), SS_OK);
     return s;

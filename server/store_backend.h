@@ -1,0 +1,47 @@
+/* store_backend.h - what a store backend implements: durable .svd encodings keyed by slice id.
+ * The core (store.c) keeps the index, the factors cache, the quota and the
+ * reference counts; a backend only keeps bytes. Ids handed to a backend are
+ * always valid ([A-Za-z0-9_-]{1,64}); calls that change what is stored (put,
+ * del) are serialised by the core, get and info may run concurrently with
+ * them and with each other. All return 0 or an engine error code with the
+ * reason in ss_error(). */
+#ifndef SS_STORE_BACKEND_H
+#define SS_STORE_BACKEND_H
+#include <stddef.h>
+
+#include "engine/svd.h"
+#include "server/store.h"
+
+typedef struct ss_store_backend ss_store_backend;
+struct ss_store_backend {
+    const char *name;
+    /* Stores buf (the .svd encoding of slice id) and returns only once it
+     * survives a crash. SS_ENOSPC (full), SS_EIO: then nothing is stored
+     * under id and nothing stored before is lost. */
+    int (*put)(ss_store_backend *b, const char *id, const unsigned char *buf, size_t len);
+    /* The stored encoding of id, malloc'd. SS_EIO (also when missing),
+     * SS_ECORRUPT (implausibly large), SS_ENOMEM. */
+    int (*get)(ss_store_backend *b, const char *id, unsigned char **buf, size_t *len);
+    /* Removes id durably. On an error *gone says whether it is still stored
+     * (0) or already gone, though perhaps not durably (1). */
+    int (*del)(ss_store_backend *b, const char *id, int *gone);
+    /* Calls each(arg, id) for every stored id, in any order; a nonzero
+     * return stops the listing and is returned. A listing that cannot be
+     * completed is SS_EIO, never a shorter list. */
+    int (*list)(ss_store_backend *b, int (*each)(void *arg, const char *id), void *arg);
+    /* The verified info of one slice, singular_values malloc'd, file_bytes
+     * the size of its encoding. SS_ECORRUPT, SS_EIO, SS_ENOMEM. */
+    int (*info)(ss_store_backend *b, const char *id, ss_slice_info *out);
+    void (*close)(ss_store_backend *b); /* NULL-safe */
+};
+
+/* The directory backend (server/store_dir.c): opts->dir, opts->fileops. */
+int ss_store_dir_open(const ss_store_opts *opts, ss_store_backend **out);
+
+/* For backends: the id rule, and decoding an encoding into verified factors
+ * (its id must be id and it must carry the original pixels) or into info. */
+int ss_store_id_valid(const char *id);
+int ss_store_decode(const char *id, const unsigned char *buf, size_t len, ss_factors **out);
+int ss_store_decode_info(const char *id, const unsigned char *buf, size_t len, ss_slice_info *out);
+
+#endif
