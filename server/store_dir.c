@@ -176,7 +176,8 @@ int ss_fileops_fault_new(const char *spec, const ss_fileops *inner, ss_fileops *
     f->ops = (ss_fileops){f,        ft_mkdir,  ft_open,   ft_write, ft_fsync,
                           ft_close, ft_rename, ft_unlink, ft_list,  ft_read_file};
     f->inner = inner;
-    for (const char *p = spec ? spec : ""; *p;) {
+    const char *p = spec ? spec : "";
+    for (;;) { /* rule (',' rule)* */
         size_t n = strcspn(p, ",");
         if (f->nrules == (int)(sizeof f->rules / sizeof *f->rules) ||
             parse_rule(p, n, &f->rules[f->nrules]) != 0) {
@@ -184,12 +185,8 @@ int ss_fileops_fault_new(const char *spec, const ss_fileops *inner, ss_fileops *
             return ss_fail(SS_EINVAL, "fault spec \"%s\": want OP:N[:EIO|ENOSPC|EDQUOT][,...]", spec);
         }
         f->nrules++;
-        p += n;
-        if (*p) p++;
-    }
-    if (f->nrules == 0) {
-        free(f);
-        return ss_fail(SS_EINVAL, "fault spec is empty");
+        if (!p[n]) break;
+        p += n + 1;
     }
     *out = &f->ops;
     return SS_OK;
