@@ -198,9 +198,10 @@ enum MHD_Result ss_h_info(ss_req *r) {
 enum MHD_Result ss_h_delete(ss_req *r) {
     enum MHD_Result ret;
     if (!check_id(r, &ret)) return ret;
-    if (ss_store_delete(r->srv->store, r->id) != 0)
-        return ss_reply_error(r, 404, "not_found", "no slice %s", r->id);
-    ss_respcache_purge_id(r->srv->rc, r->id);
+    int rc = ss_store_delete(r->srv->store, r->id);
+    if (rc == SS_EINVAL) return ss_reply_error(r, 404, "not_found", "no slice %s", r->id);
+    ss_respcache_purge_id(r->srv->rc, r->id); /* also on an I/O error: the slice may be gone */
+    if (rc) return ss_reply_internal(r, ss_error());
     return ss_reply(r, 204, MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT));
 }
 
