@@ -3,10 +3,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "util/flags.h"
 
 enum opt_type { OPT_INT, OPT_LLONG, OPT_DBL, OPT_STR, OPT_BOOL };
 
@@ -139,12 +142,6 @@ static void usage(FILE *f) {
         fprintf(f, "  --%-20s %s\n", k_opts[i].name, k_opts[i].help);
 }
 
-static const opt *find_opt(const char *name, size_t len) {
-    for (size_t i = 0; i < N_OPTS; i++)
-        if (strlen(k_opts[i].name) == len && !strncmp(k_opts[i].name, name, len)) return &k_opts[i];
-    return NULL;
-}
-
 int ss_config_parse(ss_config *c, int argc, char **argv) {
     set_defaults(c);
     int body_bytes_set = 0;
@@ -159,34 +156,37 @@ int ss_config_parse(ss_config *c, int argc, char **argv) {
         if (set_value(c, &k_opts[i], v, env)) return 2;
         if (!strcmp(k_opts[i].name, "max-body-bytes")) body_bytes_set = 1;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    /* getopt_long's table is k_opts in order, so the index found is k_opts's;
+     * --help last. A bool flag takes no value or "=VALUE", never the next word. */
+    struct option lo[N_OPTS + 2];
+    for (size_t i = 0; i < N_OPTS; i++)
+        lo[i] = (struct option){k_opts[i].name, k_opts[i].type == OPT_BOOL ? optional_argument : required_argument,
+                                NULL, 0};
+    lo[N_OPTS] = (struct option){"help", no_argument, NULL, 'h'};
+    lo[N_OPTS + 1] = (struct option){0};
+    ss_flags fl;
+    ss_flags_begin(&fl, argc, argv, "h", lo);
+    for (int i; (i = ss_flags_next(&fl)) != SS_FLAGS_END;) {
+        switch (i) {
+        case SS_FLAGS_ARG: /* serve takes no positionals */
+            fprintf(stderr, "svdslice serve: unexpected argument '%s' (see --help)\n", fl.text);
+            return 2;
+        case SS_FLAGS_UNKNOWN:
+            fprintf(stderr, "svdslice serve: unknown flag '%s' (see --help)\n", fl.text);
+            return 2;
+        case SS_FLAGS_MISSING:
+            fprintf(stderr, "svdslice serve: %s needs a value\n", fl.text);
+            return 2;
+        case SS_FLAGS_EXTRA:
+            fprintf(stderr, "svdslice serve: --%s takes no value\n", fl.opt->name);
+            return 2;
+        }
+        if ((size_t)i == N_OPTS) {
             usage(stdout);
             return 1;
         }
-        if (strncmp(a, "--", 2) != 0) {
-            fprintf(stderr, "svdslice serve: unexpected argument '%s' (see --help)\n", a);
-            return 2;
-        }
-        const char *name = a + 2, *eq = strchr(name, '=');
-        size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        const opt *o = find_opt(name, len);
-        if (!o) {
-            fprintf(stderr, "svdslice serve: unknown flag '%s' (see --help)\n", a);
-            return 2;
-        }
-        const char *v = eq ? eq + 1 : NULL;
-        if (!v && o->type == OPT_BOOL)
-            v = "1";
-        else if (!v) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "svdslice serve: %s needs a value\n", a);
-                return 2;
-            }
-            v = argv[++i];
-        }
-        if (set_value(c, o, v, a)) return 2;
+        const opt *o = &k_opts[i];
+        if (set_value(c, o, fl.value ? fl.value : "1", fl.text)) return 2; /* a bare bool flag is 1 */
         if (!strcmp(o->name, "max-body-bytes")) body_bytes_set = 1;
     }
     if (!body_bytes_set) c->max_body_bytes = (long long)c->max_body_mb << 20;

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "server/config.h"
+#include "tests/util/testutil.h"
 
 static int parse(ss_config *c, int argc, const char **argv) { return ss_config_parse(c, argc, (char **)argv); }
 
@@ -83,6 +84,133 @@ static void test_max_body_bytes_overrides_mb(void **state) {
     assert_int_equal(c.max_body_bytes, 1234);
 }
 
+/* ss_config_parse with stderr captured: the usage error line is part of the contract. */
+typedef struct {
+    ss_config *c;
+    int argc;
+    const char **argv;
+} parse_call;
+
+static int parse_call_fn(void *arg) {
+    parse_call *p = arg;
+    return parse(p->c, p->argc, p->argv);
+}
+
+static int parse_err(ss_config *c, int argc, const char **argv, char *err, size_t size) {
+    parse_call p = {c, argc, argv};
+    return tu_capture_stderr(parse_call_fn, &p, err, size);
+}
+
+static void test_later_flag_wins(void **state) {
+    ss_config c;
+    const char *a1[] = {"serve", "--port", "1", "--port", "0"};
+    assert_int_equal(parse(&c, 5, a1), 0);
+    assert_int_equal(c.port, 0);
+    const char *a2[] = {"serve", "--api-key=a", "--api-key", "b", "--reuse-port", "--reuse-port=off"};
+    assert_int_equal(parse(&c, 6, a2), 0);
+    assert_string_equal(c.api_key, "b");
+    assert_int_equal(c.reuse_port, 0);
+}
+
+static void test_value_forms(void **state) {
+    ss_config c;
+    /* the word after a flag is its value even when it starts with '-' */
+    const char *a1[] = {"serve", "--api-key", "-5", "--cors-origin", "--port", "--port=9"};
+    assert_int_equal(parse(&c, 6, a1), 0);
+    assert_string_equal(c.api_key, "-5");
+    assert_string_equal(c.cors_origin, "--port");
+    assert_int_equal(c.port, 9);
+    /* a bool flag: bare, =VALUE, or = (off); never the next word */
+    const char *a2[] = {"serve", "--reuse-port", "--gpu-cpu-mode=yes", "--auth-reads=", "--api-key", "k"};
+    assert_int_equal(parse(&c, 6, a2), 0);
+    assert_int_equal(c.reuse_port, 1);
+    assert_int_equal(c.gpu_cpu_mode, 1);
+    assert_int_equal(c.auth_reads, 0);
+    char err[512];
+    const char *a3[] = {"serve", "--reuse-port", "0"};
+    assert_int_equal(parse_err(&c, 3, a3, err, sizeof err), 2);
+    assert_string_equal(err, "svdslice serve: unexpected argument '0' (see --help)\n");
+    const char *a4[] = {"serve", "--port", "-5"};
+    assert_int_equal(parse_err(&c, 3, a4, err, sizeof err), 2);
+    assert_string_equal(err, "svdslice serve: --port: expected an integer in 0..65535, got '-5'\n");
+    const char *a5[] = {"serve", "--port=-5"};
+    assert_int_equal(parse_err(&c, 2, a5, err, sizeof err), 2);
+    assert_string_equal(err, "svdslice serve: --port=-5: expected an integer in 0..65535, got '-5'\n");
+}
+
+static void test_usage_error_lines(void **state) {
+    ss_config c;
+    char err[512];
+    static struct {
+        const char *argv[4]; /* up to the first NULL */
+        const char *err;
+    } cases[] = {
+        {{"serve", "--nope"}, "svdslice serve: unknown flag '--nope' (see --help)\n"},
+        /* getopt_long would take unique prefixes; the names stay exact */
+        {{"serve", "--por", "5"}, "svdslice serve: unknown flag '--por' (see --help)\n"},
+        {{"serve", "--gpu-max-b", "5"}, "svdslice serve: unknown flag '--gpu-max-b' (see --help)\n"},
+        {{"serve", "--=5"}, "svdslice serve: unknown flag '--=5' (see --help)\n"},
+        {{"serve", "-x"}, "svdslice serve: unknown flag '-x' (see --help)\n"},
+        {{"serve", "--workers"}, "svdslice serve: --workers needs a value\n"},
+        {{"serve", "--port", "1", "extra"}, "svdslice serve: unexpected argument 'extra' (see --help)\n"},
+        {{"serve", "-"}, "svdslice serve: unexpected argument '-' (see --help)\n"},
+        {{"serve", "--", "--port"}, "svdslice serve: unexpected argument '--port' (see --help)\n"},
+        {{"serve", "--help=1"}, "svdslice serve: --help takes no value\n"},
+        /* in argv's order: the first problem is the one reported */
+        {{"serve", "x", "--nope"}, "svdslice serve: unexpected argument 'x' (see --help)\n"},
+        {{"serve", "--nope", "--help"}, "svdslice serve: unknown flag '--nope' (see --help)\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int argc = 0;
+        while (argc < 4 && cases[i].argv[argc]) argc++;
+        assert_int_equal(parse_err(&c, argc, cases[i].argv, err, sizeof err), 2);
+        assert_string_equal(err, cases[i].err);
+    }
+}
+
+static void test_help(void **state) {
+    ss_config c;
+    char err[64];
+    const char *a1[] = {"serve", "--help", "--nope"};
+    const char *a2[] = {"serve", "--port", "1", "-h"};
+    FILE *saved = stdout;
+    stdout = fopen("/dev/null", "w"); /* the usage text */
+    assert_non_null(stdout);
+    assert_int_equal(parse_err(&c, 3, a1, err, sizeof err), 1);
+    assert_string_equal(err, "");
+    assert_int_equal(parse(&c, 4, a2), 1);
+    fclose(stdout);
+    stdout = saved;
+}
+
+/* getopt_long keeps state between calls (position, a half-read "-hx"); every
+ * parse starts afresh, whatever the one before stopped on. */
+static void test_parses_are_independent(void **state) {
+    ss_config c;
+    FILE *saved = stdout;
+    stdout = fopen("/dev/null", "w");
+    assert_non_null(stdout);
+    const char *a1[] = {"serve", "-hx"};
+    assert_int_equal(parse(&c, 2, a1), 1);
+    fclose(stdout);
+    stdout = saved;
+    const char *a2[] = {"serve", "--port", "7"};
+    assert_int_equal(parse(&c, 3, a2), 0);
+    assert_int_equal(c.port, 7);
+    char err[256];
+    const char *a3[] = {"serve", "--workers", "2", "--nope", "--port", "1"};
+    assert_int_equal(parse_err(&c, 6, a3, err, sizeof err), 2);
+    const char *a4[] = {"serve", "--workers", "3"};
+    assert_int_equal(parse(&c, 3, a4), 0);
+    assert_int_equal(c.workers, 3);
+    assert_int_equal(c.port, 8080);
+    const char *a5[] = {"serve", "--", "--port", "1"};
+    assert_int_equal(parse_err(&c, 4, a5, err, sizeof err), 2);
+    const char *a6[] = {"serve", "--port", "6"};
+    assert_int_equal(parse(&c, 3, a6), 0);
+    assert_int_equal(c.port, 6);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
@@ -90,6 +218,11 @@ int main(void) {
         cmocka_unit_test(test_env_then_flag_wins),
         cmocka_unit_test(test_bad_input_is_a_usage_error),
         cmocka_unit_test(test_max_body_bytes_overrides_mb),
+        cmocka_unit_test(test_later_flag_wins),
+        cmocka_unit_test(test_value_forms),
+        cmocka_unit_test(test_usage_error_lines),
+        cmocka_unit_test(test_help),
+        cmocka_unit_test(test_parses_are_independent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -60,3 +60,20 @@ int tu_load_slice(const char *file, ss_image *out) {
     free(buf);
     return rc;
 }
+
+int tu_capture_stderr(int (*fn)(void *arg), void *arg, char *buf, size_t size) {
+    buf[0] = '\0';
+    FILE *tmp = tmpfile();
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    if (!tmp || saved < 0 || dup2(fileno(tmp), STDERR_FILENO) < 0) abort();
+    int rc = fn(arg);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    rewind(tmp);
+    size_t n = fread(buf, 1, size - 1, tmp);
+    buf[n] = '\0';
+    fclose(tmp);
+    return rc;
+}

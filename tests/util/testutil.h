@@ -23,4 +23,8 @@ ss_factors *tu_random_factors(int m, int n, int rank, int bit_depth, uint64_t se
  * test), or a negative engine error when it does not read or decode. */
 int tu_load_slice(const char *file, ss_image *out);
 
+/* Runs fn(arg) with stderr going to a buffer: buf gets its first size-1
+ * bytes, NUL-terminated. Returns fn's result. */
+int tu_capture_stderr(int (*fn)(void *arg), void *arg, char *buf, size_t size);
+
 #endif
