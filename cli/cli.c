@@ -13,6 +13,7 @@
 
 #include "util/clock.h"
 #include "util/error.h"
+#include "util/flags.h"
 #include "engine/kernels.h"
 #include "engine/png.h"
 #include "util/file.h"
@@ -105,57 +106,52 @@ int ss_cli_posint(const char *s, int *out) {
     return 1;
 }
 
-static const ss_opt *find_long(const ss_opt *opts, const char *name, size_t len) {
-    for (const ss_opt *o = opts; o->name; o++)
-        if (strlen(o->name) == len && strncmp(o->name, name, len) == 0) return o;
-    return NULL;
-}
-
 int ss_cli_parse(const char *cmd, int argc, char **argv, const ss_opt *opts,
                  const char **pos, int max_pos, int *npos, int *help) {
-    int flags_done = 0;
     *npos = 0;
     *help = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (flags_done || a[0] != '-' || a[1] == '\0') {
+    size_t n = 0, ns = 0;
+    while (opts[n].name) n++;
+    /* getopt_long's tables from opts, in order, so the index found is opts's; --help/-h last */
+    struct option lo[n + 2];
+    char shorts[2 * n + 2];
+    for (size_t i = 0; i < n; i++) {
+        lo[i] = (struct option){opts[i].name, opts[i].takes_value ? required_argument : no_argument, NULL,
+                                opts[i].short_name};
+        if (opts[i].short_name) {
+            shorts[ns++] = opts[i].short_name;
+            if (opts[i].takes_value) shorts[ns++] = ':';
+        }
+    }
+    lo[n] = (struct option){"help", no_argument, NULL, 'h'};
+    lo[n + 1] = (struct option){0};
+    shorts[ns++] = 'h';
+    shorts[ns] = '\0';
+    ss_flags fl;
+    ss_flags_begin(&fl, argc, argv, shorts, lo);
+    for (int i; (i = ss_flags_next(&fl)) != SS_FLAGS_END;) {
+        switch (i) {
+        case SS_FLAGS_ARG:
             if (*npos >= max_pos)
-                return ss_cli_error(cmd, SS_EXIT_USAGE, "unexpected argument '%s' (see svdslice %s --help)", a, cmd);
-            pos[(*npos)++] = a;
+                return ss_cli_error(cmd, SS_EXIT_USAGE, "unexpected argument '%s' (see svdslice %s --help)",
+                                    fl.text, cmd);
+            pos[(*npos)++] = fl.value;
             continue;
+        case SS_FLAGS_UNKNOWN:
+            return ss_cli_error(cmd, SS_EXIT_USAGE, "unknown flag '%s' (see svdslice %s --help)", fl.text, cmd);
+        case SS_FLAGS_MISSING:
+            return ss_cli_error(cmd, SS_EXIT_USAGE, "flag '%s' needs a value", fl.text);
+        case SS_FLAGS_EXTRA:
+            return ss_cli_error(cmd, SS_EXIT_USAGE, "flag --%s takes no value", fl.opt->name);
         }
-        if (strcmp(a, "--") == 0) {
-            flags_done = 1;
-            continue;
-        }
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        if ((size_t)i == n) {
             *help = 1;
             return 0;
         }
-        const ss_opt *o = NULL;
-        const char *inline_val = NULL;
-        if (a[1] == '-') {
-            const char *name = a + 2, *eq = strchr(name, '=');
-            o = find_long(opts, name, eq ? (size_t)(eq - name) : strlen(name));
-            if (eq) inline_val = eq + 1;
-        } else {
-            for (const ss_opt *p = opts; p->name; p++)
-                if (p->short_name && p->short_name == a[1]) o = p;
-            /* "-k5" and "-k=5" as well as "-k 5" */
-            if (o && a[2]) inline_val = a[2] == '=' ? a + 3 : a + 2;
-            if (o && !o->takes_value && a[2]) o = NULL;
-        }
-        if (!o) return ss_cli_error(cmd, SS_EXIT_USAGE, "unknown flag '%s' (see svdslice %s --help)", a, cmd);
-        if (!o->takes_value) {
-            if (inline_val) return ss_cli_error(cmd, SS_EXIT_USAGE, "flag --%s takes no value", o->name);
-            *o->seen = 1;
-            continue;
-        }
-        if (!inline_val) {
-            if (i + 1 >= argc) return ss_cli_error(cmd, SS_EXIT_USAGE, "flag '%s' needs a value", a);
-            inline_val = argv[++i];
-        }
-        *o->value = inline_val;
+        if (opts[i].takes_value)
+            *opts[i].value = fl.value; /* a later one wins */
+        else
+            *opts[i].seen = 1;
     }
     return 0;
 }

@@ -17,8 +17,9 @@ void ss_cli_print_help(void);
 
 /* One flag of a command. `name` is the long name without "--"; short_name is
  * 0 or a letter usable as "-x". A flag with takes_value stores a pointer
- * into argv in *value; one without sets *seen = 1. "--name=V", "--name V"
- * and "-x V" are all accepted; "--" ends the flags. */
+ * into argv in *value (a later one wins); one without sets *seen = 1.
+ * "--name=V", "--name V", "-xV", "-x=V" and "-x V" are all accepted, names
+ * exactly (no abbreviations); "--" ends the flags. */
 typedef struct ss_opt {
     const char *name;
     char short_name;
@@ -27,10 +28,12 @@ typedef struct ss_opt {
     int *seen;
 } ss_opt;
 
-/* Parses argv[1..] of command `cmd` (opts ends with a {NULL} entry). Stores
- * at most max_pos positionals in pos and their count in *npos. "--help"/"-h"
- * sets *help and stops. Returns 0, or SS_EXIT_USAGE after printing one line
- * on stderr (unknown flag, missing value, too many positionals). */
+/* Parses argv[1..] of command `cmd` (opts ends with a {NULL} entry) with
+ * util/flags.h (getopt_long), in argv's order; argv is not reordered. Stores
+ * at most max_pos positionals, which may come before, between or after the
+ * flags, in pos and their count in *npos. "--help"/"-h" sets *help and stops.
+ * Returns 0, or SS_EXIT_USAGE after printing one line on stderr (unknown
+ * flag, missing value, too many positionals). */
 int ss_cli_parse(const char *cmd, int argc, char **argv, const ss_opt *opts,
                  const char **pos, int max_pos, int *npos, int *help);
 

@@ -198,6 +198,23 @@ class CliTest(unittest.TestCase):
         rc, stdout, _ = run("reconstruct", svd_path, self.path("full.png"))
         self.assertEqual(json.loads(stdout)["k"], read_svd(svd_path)["rank"])
 
+    def test_flags_anywhere_later_flag_wins(self):
+        png = os.path.join(DATA, SLICES[1])
+        svd_path = self.path("anywhere.svd")
+        rc, stdout, err = run("compress", "--rank", "9", png, "--rank=30", svd_path)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(stdout)["rank"], 30)
+        for i, flags in enumerate((["-k=12"], ["-k", "99", "--backend", "nope", "-k12", "--backend=blas"])):
+            out = self.path("later%d.png" % i)
+            rc, stdout, err = run("reconstruct", *flags[:2], svd_path, *flags[2:], out)
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(json.loads(stdout)["k"], 12)
+        # "--" ends the flags: a file named like one is a positional
+        p = subprocess.run([BIN, "compress", png, "--", "--rank"], cwd=self.dir, capture_output=True, text=True,
+                           timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(read_svd(self.path("--rank"))["rank"], json.loads(p.stdout)["rank"])
+
     def test_bits_16_and_8_convert_as_api_says(self):
         _, svd_path = self.compress(SLICES[0])
         o8, o16 = self.path("b8.png"), self.path("b16.png")
