@@ -119,5 +119,5 @@ enum MHD_Result ss_h_asset(ss_req *r) {
         }
         return ss_reply(r, 200, resp);
     }
-    return ss_reply_error(r, 404, "not_found", "no such path: %s", path);
+    return ss_reply_error(r, "not_found", "no such path: %s", path);
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "api/errors.h"
 #include "api/http.h"
 #include "api/json.h"
 #include "util/clock.h"
@@ -76,18 +77,19 @@ static int parse_params(ss_req *r, int with_output, recon_params *p, enum MHD_Re
     memset(p, 0, sizeof *p);
     const char *id = ss_arg(r, "id");
     if (!id || !ss_valid_id(id)) {
-        *ret = ss_reply_error(r, 400, "invalid_id", "id must match [A-Za-z0-9_-]{1,64}");
+        *ret = ss_reply_error(r, "invalid_id", "id must match [A-Za-z0-9_-]{1,64}");
         return 0;
     }
-    if (ss_store_info_scalars(r->srv->store, id, &p->info) != 0) {
-        *ret = ss_reply_error(r, 404, "not_found", "no slice %s", id);
+    int rc = ss_store_info_scalars(r->srv->store, id, &p->info);
+    if (rc) {
+        *ret = ss_reply_engine(r, rc, SS_FROM_LOOKUP, "info");
         return 0;
     }
     int rank = p->info.rank;
     const char *ks = ss_arg(r, "k");
     long k = ks ? parse_uint(ks) : rank;
     if (k < 1 || k > rank) {
-        *ret = ss_reply_error(r, 400, "invalid_k", "k must be an integer in 1..%d", rank);
+        *ret = ss_reply_error(r, "invalid_k", "k must be an integer in 1..%d", rank);
         return 0;
     }
     p->k = (int)k;
@@ -95,7 +97,7 @@ static int parse_params(ss_req *r, int with_output, recon_params *p, enum MHD_Re
     if (bn && strcmp(bn, "auto") != 0) {
         p->be = ss_backend_find(bn);
         if (!p->be) {
-            *ret = ss_reply_error(r, 400, "invalid_backend", "unknown backend; valid: %s", ss_backend_names());
+            *ret = ss_reply_error(r, "invalid_backend", "unknown backend; valid: %s", ss_backend_names());
             return 0;
         }
     } else {
@@ -109,14 +111,14 @@ static int parse_params(ss_req *r, int with_output, recon_params *p, enum MHD_Re
     if (!with_output) return 1;
     const char *bits = ss_arg(r, "bits");
     if (bits && strcmp(bits, "8") != 0 && strcmp(bits, "16") != 0) {
-        *ret = ss_reply_error(r, 400, "invalid_parameter", "bits must be 8 or 16");
+        *ret = ss_reply_error(r, "invalid_parameter", "bits must be 8 or 16");
         return 0;
     }
     p->bits = bits ? atoi(bits) : 0;
     const char *c = ss_arg(r, "window-center"), *w = ss_arg(r, "window-width");
     if (c || w) {
         if (!c || !w || !parse_double(c, &p->wc) || !parse_double(w, &p->ww) || !(p->ww > 0)) {
-            *ret = ss_reply_error(r, 400, "invalid_parameter",
+            *ret = ss_reply_error(r, "invalid_parameter",
                                   "window-center and window-width go together: numbers, width > 0");
             return 0;
         }
@@ -128,7 +130,7 @@ static int parse_params(ss_req *r, int with_output, recon_params *p, enum MHD_Re
 static int check_available(ss_req *r, const ss_backend *be, enum MHD_Result *ret) {
     const char *reason = NULL;
     if (be->available(&reason)) return 1;
-    *ret = ss_reply_error(r, 503, "backend_unavailable", "backend %s is unavailable: %s", be->name,
+    *ret = ss_reply_error(r, "backend_unavailable", "backend %s is unavailable: %s", be->name,
                           reason ? reason : "unknown reason");
     return 0;
 }
@@ -234,7 +236,7 @@ static void finish(recon_job *j) {
     if (j->quality) {
         ss_quality q;
         if (ss_quality_compute(f, j->k, j->px, &q) != 0) {
-            status = 500;
+            status = ss_api_status("internal");
             resp = ss_resp_errorf("internal", "internal error (request %s): quality: %s", r->rid, ss_error());
         } else {
             resp = ss_resp_json(ss_json_quality(j->id, j->be->name, &q));
@@ -253,7 +255,7 @@ static void finish(recon_job *j) {
         int rc = ss_png_encode(out, f->n, f->m, j->out_bits, &png, &len);
         double encode_ms = (ss_now() - t0) * 1e3;
         if (rc) {
-            status = 500;
+            status = ss_api_status("internal");
             resp = ss_resp_errorf("internal", "internal error (request %s): encode: %s", r->rid, ss_error());
         } else {
             char timing[160];
@@ -266,28 +268,33 @@ static void finish(recon_job *j) {
     ss_store_release(srv->store, j->f);
     free(j->px);
     free(j);
-    if (status >= 500) fprintf(stderr, "svdslice: %s: %s\n", r->rid, ss_error());
+    if (status != 200) fprintf(stderr, "svdslice: %s: %s\n", r->rid, ss_error());
     ss_job_end(r, status, resp);
 }
 
-/* Ends a job early with an error response. */
-static void fail_job(recon_job *j, int status, struct MHD_Response *resp) {
+/* Frees what j holds; returns its request, which the caller answers. */
+static ss_req *drop_job(recon_job *j) {
     ss_req *r = j->r;
     if (j->f) ss_store_release(j->srv->store, j->f);
     free(j->px);
     free(j);
-    ss_job_end(r, status, resp);
+    return r;
 }
 
-static void fail_engine(recon_job *j, int rc) {
-    if (rc == SS_EUNAVAIL)
-        fail_job(j, 503, ss_resp_errorf("backend_unavailable", "backend %s is unavailable: %s", j->be->name, ss_error()));
+/* Ends a job early with engine error rc raised at `from` (SS_FROM_*). */
+static void fail_engine(recon_job *j, int rc, int from) {
+    const char *code = ss_api_code_of(rc, from), *backend = j->be->name;
+    ss_req *r = drop_job(j);
+    if (!strcmp(code, "backend_unavailable"))
+        ss_job_fail(r, code, "backend %s is unavailable: %s", backend, ss_error());
     else if (rc == SS_ETIMEDOUT)
-        fail_job(j, 503, ss_resp_errorf("overloaded", "the job waited past its deadline; retry later"));
+        ss_job_fail(r, code, "the job waited past its deadline; retry later");
     else if (rc == SS_EBUSY)
-        fail_job(j, 503, ss_resp_errorf("overloaded", "GPU queue full; retry later"));
+        ss_job_fail(r, code, "GPU queue full; retry later");
+    else if (!strcmp(code, "overloaded")) /* a queue that is stopping */
+        ss_job_fail(r, code, "server is shutting down");
     else
-        fail_job(j, 500, ss_resp_errorf("internal", "internal error (request %s): %s", j->r->rid, ss_error()));
+        ss_job_fail_engine(r, rc, from, "reconstruct");
 }
 
 /* Acquires the factors and allocates the pixels; 0 or it has answered. */
@@ -295,15 +302,13 @@ static int prepare(recon_job *j) {
     int e = 0;
     j->f = ss_store_acquire(j->srv->store, j->id, &e);
     if (!j->f) {
-        if (e == SS_EINVAL)
-            fail_job(j, 404, ss_resp_errorf("not_found", "no slice %s", j->id));
-        else
-            fail_job(j, 500, ss_resp_errorf("internal", "internal error (request %s): load: %s", j->r->rid, ss_error()));
+        ss_job_fail_engine(drop_job(j), e, SS_FROM_LOOKUP, "load");
         return -1;
     }
     j->px = malloc((size_t)j->f->m * (size_t)j->f->n * sizeof *j->px);
     if (!j->px) {
-        fail_job(j, 500, ss_resp_errorf("internal", "internal error (request %s): out of memory", j->r->rid));
+        ss_req *r = drop_job(j);
+        ss_job_fail(r, "internal", "internal error (request %s): out of memory", r->rid);
         return -1;
     }
     return 0;
@@ -316,16 +321,18 @@ static void recon_run(ss_pool_job *pj, ss_workspace *ws) {
         double waited = ss_now() - j->pj.enqueued;
         j->queue_ms = waited * 1e3;
         if (waited * 1e3 > j->srv->cfg->job_deadline_ms) {
-            fail_job(j, 503, ss_resp_errorf("overloaded", "queued %.0f ms, past the %d ms deadline; retry later",
-                                 waited * 1e3, j->srv->cfg->job_deadline_ms));
+            int deadline = j->srv->cfg->job_deadline_ms;
+            ss_job_fail(drop_job(j), "overloaded", "queued %.0f ms, past the %d ms deadline; retry later",
+                        waited * 1e3, deadline);
             return;
         }
         if (__atomic_load_n(&j->srv->stopping, __ATOMIC_SEQ_CST)) { /* shutdown: do not start queued work */
-            fail_job(j, 503, ss_resp_errorf("overloaded", "server is shutting down"));
+            ss_job_fail(drop_job(j), "overloaded", "server is shutting down");
             return;
         }
         if (!ws) {
-            fail_job(j, 500, ss_resp_errorf("internal", "internal error (request %s): no workspace", j->r->rid));
+            ss_req *r = drop_job(j);
+            ss_job_fail(r, "internal", "internal error (request %s): no workspace", r->rid);
             return;
         }
         if (prepare(j)) return;
@@ -333,7 +340,7 @@ static void recon_run(ss_pool_job *pj, ss_workspace *ws) {
         int rc = j->be->reconstruct(j->f, j->k, j->px, ws);
         j->kernel_ms = (ss_now() - t0) * 1e3;
         if (rc) {
-            fail_engine(j, rc);
+            fail_engine(j, rc, SS_FROM_KERNEL);
             return;
         }
     }
@@ -344,7 +351,7 @@ static void recon_run(ss_pool_job *pj, ss_workspace *ws) {
 static void gpu_done(void *arg, int status) {
     recon_job *j = arg;
     if (status) {
-        fail_engine(j, status);
+        fail_engine(j, status, SS_FROM_KERNEL);
         return;
     }
     j->queue_ms = j->gj.queue_ms;
@@ -358,7 +365,7 @@ static enum MHD_Result start_job(ss_req *r, recon_job *j) {
     ss_server *srv = r->srv;
     if (ss_job_begin(r) != 0) {
         free(j);
-        return ss_reply_error(r, 503, "overloaded", "server is shutting down");
+        return ss_reply_error(r, "overloaded", "server is shutting down");
     }
     int to_gpu = srv->gpuq && (srv->cfg->gpu_cpu_mode || !strcmp(j->be->device, "gpu"));
     if (!to_gpu) {
@@ -376,7 +383,7 @@ static enum MHD_Result start_job(ss_req *r, recon_job *j) {
     j->gj = (ss_gpu_job){.backend = j->be, .f = j->f, .k = j->k, .out = j->px,
                          .deadline = ss_now() + srv->cfg->job_deadline_ms * 1e-3, .done = gpu_done, .arg = j};
     int rc = ss_gpuq_submit(srv->gpuq, &j->gj);
-    if (rc) fail_engine(j, rc == SS_EUNAVAIL ? SS_EBUSY : rc);
+    if (rc) fail_engine(j, rc, SS_FROM_QUEUE);
     return MHD_YES;
 }
 

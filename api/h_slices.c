@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/errors.h"
 #include "api/http.h"
 #include "api/json.h"
 #include "util/error.h"
@@ -37,7 +38,7 @@ static void reply_info_async(ss_req *r, const char *id, int status) {
     ss_slice_info info;
     if (ss_store_info(r->srv->store, id, &info) != 0) {
         fprintf(stderr, "svdslice: %s: slice %s vanished right after upload\n", r->rid, id);
-        ss_job_end(r, 500, ss_resp_errorf("internal", "internal error (request %s): slice vanished", r->rid));
+        ss_job_fail(r, "internal", "internal error (request %s): slice vanished", r->rid);
         return;
     }
     struct MHD_Response *resp = ss_resp_json(ss_json_info(&info, 1));
@@ -61,28 +62,19 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
          * of factorising the whole queue first. */
         drop_body(j);
         free(j);
-        ss_job_end(r, 503, ss_resp_error("overloaded", "server is shutting down"));
+        ss_job_fail(r, "overloaded", "server is shutting down");
         return;
     }
     int rc = ss_png_decode(j->png, j->len, srv->cfg->max_side, &img);
     drop_body(j);
-    if (rc == SS_ENOTPNG || rc == SS_ECORRUPT) {
-        ss_job_end(r, rc == SS_ENOTPNG ? 415 : 422,
-                   ss_resp_errorf(rc == SS_ENOTPNG ? "unsupported_media_type" : "invalid_png", "%s", ss_error()));
-        goto out;
-    }
-    if (rc == SS_ETOOLARGE) {
-        ss_job_end(r, 413, ss_resp_errorf("too_large", "%s (limit %d pixels a side)", ss_error(), srv->cfg->max_side));
-        goto out;
-    }
     if (rc) {
-        ss_job_end(r, 500, ss_resp_errorf("internal", "internal error (request %s): decode: %s", r->rid, ss_error()));
+        ss_job_fail_engine(r, rc, SS_FROM_BODY, "decode");
         goto out;
     }
     int nsv = img.width < img.height ? img.width : img.height;
     if (j->rank > nsv) {
-        ss_job_end(r, 400, ss_resp_errorf("invalid_parameter", "rank must be an integer in 1..%d for a %dx%d image", nsv,
-                               img.width, img.height));
+        ss_job_fail(r, "invalid_parameter", "rank must be an integer in 1..%d for a %dx%d image", nsv,
+                    img.width, img.height);
         goto out;
     }
     int rank = j->rank ? j->rank : nsv;
@@ -96,7 +88,7 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     }
     rc = ss_svd_factor(&img, rank, 1, &f);
     if (rc) {
-        ss_job_end(r, 500, ss_resp_errorf("internal", "internal error (request %s): factorise: %s", r->rid, ss_error()));
+        ss_job_fail_engine(r, rc, 0, "factorise");
         goto out;
     }
     memcpy(f->id, id, sizeof f->id);
@@ -105,15 +97,11 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     f->created = (int64_t)time(NULL);
     int existed = 0;
     rc = ss_store_put(srv->store, f, &existed);
-    if (rc == SS_ENOSPC)
-        ss_job_end(r, 507, ss_resp_errorf("insufficient_storage", "%s", ss_error()));
-    else if (rc)
-        ss_job_end(r, 500, ss_resp_errorf("internal", "internal error (request %s): store: %s", r->rid, ss_error()));
+    if (rc)
+        ss_job_fail_engine(r, rc, 0, "store");
     else
         reply_info_async(r, id, existed ? 200 : 201);
 out:
-    if (rc && rc != SS_ENOSPC && rc != SS_ENOTPNG && rc != SS_ECORRUPT && rc != SS_ETOOLARGE)
-        fprintf(stderr, "svdslice: upload failed: %s\n", ss_error());
     ss_factors_free(f);
     ss_image_free(&img);
     free(j);
@@ -136,9 +124,9 @@ enum MHD_Result ss_h_upload(ss_req *r) {
     const char *rank_s = ss_arg(r, "rank");
     int rank = 0;
     if (name && (ss_arg_has_nul(r, "name") || (*name && !ss_valid_name(name))))
-        return ss_reply_error(r, 400, "invalid_parameter", "name must be printable UTF-8 of at most 255 bytes");
+        return ss_reply_error(r, "invalid_parameter", "name must be printable UTF-8 of at most 255 bytes");
     if (rank_s && !(rank = parse_pos_int(rank_s)))
-        return ss_reply_error(r, 400, "invalid_parameter", "rank must be a positive integer");
+        return ss_reply_error(r, "invalid_parameter", "rank must be a positive integer");
     upload_job *j = calloc(1, sizeof *j);
     if (!j) return ss_reply(r, 500, NULL);
     j->pj.run = upload_run;
@@ -156,7 +144,7 @@ enum MHD_Result ss_h_upload(ss_req *r) {
     if (ss_job_begin(r) != 0) {
         drop_body(j);
         free(j);
-        return ss_reply_error(r, 503, "overloaded", "server is shutting down");
+        return ss_reply_error(r, "overloaded", "server is shutting down");
     }
     int rc = ss_pool_submit(r->srv->pool, &j->pj);
     if (rc) {
@@ -180,7 +168,7 @@ enum MHD_Result ss_h_list(ss_req *r) {
 /* Validates r->id: answers 400 and returns 0 when malformed. */
 static int check_id(ss_req *r, enum MHD_Result *ret) {
     if (ss_valid_id(r->id)) return 1;
-    *ret = ss_reply_error(r, 400, "invalid_id", "slice id must match [A-Za-z0-9_-]{1,64}");
+    *ret = ss_reply_error(r, "invalid_id", "slice id must match [A-Za-z0-9_-]{1,64}");
     return 0;
 }
 
@@ -188,8 +176,8 @@ enum MHD_Result ss_h_info(ss_req *r) {
     enum MHD_Result ret;
     if (!check_id(r, &ret)) return ret;
     ss_slice_info info;
-    if (ss_store_info(r->srv->store, r->id, &info) != 0)
-        return ss_reply_error(r, 404, "not_found", "no slice %s", r->id);
+    int rc = ss_store_info(r->srv->store, r->id, &info);
+    if (rc) return ss_reply_engine(r, rc, SS_FROM_LOOKUP, "info");
     struct MHD_Response *resp = ss_resp_json(ss_json_info(&info, 1));
     ss_slice_info_free(&info);
     return ss_reply(r, 200, resp);
@@ -199,9 +187,9 @@ enum MHD_Result ss_h_delete(ss_req *r) {
     enum MHD_Result ret;
     if (!check_id(r, &ret)) return ret;
     int rc = ss_store_delete(r->srv->store, r->id);
-    if (rc == SS_EINVAL) return ss_reply_error(r, 404, "not_found", "no slice %s", r->id);
+    if (rc == SS_EINVAL) return ss_reply_engine(r, rc, SS_FROM_LOOKUP, "delete");
     ss_respcache_purge_id(r->srv->rc, r->id); /* also on an I/O error: the slice may be gone */
-    if (rc) return ss_reply_internal(r, ss_error());
+    if (rc) return ss_reply_engine(r, rc, SS_FROM_LOOKUP, "delete");
     return ss_reply(r, 204, MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT));
 }
 
@@ -210,10 +198,7 @@ enum MHD_Result ss_h_original(ss_req *r) {
     if (!check_id(r, &ret)) return ret;
     int e = 0;
     const ss_factors *f = ss_store_acquire(r->srv->store, r->id, &e);
-    if (!f) {
-        if (e == SS_EINVAL) return ss_reply_error(r, 404, "not_found", "no slice %s", r->id);
-        return ss_reply_internal(r, ss_error());
-    }
+    if (!f) return ss_reply_engine(r, e, SS_FROM_LOOKUP, "load");
     if (!f->orig) {
         ss_store_release(r->srv->store, f);
         return ss_reply_internal(r, "slice has no original pixels");
@@ -240,8 +225,7 @@ enum MHD_Result ss_h_factors(ss_req *r) {
     unsigned char *buf = NULL;
     size_t len = 0;
     int rc = ss_store_read_file(r->srv->store, r->id, &buf, &len);
-    if (rc == SS_EINVAL) return ss_reply_error(r, 404, "not_found", "no slice %s", r->id);
-    if (rc) return ss_reply_internal(r, ss_error());
+    if (rc) return ss_reply_engine(r, rc, SS_FROM_LOOKUP, "read");
     struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(len, buf, free);
     if (!resp) {
         free(buf);

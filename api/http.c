@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "api/assets.h"
+#include "api/errors.h"
 #include "api/json.h"
 #include "util/clock.h"
 #include "util/error.h"
@@ -169,8 +170,19 @@ enum MHD_Result ss_reply_shared(ss_req *r, int status, struct MHD_Response *resp
 enum MHD_Result ss_reply(ss_req *r, int status, struct MHD_Response *resp) {
     if (!resp) {
         fprintf(stderr, "svdslice: %s %s: out of memory building the response\n", r->rid, r->url);
-        status = 500;
-        resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        /* Still the documented error body when a small copy fits; an empty one otherwise. */
+        char body[160];
+        int n = snprintf(body, sizeof body,
+                         "{\"error\":{\"code\":\"internal\",\"message\":"
+                         "\"internal error (request %s): out of memory\"}}",
+                         r->rid);
+        status = ss_api_status("internal");
+        resp = MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
+        if (resp && MHD_add_response_header(resp, "Content-Type", "application/json") != MHD_YES) {
+            MHD_destroy_response(resp);
+            resp = NULL;
+        }
+        if (!resp) resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
         if (!resp) return MHD_NO;
     }
     ss_add_cors_headers(r->srv, resp);
@@ -187,18 +199,26 @@ enum MHD_Result ss_reply(ss_req *r, int status, struct MHD_Response *resp) {
     return ret;
 }
 
-enum MHD_Result ss_reply_error(ss_req *r, int status, const char *code, const char *fmt, ...) {
+enum MHD_Result ss_reply_error(ss_req *r, const char *code, const char *fmt, ...) {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    int status = ss_api_status(code);
     fprintf(stderr, "svdslice: %s %s -> %d %s: %s\n", r->rid, r->url, status, code, msg);
     return ss_reply(r, status, ss_resp_error(code, msg));
 }
 
 enum MHD_Result ss_reply_internal(ss_req *r, const char *what) {
-    return ss_reply_error(r, 500, "internal", "internal error (request %s): %s", r->rid, what);
+    return ss_reply_error(r, "internal", "internal error (request %s): %s", r->rid, what);
+}
+
+enum MHD_Result ss_reply_engine(ss_req *r, int rc, int from, const char *what) {
+    const char *code = ss_api_code_of(rc, from);
+    if (!strcmp(code, "internal"))
+        return ss_reply_error(r, code, "internal error (request %s): %s: %s", r->rid, what, ss_error());
+    return ss_reply_error(r, code, "%s", ss_error());
 }
 
 /* ---- jobs: suspend / resume ---------------------------------------------- */
@@ -226,12 +246,33 @@ void ss_job_end(ss_req *r, int status, struct MHD_Response *resp) {
     __atomic_sub_fetch(&h->inflight, 1, __ATOMIC_SEQ_CST);
 }
 
+void ss_job_fail(ss_req *r, const char *code, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ss_job_end(r, ss_api_status(code), ss_resp_error(code, msg));
+}
+
+void ss_job_fail_engine(ss_req *r, int rc, int from, const char *what) {
+    const char *code = ss_api_code_of(rc, from);
+    if (!strcmp(code, "internal")) {
+        fprintf(stderr, "svdslice: %s %s: %s: %s\n", r->rid, r->url, what, ss_error());
+        ss_job_fail(r, code, "internal error (request %s): %s: %s", r->rid, what, ss_error());
+    } else {
+        ss_job_fail(r, code, "%s", ss_error());
+    }
+}
 
 void ss_job_reject(ss_req *r, int err) {
+    const char *code = ss_api_code_of(err, SS_FROM_QUEUE);
     if (err == SS_EBUSY)
-        ss_job_end(r, 503, ss_resp_error("overloaded", "server busy: work queue full, retry later"));
+        ss_job_fail(r, code, "server busy: work queue full, retry later");
+    else if (err == SS_EUNAVAIL)
+        ss_job_fail(r, code, "server is shutting down");
     else
-        ss_job_end(r, 503, ss_resp_error("overloaded", "server is shutting down"));
+        ss_job_fail_engine(r, err, SS_FROM_QUEUE, "queue");
 }
 
 /* ---- routing ------------------------------------------------------------- */
@@ -317,21 +358,22 @@ static enum MHD_Result route_request(ss_req *r, const char *url) {
             r->label = k_label[i];
         }
     }
-    if (!allowed) return ss_reply_error(r, 404, "not_found", "no such path: %s", r->path);
+    if (!allowed) return ss_reply_error(r, "not_found", "no such path: %s", r->path);
     if (r->method == M_OPTIONS) return preflight(r, allowed);
     if (!hit) {
         char methods[80];
         method_list(allowed | M_OPTIONS, methods, sizeof methods);
-        struct MHD_Response *resp = ss_resp_error("method_not_allowed", "method not allowed here");
-        if (resp) MHD_add_response_header(resp, "Allow", methods);
-        fprintf(stderr, "svdslice: %s %s -> 405 method_not_allowed\n", r->rid, r->url);
-        return ss_reply(r, 405, resp);
+        const char *code = "method_not_allowed";
+        struct MHD_Response *resp = ss_resp_error(code, "method not allowed here");
+        if (resp) MHD_add_response_header(resp, "Allow", methods); /* the value errors.c leaves to us */
+        fprintf(stderr, "svdslice: %s %s -> %d %s\n", r->rid, r->url, ss_api_status(code), code);
+        return ss_reply(r, ss_api_status(code), resp);
     }
     const ss_config *cfg = r->srv->cfg;
     int need = (hit->flags & R_AUTH_WRITE) || ((hit->flags & R_AUTH_READ) && cfg->auth_reads);
     if (cfg->api_key[0] && need && !authorized(r)) {
         r->queue_now = (hit->flags & R_BODY) != 0; /* refuse the body of an unauthorised upload */
-        return ss_reply_error(r, 401, "unauthorized", "missing or wrong Authorization: Bearer key");
+        return ss_reply_error(r, "unauthorized", "missing or wrong Authorization: Bearer key");
     }
     r->route = hit;
     return MHD_YES;
@@ -364,7 +406,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
             if (cl && strtoull(cl, NULL, 10) > (unsigned long long)srv->cfg->max_body_bytes) {
                 r->queue_now = 1; /* answer before the client sends it all */
-                ret = ss_reply_error(r, 413, "too_large", "body of %s bytes is over the limit of %lld bytes", cl,
+                ret = ss_reply_error(r, "too_large", "body of %s bytes is over the limit of %lld bytes", cl,
                                      srv->cfg->max_body_bytes);
             } else {
                 ss_upload_begin(&r->up, (size_t)srv->cfg->max_body_bytes);
@@ -403,10 +445,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (r->replied) return MHD_YES;
     if (!(r->route->flags & R_BODY)) return r->route->handler(r);
     const char *why = NULL;
-    int st = ss_upload_finish(&r->up, c, &why);
-    if (st == 413) return ss_reply_error(r, 413, "too_large", "%s", why);
-    if (st == 503) return ss_reply_error(r, 503, "overloaded", "%s", why);
-    if (st) return ss_reply_error(r, 415, "unsupported_media_type", "%s", why);
+    const char *err = ss_upload_finish(&r->up, c, &why);
+    if (err) return ss_reply_error(r, err, "%s", why);
     return r->route->handler(r);
 }
 

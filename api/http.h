@@ -77,19 +77,23 @@ typedef struct ss_req {
 typedef enum MHD_Result (*ss_handler)(ss_req *r);
 
 /* Queues resp with status (adds CORS headers, logs errors, destroys resp).
- * resp NULL means out of memory: answers 500 without a body. */
+ * resp NULL means out of memory: answers 500 internal (without a body if even
+ * that cannot be built). */
 enum MHD_Result ss_reply(ss_req *r, int status, struct MHD_Response *resp);
 /* Queues a response shared between requests (e.g. a cache entry's): it is not
  * modified (its CORS headers must already be there) and not destroyed. */
 enum MHD_Result ss_reply_shared(ss_req *r, int status, struct MHD_Response *resp);
 /* Adds the --cors-origin headers to resp. */
 void ss_add_cors_headers(const ss_server *srv, struct MHD_Response *resp);
-/* Queues the JSON error body {"error": {"code", "message"}} (+ WWW-Authenticate
- * for 401, Retry-After for overloaded). */
-enum MHD_Result ss_reply_error(ss_req *r, int status, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* Queues the JSON error body {"error": {"code", "message"}} with the status and
+ * header of code (api/errors.c). */
+enum MHD_Result ss_reply_error(ss_req *r, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* 500 internal: logs what with the request id; the message carries the id. */
 enum MHD_Result ss_reply_internal(ss_req *r, const char *what);
+/* The error of engine code rc (SS_E*) raised at `from` (SS_FROM_*, api/errors.h): ss_error()'s
+ * text when the client caused it, else internal with what and the detail. */
+enum MHD_Result ss_reply_engine(ss_req *r, int rc, int from, const char *what);
 
 /* Suspends r's connection for a job; call right before handing the job to a
  * queue. Returns 0, or -1 when the server is stopping (nothing suspended). */
@@ -97,8 +101,11 @@ int ss_job_begin(ss_req *r);
 /* From the job's thread: hands the response to r and resumes the connection.
  * r must not be touched afterwards. */
 void ss_job_end(ss_req *r, int status, struct MHD_Response *resp);
-/* The job could not be queued (after ss_job_begin): answer err code now.
- * err: SS_EBUSY -> 503 overloaded, else 503 "shutting down". */
+/* ss_job_end with the error body of code, at its status. */
+void ss_job_fail(ss_req *r, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* ss_reply_engine's answer, from a job's thread. */
+void ss_job_fail_engine(ss_req *r, int rc, int from, const char *what);
+/* The job could not be queued (after ss_job_begin): answer the engine error err now. */
 void ss_job_reject(ss_req *r, int err);
 
 /* Query argument or NULL; "" when its decoded value holds a NUL byte (%00). */
@@ -120,9 +127,10 @@ void ss_upload_give_back(long long *held, size_t n);
 /* Takes a body chunk. Returns 0, or -1 when the connection should be dropped
  * (a client streaming far beyond the limit). */
 int ss_upload_feed(ss_upload *u, struct MHD_Connection *c, const char *data, size_t size);
-/* After the last chunk: 0 and the PNG bytes in u->data/len, or an HTTP status
- * (413, 415, 503 when the server-wide budget is spent) with *why set. */
-int ss_upload_finish(ss_upload *u, struct MHD_Connection *c, const char **why);
+/* After the last chunk: NULL and the PNG bytes in u->data/len, or the error code
+ * (too_large, unsupported_media_type, overloaded when the server-wide budget is
+ * spent) with *why set. */
+const char *ss_upload_finish(ss_upload *u, struct MHD_Connection *c, const char **why);
 void ss_upload_free(ss_upload *u);
 
 /* ---- handlers ------------------------------------------------------------ */

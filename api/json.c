@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/errors.h"
 #include "engine/kernels.h"
 #include "engine/svd.h"
 #include "util/clock.h"
@@ -129,8 +130,9 @@ struct MHD_Response *ss_resp_error(const char *code, const char *message) {
     json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message);
     if (!j) j = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", "invalid request");
     struct MHD_Response *resp = ss_resp_json(j);
-    if (resp && !strcmp(code, "overloaded")) MHD_add_response_header(resp, "Retry-After", "1");
-    if (resp && !strcmp(code, "unauthorized")) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+    const ss_api_error *e = ss_api_error_find(code);
+    if (resp && e && e->header.name && e->header.value)
+        MHD_add_response_header(resp, e->header.name, e->header.value);
     return resp;
 }
 

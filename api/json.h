@@ -23,8 +23,7 @@ json_t *ss_json_quality(const char *id, const char *backend, const ss_quality *q
 json_t *ss_json_backends(void);
 /* A response with j serialised (j is consumed). NULL on ENOMEM. */
 struct MHD_Response *ss_resp_json(json_t *j);
-/* {"error": {"code", "message"}} with the headers its code carries (overloaded:
- * Retry-After; unauthorized: WWW-Authenticate). NULL on ENOMEM. */
+/* {"error": {"code", "message"}} with the header its code carries (api/errors.c). NULL on ENOMEM. */
 struct MHD_Response *ss_resp_error(const char *code, const char *message);
 /* The same with a printf-style message (cut at 511 bytes). */
 struct MHD_Response *ss_resp_errorf(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -158,14 +158,14 @@ int ss_upload_feed(ss_upload *u, struct MHD_Connection *c, const char *data, siz
     }
 }
 
-int ss_upload_finish(ss_upload *u, struct MHD_Connection *c, const char **why) {
+const char *ss_upload_finish(ss_upload *u, struct MHD_Connection *c, const char **why) {
     if (u->too_large) {
         *why = "body over the byte limit";
-        return 413;
+        return "too_large";
     }
     if (u->overloaded) {
         *why = "server busy: too many upload bytes in flight, retry later";
-        return 503;
+        return "overloaded";
     }
     if (u->mode == UP_UNDECIDED) decide(u, c);
     if (u->mode == UP_MULTIPART) {
@@ -173,23 +173,23 @@ int ss_upload_finish(ss_upload *u, struct MHD_Connection *c, const char **why) {
         u->pp = NULL;
         if (u->too_large) {
             *why = "file over the byte limit";
-            return 413;
+            return "too_large";
         }
         if (u->overloaded) {
             *why = "server busy: too many upload bytes in flight, retry later";
-            return 503;
+            return "overloaded";
         }
         if (!u->file_fields) {
             *why = "multipart form has no 'file' field";
-            return 415;
+            return "unsupported_media_type";
         }
         if (u->len < 8 || memcmp(u->data, k_png_sig, 8) != 0) {
             *why = "the 'file' field is not a PNG";
-            return 415;
+            return "unsupported_media_type";
         }
-        return 0;
+        return NULL;
     }
-    if (u->mode == UP_RAW) return 0;
+    if (u->mode == UP_RAW) return NULL;
     *why = "body is neither a PNG nor a multipart form with a PNG 'file' field";
-    return 415;
+    return "unsupported_media_type";
 }
