@@ -1,4 +1,4 @@
-/* h_misc.c - handlers of /backends, /healthz, /metrics, the web page and /openapi.yaml */
+/* h_misc.c - handlers of /backends, /healthz, /metrics, the web page and /openapi.{yaml,json} */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,7 +91,7 @@ enum MHD_Result ss_h_metrics(ss_req *r) {
     return ss_reply(r, 200, resp);
 }
 
-static const char *content_type(const char *path) {
+const char *ss_asset_content_type(const char *path) {
     static const struct { const char *ext, *type; } types[] = {
         {".html", "text/html; charset=utf-8"},   {".js", "text/javascript; charset=utf-8"},
         {".mjs", "text/javascript; charset=utf-8"}, {".css", "text/css; charset=utf-8"},
@@ -106,18 +106,37 @@ static const char *content_type(const char *path) {
     return "application/octet-stream";
 }
 
+const ss_asset *ss_asset_find(const char *path) {
+    for (const ss_asset *a = ss_assets; a->path; a++)
+        if (!strcmp(a->path, path)) return a;
+    return NULL;
+}
+
 enum MHD_Result ss_h_asset(ss_req *r) {
     const char *path = r->path;
     if (!strcmp(path, "/")) path = "/index.html";
-    for (const ss_asset *a = ss_assets; a->path; a++) {
-        if (strcmp(a->path, path) != 0) continue;
-        struct MHD_Response *resp =
-            MHD_create_response_from_buffer(a->size, (void *)a->data, MHD_RESPMEM_PERSISTENT);
-        if (resp) {
-            MHD_add_response_header(resp, "Content-Type", content_type(a->path));
-            MHD_add_response_header(resp, "Cache-Control", "no-cache");
-        }
-        return ss_reply(r, 200, resp);
+    const ss_asset *a = ss_asset_find(path);
+    if (!a) return ss_reply_error(r, "not_found", "no such path: %s", path);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(a->size, (void *)a->data, MHD_RESPMEM_PERSISTENT);
+    if (resp) {
+        MHD_add_response_header(resp, "Content-Type", ss_asset_content_type(a->path));
+        MHD_add_response_header(resp, "Cache-Control", "no-cache");
     }
-    return ss_reply_error(r, "not_found", "no such path: %s", path);
+    return ss_reply(r, 200, resp);
+}
+
+/* The document built at start (openapi.c): YAML as written then, JSON by the one serialiser. */
+enum MHD_Result ss_h_openapi(ss_req *r) {
+    const char *yaml = NULL;
+    json_t *doc = ss_http_openapi(r->http, &yaml);
+    struct MHD_Response *resp;
+    if (!strcmp(r->path, "/openapi.json")) {
+        resp = ss_resp_json(json_incref(doc));
+    } else {
+        resp = MHD_create_response_from_buffer(strlen(yaml), (void *)yaml, MHD_RESPMEM_PERSISTENT);
+        if (resp) MHD_add_response_header(resp, "Content-Type", ss_asset_content_type(r->path));
+    }
+    if (resp) MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    return ss_reply(r, 200, resp);
 }

@@ -15,6 +15,7 @@
 #include "api/assets.h"
 #include "api/errors.h"
 #include "api/json.h"
+#include "api/openapi.h"
 #include "util/clock.h"
 #include "util/error.h"
 
@@ -22,35 +23,35 @@ struct ss_http {
     ss_server *srv;
     struct MHD_Daemon *daemon;
     int inflight; /* atomic: connections suspended on a job */
+    json_t *openapi; /* the served document, built at start (openapi.c), and its YAML */
+    char *openapi_yaml;
 };
 
-enum { R_BODY = 1, R_AUTH_WRITE = 2, R_AUTH_READ = 4 };
-
-typedef struct ss_route {
-    const char *pattern; /* "{id}" matches one path segment; "{asset}" an embedded asset */
-    int methods;         /* M_* mask; HEAD wherever GET */
-    ss_handler handler;
-    int flags;           /* R_* */
-} ss_route;
-
-/* The whole API. Order matters only between literal paths and "/{asset}". */
+/* The whole API. Order matters only between literal paths and "/{asset}". The
+ * served OpenAPI document is generated from it (api/openapi.c). */
 static const ss_route k_routes[] = {
-    {"/slices", M_POST, ss_h_upload, R_BODY | R_AUTH_WRITE},
-    {"/slices", M_GET | M_HEAD, ss_h_list, R_AUTH_READ},
-    {"/slices/{id}", M_GET | M_HEAD, ss_h_info, R_AUTH_READ},
-    {"/slices/{id}", M_DELETE, ss_h_delete, R_AUTH_WRITE},
-    {"/slices/{id}/original", M_GET | M_HEAD, ss_h_original, R_AUTH_READ},
-    {"/slices/{id}/factors", M_GET | M_HEAD, ss_h_factors, R_AUTH_READ},
-    {"/reconstruct", M_GET | M_HEAD, ss_h_reconstruct, R_AUTH_READ},
-    {"/quality", M_GET | M_HEAD, ss_h_quality, R_AUTH_READ},
-    {"/backends", M_GET | M_HEAD, ss_h_backends, 0},
-    {"/healthz", M_GET | M_HEAD, ss_h_healthz, 0},
-    {"/metrics", M_GET | M_HEAD, ss_h_metrics, R_AUTH_READ},
-    {"/", M_GET | M_HEAD, ss_h_asset, 0},
-    {"/openapi.yaml", M_GET | M_HEAD, ss_h_asset, 0},
-    {"/{asset}", M_GET | M_HEAD, ss_h_asset, 0},
+    {"/slices", M_POST, ss_h_upload, R_BODY | R_AUTH_WRITE,
+     "invalid_parameter too_large unsupported_media_type invalid_png overloaded insufficient_storage"},
+    {"/slices", M_GET | M_HEAD, ss_h_list, R_AUTH_READ, ""},
+    {"/slices/{id}", M_GET | M_HEAD, ss_h_info, R_AUTH_READ, "invalid_id not_found"},
+    {"/slices/{id}", M_DELETE, ss_h_delete, R_AUTH_WRITE, "invalid_id not_found"},
+    {"/slices/{id}/original", M_GET | M_HEAD, ss_h_original, R_AUTH_READ, "invalid_id not_found"},
+    {"/slices/{id}/factors", M_GET | M_HEAD, ss_h_factors, R_AUTH_READ, "invalid_id not_found"},
+    {"/reconstruct", M_GET | M_HEAD, ss_h_reconstruct, R_AUTH_READ,
+     "invalid_id not_found invalid_k invalid_backend invalid_parameter backend_unavailable overloaded"},
+    {"/quality", M_GET | M_HEAD, ss_h_quality, R_AUTH_READ,
+     "invalid_id not_found invalid_k invalid_backend backend_unavailable overloaded"},
+    {"/backends", M_GET | M_HEAD, ss_h_backends, 0, ""},
+    {"/healthz", M_GET | M_HEAD, ss_h_healthz, 0, ""},
+    {"/metrics", M_GET | M_HEAD, ss_h_metrics, R_AUTH_READ, ""},
+    {"/", M_GET | M_HEAD, ss_h_asset, 0, ""},
+    {"/openapi.yaml", M_GET | M_HEAD, ss_h_openapi, 0, ""},
+    {"/openapi.json", M_GET | M_HEAD, ss_h_openapi, 0, ""},
+    {"/{asset}", M_GET | M_HEAD, ss_h_asset, 0, ""},
 };
 #define N_ROUTES (int)(sizeof k_routes / sizeof k_routes[0])
+const ss_route *const ss_routes = k_routes;
+const int ss_nroutes = N_ROUTES;
 
 /* Distinct patterns, for metrics labels; k_label[i] is route i's label index. */
 static const char *k_labels[N_ROUTES];
@@ -145,6 +146,8 @@ static void method_list(int mask, char *buf, size_t size) {
             snprintf(buf + n, size - n, "%s%s", n ? ", " : "", names[i].name);
         }
 }
+
+void ss_http_methods(int mask, char *buf, size_t size) { method_list(mask, buf, size); }
 
 /* ---- replies ------------------------------------------------------------- */
 
@@ -501,6 +504,13 @@ ss_http *ss_http_start(ss_server *srv, unsigned short *port) {
         return NULL;
     }
     h->srv = srv;
+    h->openapi = ss_openapi_build(cfg);
+    h->openapi_yaml = h->openapi ? ss_yaml_dump(h->openapi) : NULL;
+    if (!h->openapi_yaml) {
+        fprintf(stderr, "svdslice serve: cannot build the OpenAPI document\n");
+        ss_http_free(h);
+        return NULL;
+    }
     errno = 0;
     h->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
@@ -523,7 +533,7 @@ ss_http *ss_http_start(ss_server *srv, unsigned short *port) {
         else
             fprintf(stderr, "svdslice serve: cannot listen on %s:%d%s%s\n", cfg->bind, cfg->port,
                     e ? ": " : "", e ? strerror(e) : "");
-        free(h);
+        ss_http_free(h);
         return NULL;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
@@ -563,7 +573,14 @@ void ss_http_free(ss_http *h) {
         fprintf(stderr, "svdslice: connections still suspended; leaving the daemon to the exit\n");
         return;
     }
+    json_decref(h->openapi);
+    free(h->openapi_yaml);
     free(h);
+}
+
+json_t *ss_http_openapi(const ss_http *h, const char **yaml) {
+    *yaml = h->openapi_yaml;
+    return h->openapi;
 }
 
 int ss_http_inflight(const ss_http *h) { return __atomic_load_n(&h->inflight, __ATOMIC_RELAXED); }

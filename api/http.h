@@ -1,6 +1,7 @@
 /* http.h - the HTTP layer's shared pieces: server context, per-request state, handler helpers */
 #ifndef SS_HTTP_H
 #define SS_HTTP_H
+#include <jansson.h>
 #include <microhttpd.h>
 #include <stddef.h>
 
@@ -24,6 +25,8 @@ int ss_http_stop(ss_http *h, double timeout_s);
 void ss_http_free(ss_http *h);
 /* Connections suspended on a job right now (a gauge of /metrics). */
 int ss_http_inflight(const ss_http *h);
+/* The served OpenAPI document (borrowed) and its YAML text, built at start. */
+json_t *ss_http_openapi(const ss_http *h, const char **yaml);
 
 /* ---- per-request state (libmicrohttpd's *con_cls) ------------------------ */
 enum { M_GET = 1, M_HEAD = 2, M_POST = 4, M_DELETE = 8, M_OPTIONS = 16, M_OTHER = 32 };
@@ -75,6 +78,20 @@ typedef struct ss_req {
 } ss_req;
 
 typedef enum MHD_Result (*ss_handler)(ss_req *r);
+
+/* ---- the routes table (http.c): dispatch reads it, so does the OpenAPI generator */
+enum { R_BODY = 1, R_AUTH_WRITE = 2, R_AUTH_READ = 4 };
+typedef struct ss_route {
+    const char *pattern; /* "{id}" matches one path segment; "{asset}" an embedded asset */
+    int methods;         /* M_* mask; HEAD wherever GET */
+    ss_handler handler;
+    int flags;          /* R_* */
+    const char *errors; /* the handler's error codes, space-separated (the router adds its own) */
+} ss_route;
+extern const ss_route *const ss_routes;
+extern const int ss_nroutes;
+/* "GET, HEAD, OPTIONS": the methods of mask as Allow lists them. */
+void ss_http_methods(int mask, char *buf, size_t size);
 
 /* Queues resp with status (adds CORS headers, logs errors, destroys resp).
  * resp NULL means out of memory: answers 500 internal (without a body if even
@@ -146,5 +163,6 @@ enum MHD_Result ss_h_backends(ss_req *r);
 enum MHD_Result ss_h_healthz(ss_req *r);
 enum MHD_Result ss_h_metrics(ss_req *r);
 enum MHD_Result ss_h_asset(ss_req *r);
+enum MHD_Result ss_h_openapi(ss_req *r);
 
 #endif
