@@ -10,6 +10,9 @@ fi
 if [ -f tests/browser/package.json ]; then
   (cd tests/browser && npm install --no-audit --no-fund --loglevel=error)
 fi
+# Prism for tests/http/test_openapi_prism.py, which skips (says so) when it is missing.
+(cd tests/openapi && npm install --no-audit --no-fund --loglevel=error) ||
+  echo "test.sh: npm install in tests/openapi failed; the Prism test will be skipped"
 jobs=$(nproc)
 
 echo "== Release build (GPU backends when the CUDA toolkit is present) =="
