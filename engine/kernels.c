@@ -207,7 +207,9 @@ void ss_reference_f64(const ss_factors *f, int k, double *C) {
  * 0.49999997f up). x - trunc(x) is exact below 2^23. Cloned for wider
  * vectors: the build targets baseline x86-64, and this pass is ~10% of a
  * 256x170 blas reconstruction. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* Not under TSan: the clone's ifunc resolver runs before TSan's runtime is
+ * up and the program dies at load. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 void ss_pixels_from_float(const float *C, size_t n, int maxval, uint16_t *out) {
