@@ -3,9 +3,11 @@
 // and CORS (security and preflight headers are generated per mode), and it documents every route
 // of the running server with its methods.
 import assert from 'node:assert/strict';
-import SwaggerParser from '@apidevtools/swagger-parser';
-import yaml from 'js-yaml';
 import { startServer } from './server.mjs';
+import { need } from './need.mjs';
+
+const { default: SwaggerParser } = await need('@apidevtools/swagger-parser');
+const { default: yaml } = await need('js-yaml');
 
 const MODES = [[], ['--api-key', 'k', '--auth-reads', '--cors-origin', 'https://viewer.example']];
 

@@ -8,11 +8,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import { decodeGray, encodeGray16 } from './png.mjs';
 import { startServer } from './server.mjs';
+import { need, needFile } from './need.mjs';
 
-const CHROMIUM = process.env.SVDSLICE_CHROMIUM || '/usr/bin/chromium';
+const CHROMIUM = needFile(process.env.SVDSLICE_CHROMIUM || '/usr/bin/chromium', 'apt-get install chromium');
+const { chromium } = await need('playwright-core');
 const DATA = process.env.SVDSLICE_TEST_DATA || '';
 const ARTIFACTS = process.env.SVDSLICE_ARTIFACTS || path.join(os.tmpdir(), 'svdslice-artifacts');
 const SLICE = path.join(DATA, 'BrainProtonDensitySlice.png');
