@@ -58,7 +58,9 @@ npm_config() {
   command -v npm >/dev/null 2>&1 || { echo "fresh_machine_test: no npm here: the chroot's npm keeps its defaults"; return; }
   : > "$dir/root/.npmrc"
   for f in "$(npm config get globalconfig)" "$(npm config get userconfig)"; do
-    [ -f "$f" ] && grep -v -E '^\s*(cafile|registry|nodedir|prefix|cache)\s*=' "$f" >> "$dir/root/.npmrc"
+    # Paths of this machine's Node install do not apply there.
+    [ -f "$f" ] || continue
+    grep -v -E '^\s*(cafile|registry|nodedir|prefix|cache)\s*=' "$f" >> "$dir/root/.npmrc" || true
   done
   registry="$(npm config get registry)"
   echo "registry=$registry" >> "$dir/root/.npmrc"
