@@ -4,7 +4,7 @@
 #
 #   scripts/setup.sh build          # compile (the README's "Building by hand")
 #   scripts/setup.sh run            # build + what scripts/run.sh's demo uses
-#   scripts/setup.sh unit           # build + the real slices the unit tests read
+#   scripts/setup.sh unit           # build + the real slices and Python references of the unit tests
 #   scripts/setup.sh test browser   # the tools of the CLI/HTTP tests, of the browser tests
 #   scripts/setup.sh all            # every set (adds the load bench's tools)
 #   scripts/setup.sh --list [SET..] # print the packages, install nothing
@@ -19,6 +19,7 @@ build   libjansson-dev                             # JSON
 build   libmicrohttpd-dev                          # the HTTP server
 build   libcmocka-dev                              # unit tests (small; CMake wants it unless -DBUILD_TESTING=OFF)
 slices  insighttoolkit4-examples                   # real MRI slices (7 MB): the demo slice and test data
+ref     python3 python3-numpy python3-skimage python3-pil   # references of the unit tests: float64 SVD, scikit-image
 demo    curl                                       # run.sh loads the demo slice through the API
 test    python3 python3-numpy python3-skimage python3-pil python3-yaml curl   # CLI and HTTP tests
 browser chromium fonts-dejavu-core nodejs npm      # browser tests: Node drives Debian Chromium
@@ -37,7 +38,7 @@ sets=()
 for a in "$@"; do
   case "$a" in
     run) sets+=(build slices demo) ;;
-    unit) sets+=(build slices) ;;
+    unit) sets+=(build slices ref) ;;
     all) mapfile -t -O "${#sets[@]}" sets < <(printf '%s\n' "$SETS" | awk 'NF { print $1 }' | uniq) ;;
     -h|--help) usage ;;
     *)
