@@ -10,7 +10,8 @@
 #   scripts/setup.sh --list [SET..] # print the packages, install nothing
 set -euo pipefail
 
-# One line per need: the set, its packages, why. A new library is one more `build` line.
+# One line per need: the set, its packages, why. A new library is one more `build` line
+# (no apostrophes: the table is one single-quoted string).
 SETS='
 build   build-essential cmake pkg-config           # compiler and build system
 build   libopenblas-dev liblapacke-dev             # BLAS and LAPACKE: the SVD, the blas backend
@@ -22,6 +23,7 @@ slices  insighttoolkit4-examples                   # real MRI slices (7 MB): the
 ref     python3 python3-numpy python3-skimage python3-pil   # references of the unit tests: float64 SVD, scikit-image
 demo    curl                                       # run.sh loads the demo slice through the API
 test    python3 python3-numpy python3-skimage python3-pil python3-yaml curl   # CLI and HTTP tests
+test    python3-prometheus-client                  # /metrics read by the Prometheus parser itself
 browser chromium fonts-dejavu-core nodejs npm      # browser tests: Node drives Debian Chromium
 bench   wrk gunicorn                               # bench/load: load generator, Python baseline
 '
