@@ -60,6 +60,9 @@ elif ! command -v podman >/dev/null 2>&1; then
   say "4. image test: skipped (podman is not installed; apt-get install podman, then scripts/image_test.sh)"
 elif [ "$(id -u)" -ne 0 ]; then
   say "4. image test: skipped (needs root to mount and chroot into the image)"
+elif [ -z "${IMAGE_BASE:-}" ] && ! command -v debootstrap >/dev/null 2>&1 &&
+     ! podman image exists localhost/svdslice-base:bookworm-minbase; then
+  say "4. image test: skipped (no base image: apt-get install debootstrap, or set IMAGE_BASE=debian:12-slim)"
 else
   say "4. image test (scripts/image_test.sh)"
   scripts/image_test.sh || failed+=("image test")
