@@ -2,6 +2,7 @@
 #include "cli/serve.h"
 
 #include <cblas.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,9 +11,25 @@
 #include "server/config.h"
 #include "server/server.h"
 
-/* Blocks SIGINT/SIGTERM in every thread (the pools inherit the mask) so the
- * main thread can take them with sigwait. */
+static pthread_t g_main_thread;
+
+/* OpenBLAS starts its threads when the library loads, before main can block
+ * the signals: one of them may still take SIGTERM. Pass it on to the main
+ * thread's sigwait instead of dying by the default action. */
+static void forward_to_main(int sig) {
+    if (!pthread_equal(pthread_self(), g_main_thread)) pthread_kill(g_main_thread, sig);
+}
+
+/* Blocks SIGINT/SIGTERM in every thread we start (the pools inherit the mask)
+ * so the main thread can take them with sigwait. */
 static void block_signals(sigset_t *set) {
+    g_main_thread = pthread_self();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = forward_to_main;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     sigemptyset(set);
     sigaddset(set, SIGINT);
     sigaddset(set, SIGTERM);
