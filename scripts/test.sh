@@ -7,8 +7,9 @@
 #      tests that need it fail (the Prism test skips) saying what is missing;
 #   3. the CLI, HTTP, browser and GPU tests (the GPU ones skip without a GPU);
 #   4. the image test (scripts/image_test.sh) when podman is installed and we are root;
-#   5. the whole suite again, built with ASan + UBSan.
-# SKIP_SANITIZE=1 skips 5, IMAGE_TEST=0 skips 4. Exit status 0 only when every stage passed.
+#   5. the whole suite again, built with ASan + UBSan;
+#   6. the tests that run threads against each other, built with ThreadSanitizer.
+# SKIP_SANITIZE=1 skips 5 and 6, IMAGE_TEST=0 skips 4. Exit status 0 only when every stage passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
@@ -78,6 +79,18 @@ if [ "${SKIP_SANITIZE:-0}" != 1 ]; then
       ctest --test-dir build-asan --output-on-failure -j"$jobs" || failed+=("ASan+UBSan suite")
   else
     failed+=("ASan+UBSan build")
+  fi
+  say "6. ThreadSanitizer build, the concurrent tests"
+  # One OpenBLAS thread: its own pool is not instrumented and would be reported as racing.
+  # One test at a time: TSan slows threads ~10x, and the HTTP tests' deadlines assume a core each.
+  if cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSVDSLICE_TSAN=ON -DSVDSLICE_CUDA=OFF \
+       -DBUILD_TESTING=ON && cmake --build build-tsan -j"$jobs"; then
+    OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+      ctest --test-dir build-tsan --output-on-failure \
+        -R '^(test_gpuq|test_respcache|test_store|test_store_faults|test_kernels|http_test_concurrency|http_test_persist|http_test_review|http_test_store_faults)$' \
+      || failed+=("ThreadSanitizer tests")
+  else
+    failed+=("ThreadSanitizer build")
   fi
 fi
 
