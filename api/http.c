@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <sys/socket.h>
 #include <netinet/in.h>
 #include <stdint.h>
 
@@ -23,6 +24,7 @@ struct ss_http {
     ss_server *srv;
     struct MHD_Daemon *daemon;
     int inflight; /* atomic: connections suspended on a job */
+    MHD_socket quiesced; /* the listening socket after MHD_quiesce_daemon, closed after the stop */
     json_t *openapi; /* the served document, built at start (openapi.c), and its YAML */
     char *openapi_yaml;
 };
@@ -504,6 +506,7 @@ ss_http *ss_http_start(ss_server *srv, unsigned short *port) {
         return NULL;
     }
     h->srv = srv;
+    h->quiesced = MHD_INVALID_SOCKET;
     h->openapi = ss_openapi_build(cfg);
     h->openapi_yaml = h->openapi ? ss_yaml_dump(h->openapi) : NULL;
     if (!h->openapi_yaml) {
@@ -543,8 +546,13 @@ ss_http *ss_http_start(ss_server *srv, unsigned short *port) {
 
 int ss_http_stop(ss_http *h, double timeout_s) {
     if (!h || !h->daemon) return 0;
-    MHD_socket lfd = MHD_quiesce_daemon(h->daemon);
-    if (lfd != MHD_INVALID_SOCKET) close(lfd);
+    if (h->quiesced == MHD_INVALID_SOCKET) {
+        /* New connections are refused from here (shutdown stops a Linux listening
+         * socket), but the fd is closed only after MHD_stop_daemon: MHD's thread
+         * may still use it (libmicrohttpd's documentation; TSan saw it race). */
+        h->quiesced = MHD_quiesce_daemon(h->daemon);
+        if (h->quiesced != MHD_INVALID_SOCKET) shutdown(h->quiesced, SHUT_RDWR);
+    }
     __atomic_store_n(&h->srv->stopping, 1, __ATOMIC_SEQ_CST);
     /* Every suspended connection must be resumed before MHD_stop_daemon; the
      * queues keep running their jobs meanwhile. */
@@ -563,6 +571,8 @@ int ss_http_stop(ss_http *h, double timeout_s) {
     }
     MHD_stop_daemon(h->daemon);
     h->daemon = NULL;
+    if (h->quiesced != MHD_INVALID_SOCKET) close(h->quiesced);
+    h->quiesced = MHD_INVALID_SOCKET;
     return 0;
 }
 
