@@ -4,122 +4,26 @@
 // here independently of the page (png.mjs), never from the page's code.
 // Env (set by ctest): SVDSLICE_BIN, SVDSLICE_TEST_DATA, SVDSLICE_ARTIFACTS.
 import { test, before, after } from 'node:test';
-import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { decodeGray, encodeGray16 } from './png.mjs';
 import { startServer } from './server.mjs';
-import { need, needFile } from './need.mjs';
+import {
+  ARTIFACTS, DATA, WAIT, eq, ok, checkCount, launch, get, getJson, canvasGray, firstMismatch,
+  atK, waitIdle, checkRecon, checkQuality, windowed, phantom12,
+} from './harness.mjs';
 
-const CHROMIUM = needFile(process.env.SVDSLICE_CHROMIUM || '/usr/bin/chromium', 'apt-get install chromium');
-const { chromium } = await need('playwright-core');
-const DATA = process.env.SVDSLICE_TEST_DATA || '';
-const ARTIFACTS = process.env.SVDSLICE_ARTIFACTS || path.join(os.tmpdir(), 'svdslice-artifacts');
 const SLICE = path.join(DATA, 'BrainProtonDensitySlice.png');
 const BACKENDS = ['loops3', 'loops2', 'loops1', 'blocked', 'threads', 'blas', 'cuda', 'cublas'];
 const KEY = 'browser-test-key-7f3a';
-const WAIT = { timeout: 60000 };
 
-let server, context, page, profileDir;
+let server, browser, context, page;
 const pageErrors = [];
-let checks = 0;
-
-// Counted assertions, so the report can say how many were made.
-function eq(actual, expected, msg) { checks++; assert.deepEqual(actual, expected, msg); }
-function ok(cond, msg) { checks++; assert.ok(cond, msg); }
-
-async function get(base, p, headers = {}) {
-  const res = await fetch(base + p, { headers });
-  return { res, buf: Buffer.from(await res.arrayBuffer()) };
-}
-
-async function getJson(base, p, headers = {}) {
-  const { res, buf } = await get(base, p, headers);
-  return { status: res.status, body: JSON.parse(buf.toString('utf8')), res };
-}
-
-/* Gray values of a canvas in the page, with checks that it is gray and opaque. */
-async function canvasGray(pg, id) {
-  return pg.evaluate((cid) => {
-    const c = document.getElementById(cid);
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    const gray = new Array(c.width * c.height);
-    let grayOk = true;
-    for (let i = 0; i < gray.length; i++) {
-      gray[i] = d[4 * i];
-      if (d[4 * i + 1] !== d[4 * i] || d[4 * i + 2] !== d[4 * i] || d[4 * i + 3] !== 255) grayOk = false;
-    }
-    return { width: c.width, height: c.height, gray, grayOk };
-  }, id);
-}
-
-function firstMismatch(a, b) {
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
-  return -1;
-}
-
-/* Clears the marks the page sets when a reconstruction and its quality are shown,
- * runs the action, and waits for both marks at k. */
-async function atK(pg, k, action) {
-  await pg.evaluate(() => {
-    delete document.getElementById('cv-recon').dataset.k;
-    delete document.getElementById('quality').dataset.k;
-  });
-  await action();
-  await pg.waitForSelector(`#cv-recon[data-k="${k}"]`, WAIT);
-  await pg.waitForSelector(`#quality[data-k="${k}"]`, WAIT);
-}
-
-/* The shown reconstruction equals /reconstruct's PNG for the same URL, pixel for
- * pixel; returns the server's pixels. */
-async function checkRecon(pg, base, headers = {}) {
-  const k = await pg.inputValue('#k-range');
-  const src = await pg.getAttribute('#cv-recon', 'data-src');
-  const ran = await pg.getAttribute('#cv-recon', 'data-backend');
-  ok(src && src.startsWith('/reconstruct?'), `reconstruction source ${src}`);
-  // Ask for the backend that ran, so `auto` cannot pick another one for us.
-  const u = new URL(src, base);
-  eq(u.searchParams.get('k'), k, 'the image shown is for the slider\'s k');
-  eq(await pg.getAttribute('#cv-recon', 'data-k'), k, 'the image is marked with that k');
-  u.searchParams.set('backend', ran);
-  const { res, buf } = await get(base, u.pathname + u.search, headers);
-  eq(res.status, 200, `GET ${u.pathname}${u.search}`);
-  eq(res.headers.get('x-backend'), ran, 'X-Backend');
-  const want = decodeGray(buf);
-  const got = await canvasGray(pg, 'cv-recon');
-  ok(got.grayOk, 'reconstruction canvas is gray and opaque');
-  eq([got.width, got.height], [want.width, want.height], 'reconstruction size');
-  const bad = firstMismatch(got.gray, want.data);
-  eq(bad, -1, bad < 0 ? '' : `pixel ${bad}: page ${got.gray[bad]} vs server ${want.data[bad]} (${src})`);
-  return want;
-}
-
-/* The metrics panel shows /quality's numbers for the same k and backend. */
-async function checkQuality(pg, base, id, k, headers = {}) {
-  const backend = await pg.getAttribute('#quality', 'data-backend');
-  const { status, body } = await getJson(base, `/quality?id=${id}&k=${k}&backend=${backend}`, headers);
-  eq(status, 200, 'GET /quality');
-  eq(body.k, k, 'quality k');
-  for (const name of ['mse', 'psnr', 'ssim', 'hausdorff', 'energy', 'stored_bytes_at_k', 'compression_ratio']) {
-    const dd = pg.locator(`#quality dd[data-metric="${name}"]`);
-    const raw = await dd.getAttribute('data-value'), text = (await dd.textContent()).trim();
-    const v = body[name];
-    if (v === null) {
-      eq(raw, 'null', `${name} is null`);
-      ok(text === '—' || text === '∞', `${name} shown as — or ∞, got ${text}`);
-    } else {
-      eq(Number(raw), v, `${name} value`);
-      const shown = parseFloat(text);
-      ok(Math.abs(shown - v) <= 1e-5 * Math.max(1, Math.abs(v)), `${name} shown ${text}, API ${v}`);
-    }
-  }
-}
 
 async function newPage(base) {
   const pg = await context.newPage();
   pg.on('pageerror', (e) => pageErrors.push(String(e)));
-  await pg.setViewportSize({ width: 1280, height: 800 });
+  await pg.setViewportSize({ width: 1440, height: 900 });
   await pg.goto(base + '/');
   return pg;
 }
@@ -128,22 +32,15 @@ before(async () => {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   ok(fs.existsSync(SLICE), `test slice ${SLICE} (SVDSLICE_TEST_DATA)`);
   server = await startServer();
-  profileDir = fs.mkdtempSync(path.join(os.tmpdir(), 'svdslice-chromium-'));
-  // A persistent context on a fresh dir is how Playwright takes --user-data-dir.
-  context = await chromium.launchPersistentContext(profileDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launch();
+  context = browser.context;
   page = await newPage(server.base);
 });
 
 after(async () => {
-  if (context) await context.close();
+  if (browser) await browser.close();
   if (server) await server.stop();
-  if (profileDir) fs.rmSync(profileDir, { recursive: true, force: true });
-  console.log(`# browser checks made: ${checks}`);
+  console.log(`# browser checks made: ${checkCount()}`);
 });
 
 let info; // the uploaded real slice, from the API
@@ -180,11 +77,19 @@ test('uploading a real MRI slice through the file input lists and shows it', asy
     const img = document.querySelector('#slice-list li img');
     return img && img.complete && img.naturalWidth > 0;
   }, null, WAIT);
+  // The thumbnail is the original, scaled to 96 px on its long side (aspect kept).
   const thumb = await page.$eval('#slice-list li img', (i) => [i.src.slice(0, 5), i.naturalWidth, i.naturalHeight]);
-  eq(thumb, ['blob:', info.width, info.height], 'thumbnail is the original via a blob URL');
-  await page.waitForSelector('#viewer:not([hidden])', WAIT);
+  eq(thumb, ['blob:', Math.round(info.width * 96 / Math.max(info.width, info.height)), Math.round(info.height * 96 / Math.max(info.width, info.height))],
+     'thumbnail via a blob URL, 96 px on the long side');
+  await page.waitForSelector('#cv-recon[data-k]', WAIT);
   eq(await page.getAttribute('#k-range', 'max'), String(info.rank), 'slider max is the rank');
-  ok(await page.isHidden('#window-panel'), 'no window control for an 8-bit slice');
+  // 8-bit slices open at the whole 0-255 scale: the images are the stored values unchanged.
+  eq([await page.inputValue('#win-center'), await page.inputValue('#win-width')], ['127.5', '255'], '8-bit window is 0-255');
+  // The sizes say which is bigger, with units.
+  const sizes = await page.textContent('#slice-sizes');
+  const kib = (n) => `${(n / 1024).toFixed(n / 1024 >= 100 ? 0 : 1)} KiB`;
+  ok(sizes.includes(kib(info.stored_bytes)) && sizes.includes(kib(info.original_bytes)), `sizes in KiB: ${sizes}`);
+  ok(sizes.includes(`${(info.stored_bytes / info.original_bytes).toFixed(1)}× larger`), `factors vs original said: ${sizes}`);
 
   // The original canvas holds the stored pixels exactly.
   const want = decodeGray((await get(server.base, `/slices/${info.id}/original`)).buf);
@@ -195,11 +100,13 @@ test('uploading a real MRI slice through the file input lists and shows it', asy
 
 test('the slider (keyboard, value, number field) shows /reconstruct and /quality exactly', async () => {
   const range = page.locator('#k-range');
+  // Here the difference map follows each k (viewer.test.mjs checks the fixed scale).
+  await page.uncheck('#diff-lock');
   await atK(page, 1, async () => { await range.focus(); await page.keyboard.press('Home'); });
   let recon = await checkRecon(page, server.base);
   await checkQuality(page, server.base, info.id, 1);
 
-  // The heat map's scale is max |original - reconstruction| of the two images.
+  // The heat map's scale is max |original - reconstruction| of the raw values.
   const orig = decodeGray((await get(server.base, `/slices/${info.id}/original`)).buf);
   let maxDiff = 0;
   for (let i = 0; i < orig.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(orig.data[i] - recon.data[i]));
@@ -220,7 +127,7 @@ test('the slider (keyboard, value, number field) shows /reconstruct and /quality
   await checkQuality(page, server.base, info.id, 37);
   eq(await page.inputValue('#k-number'), '37', 'number field follows the slider');
   eq(await page.getAttribute('#spectrum', 'data-k'), '37', 'spectrum marks k');
-  eq(await page.locator('#spectrum polyline').count(), 2, 'spectrum draws values and cumulative energy');
+  eq(await page.locator('#spectrum polyline').count(), 2, 'spectrum draws the energy left out and the singular values');
 
   await atK(page, 12, () => page.fill('#k-number', '12'));
   await checkRecon(page, server.base);
@@ -231,17 +138,21 @@ test('the slider (keyboard, value, number field) shows /reconstruct and /quality
   ok(/kernel [0-9.]+ ms/.test(timing) && /encode [0-9.]+ ms/.test(timing), `Server-Timing shown: ${timing}`);
 });
 
-test('a burst of slider moves is debounced to the last k', async () => {
+test('a burst of slider moves: one request at a time, the last k wins', async () => {
   const seen = [];
   const onReq = (r) => { if (r.url().includes('/reconstruct?')) seen.push(r.url()); };
+  await waitIdle(page);
   page.on('request', onReq);
-  await atK(page, 30, () => page.evaluate(() => {
+  await page.waitForSelector('#cv-recon[data-k]', WAIT);
+  await atK(page, 90, () => page.evaluate(() => {
     const el = document.getElementById('k-range');
-    for (let k = 21; k <= 30; k++) { el.value = String(k); el.dispatchEvent(new Event('input', { bubbles: true })); }
+    for (let k = 81; k <= 90; k++) { el.value = String(k); el.dispatchEvent(new Event('input', { bubbles: true })); }
   }));
   page.off('request', onReq);
-  ok(seen.length >= 1 && seen.length <= 2, `10 moves sent ${seen.length} reconstruct requests`);
-  ok(seen.at(-1).includes('k=30'), 'the last request is for the last k');
+  // The first move starts a request; the nine others only change what is wanted next.
+  const before90 = seen.slice(0, seen.findIndex((u) => u.includes('k=90')) + 1);
+  ok(before90.length >= 1 && before90.length <= 2, `10 moves sent ${before90.length} requests before k=90: ${before90}`);
+  ok(before90.at(-1).includes('k=90'), 'the last k is fetched');
   await checkRecon(page, server.base);
 });
 
@@ -253,24 +164,33 @@ async function reconCount(base, status) {
   return m ? Number(m[1]) : 0;
 }
 
-test('going back to a k already seen uses the browser cache (ETag), not a new render', async () => {
+test('going back to a k already seen makes no new render on the server', async () => {
+  // 37 and 90 were shown above; the page keeps what it fetched.
+  await waitIdle(page);
+  const reqs = [];
+  const onReq = (r) => { if (r.url().includes('/reconstruct?')) reqs.push(r.url()); };
+  page.on('request', onReq);
   const before = await reconCount(server.base, 200);
   ok(before > 0, `the server counted the page's renders (${before})`);
-  for (const k of [5, 30]) {
+  for (const k of [37, 90]) {
     await atK(page, k, () => page.fill('#k-number', String(k)));
-    await checkRecon(page, server.base);
+    await waitIdle(page);
   }
-  // Each checkRecon fetched once from Node: those are the only new 200s.
-  eq(await reconCount(server.base, 200), before + 2, 'no second render for a k already seen');
+  page.off('request', onReq);
+  eq(reqs.filter((u) => /[?&]k=(37|90)&/.test(u)), [], 'no request for a k already seen');
+  // Whatever else the server rendered meanwhile was a neighbour the page prefetched.
+  eq(await reconCount(server.base, 200), before + reqs.length, 'no render beyond the prefetches');
+  await checkRecon(page, server.base);
 });
 
 test('choosing a backend runs it and shows X-Backend', async () => {
-  await atK(page, 30, () => page.selectOption('#backend', 'loops1'));
+  const k = Number(await page.inputValue('#k-range'));
+  await atK(page, k, () => page.selectOption('#backend', 'loops1'));
   eq(await page.getAttribute('#cv-recon', 'data-backend'), 'loops1', 'X-Backend of the shown image');
   ok((await page.textContent('#timing')).includes('loops1'), 'timing line names the backend');
   await checkRecon(page, server.base);
-  await checkQuality(page, server.base, info.id, 30);
-  await atK(page, 30, () => page.selectOption('#backend', 'auto'));
+  await checkQuality(page, server.base, info.id, k);
+  await atK(page, k, () => page.selectOption('#backend', 'auto'));
 });
 
 test('compare backends times every available backend', async () => {
@@ -285,34 +205,49 @@ test('compare backends times every available backend', async () => {
   ok(await page.isVisible('#compare-chart'), 'the comparison chart is shown');
 });
 
-test('download links point at the original and the factors', async () => {
+test('download links point at the reconstruction, the original and the factors', async () => {
+  const k = await page.inputValue('#k-range'), backend = await page.inputValue('#backend');
+  eq(await page.getAttribute('#dl-recon', 'href'), `/reconstruct?id=${info.id}&k=${k}&backend=${backend}`, 'reconstruction link');
+  eq(await page.getAttribute('#dl-recon', 'download'), `BrainProtonDensitySlice-k${k}.png`, 'its file name says k');
   eq(await page.getAttribute('#dl-original', 'href'), `/slices/${info.id}/original`, 'original link');
   eq(await page.getAttribute('#dl-factors', 'href'), `/slices/${info.id}/factors`, 'factors link');
   const { res } = await get(server.base, `/slices/${info.id}/factors`);
   eq(res.status, 200, 'factors download works');
 });
 
-test('screenshots at 1280x800 and 400x800', async () => {
-  await page.setViewportSize({ width: 1280, height: 800 });
+test('screenshots at 1440x900 and 390x844 (phone: one large view, a wide slider)', async () => {
+  await page.setViewportSize({ width: 1440, height: 900 });
   await page.evaluate(() => window.scrollTo(0, 0));
-  await page.screenshot({ path: path.join(ARTIFACTS, 'page-1280x800.png') });
-  await page.screenshot({ path: path.join(ARTIFACTS, 'page-1280x800-full.png'), fullPage: true });
-  await page.setViewportSize({ width: 400, height: 800 });
-  // Narrow: the panels stack, nothing scrolls sideways.
+  await waitIdle(page);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'page-1440x900.png') });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'page-1440x900-full.png'), fullPage: true });
+  const wide = await page.locator('#fig-recon .vp').boundingBox();
+  ok(wide.width >= 300, `three images side by side, each ${wide.width} px wide`);
+  await page.setViewportSize({ width: 390, height: 844 });
+  // Narrow: nothing scrolls sideways; the viewer comes first, the list below.
   const widths = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
-  ok(widths[0] <= widths[1], `no horizontal scroll at 400 px (${widths})`);
+  ok(widths[0] <= widths[1], `no horizontal scroll at 390 px (${widths})`);
   const side = await page.locator('.side').boundingBox(), main = await page.locator('#viewer').boundingBox();
-  ok(main.y >= side.y + side.height - 1, 'viewer stacks below the slice list');
+  ok(side.y >= main.y + main.height - 1, 'with a slice shown, the list stacks below the viewer');
+  // One large view (the others are a tab away) and a slider across the screen.
+  const shown = await page.$$eval('#images figure', (fs) => fs.filter((f) => f.getBoundingClientRect().width > 0).map((f) => f.id));
+  eq(shown, ['fig-recon'], 'one image at a time on a phone');
+  const vp = await page.locator('#fig-recon .vp').boundingBox(), slider = await page.locator('#k-range').boundingBox();
+  ok(vp.width >= 340 && vp.y + vp.height <= 844, `the image is ${vp.width}x${vp.height} px and on the first screen`);
+  ok(slider.width >= 330 && slider.height >= 30, `slider ${slider.width}x${slider.height} px`);
+  await page.click('label:has(input[name="view"][value="diff"])');
+  eq(await page.$$eval('#images figure', (fs) => fs.filter((f) => f.getBoundingClientRect().width > 0).map((f) => f.id)), ['fig-diff'], 'the tab shows the difference');
+  await page.click('label:has(input[name="view"][value="recon"])');
   await page.evaluate(() => window.scrollTo(0, 0));
   // The charts redraw at the new width after a resize.
   await page.waitForFunction(() => {
     const c = document.getElementById('spectrum');
     return Math.abs(c.viewBox.baseVal.width - c.getBoundingClientRect().width) < 2;
   }, null, WAIT);
-  await page.screenshot({ path: path.join(ARTIFACTS, 'page-400x800.png') });
-  await page.screenshot({ path: path.join(ARTIFACTS, 'page-400x800-full.png'), fullPage: true });
-  await page.setViewportSize({ width: 1280, height: 800 });
-  for (const f of ['page-1280x800.png', 'page-400x800.png']) ok(fs.statSync(path.join(ARTIFACTS, f)).size > 1000, f);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'page-390x844.png') });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'page-390x844-full.png'), fullPage: true });
+  await page.setViewportSize({ width: 1440, height: 900 });
+  for (const f of ['page-1440x900.png', 'page-390x844.png']) ok(fs.statSync(path.join(ARTIFACTS, f)).size > 1000, f);
 });
 
 test('a bad upload shows the API error message', async () => {
@@ -329,36 +264,58 @@ test('a bad upload shows the API error message', async () => {
   ok(msg.includes(String(res.status)) && msg.includes(err.code), 'status and code shown');
 });
 
-test('a dropped 16-bit slice gets a window; the page windows as the server does', async () => {
-  const w = 64, h = 48, v = new Array(w * h);
-  for (let y = 0; y < h; y++)
-    for (let x = 0; x < w; x++) v[y * w + x] = Math.round(20000 + 15000 * Math.sin(x / 7) * Math.cos(y / 5) + 97 * ((x * 7 + y * 13) % 11));
+test('a dropped 16-bit slice (12-bit data) gets a tissue window; the page windows as the server does', async () => {
+  const w = 96, h = 80, v = phantom12(w, h);
   // Dropped on the drop zone, as a user dragging a file from the desktop would.
   const png16 = [...encodeGray16(w, h, v)];
   await page.evaluate((bytes) => {
     const dt = new DataTransfer();
-    dt.items.add(new File([new Uint8Array(bytes)], 'phantom16.png', { type: 'image/png' }));
+    dt.items.add(new File([new Uint8Array(bytes)], 'phantom12.png', { type: 'image/png' }));
     document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
   }, png16);
-  await page.waitForSelector('#window-panel:not([hidden])', WAIT);
+  await page.waitForFunction(() => document.getElementById('slice-title').textContent === 'phantom12.png', null, WAIT);
   await page.waitForSelector('#cv-recon[data-k]', WAIT);
   const id = await page.$eval('#slice-list li.current', (li) => li.dataset.id);
   const meta = (await getJson(server.base, `/slices/${id}`)).body;
   eq(meta.bit_depth, 16, '16-bit slice stored');
 
-  // Set a window by hand and check both images against the API's formula/pixels.
-  await page.fill('#win-width', '9000');
+  // The default window is the 1st..99th percentile of the nonzero pixels (not the air).
+  const nz = v.filter((x) => x > 0).sort((a, b) => a - b);
+  const pct = (p) => nz[Math.max(1, Math.ceil(p * nz.length)) - 1];
+  const [lo, hi] = [pct(0.01), pct(0.99)];
+  eq([Number(await page.inputValue('#win-center')), Number(await page.inputValue('#win-width'))], [(lo + hi) / 2, hi - lo], 'tissue window');
+  // The reconstruction is fetched raw (16-bit) and windowed in the page.
+  eq(new URL(await page.getAttribute('#cv-recon', 'data-src'), server.base).searchParams.has('window-center'), false, 'raw request');
+
+  // Set a window by hand and check both images against the server's windowing.
+  await page.fill('#win-width', '900');
   await atK(page, 3, () => page.fill('#k-number', '3'));
   const c = Number(await page.inputValue('#win-center')), ww = Number(await page.inputValue('#win-width'));
-  eq(ww, 9000, 'window width');
-  const src = await page.getAttribute('#cv-recon', 'data-src');
-  ok(src.includes(`window-center=${c}`) && src.includes('window-width=9000'), `windowed request ${src}`);
+  eq(ww, 900, 'window width');
   await checkRecon(page, server.base);
+  await checkQuality(page, server.base, id, 3);
   const orig = decodeGray((await get(server.base, `/slices/${id}/original`)).buf);
   eq(orig.depth, 16, 'original served at 16 bits');
-  const want = Array.from(orig.data, (x) => Math.min(255, Math.max(0, Math.round((x - c + ww / 2) / ww * 255))));
+  const want = Array.from(orig.data, (x) => windowed(x, c, ww));
   const got = await canvasGray(page, 'cv-original');
   eq(firstMismatch(got.gray, want), -1, 'original windowed like API.md says');
+
+  // The thumbnail is windowed too: 12-bit data as 16-bit PNG would be nearly black.
+  await page.waitForFunction((sid) => {
+    const img = document.querySelector(`#slice-list li[data-id="${sid}"] img`);
+    return img && img.complete && img.naturalWidth > 0;
+  }, id, WAIT);
+  const brightest = await page.$eval(`#slice-list li[data-id="${id}"] img`, (img) => {
+    const cv = document.createElement('canvas');
+    cv.width = img.naturalWidth; cv.height = img.naturalHeight;
+    const ctx = cv.getContext('2d');
+    ctx.drawImage(img, 0, 0);
+    const d = ctx.getImageData(0, 0, cv.width, cv.height).data;
+    let max = 0;
+    for (let i = 0; i < d.length; i += 4) max = Math.max(max, d[i]);
+    return max;
+  });
+  ok(brightest >= 200, `16-bit thumbnail is windowed (brightest ${brightest}; unwindowed 12-bit data tops out at 16)`);
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: path.join(ARTIFACTS, 'page-16bit-window.png') });
 });
