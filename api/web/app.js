@@ -461,6 +461,10 @@ async function select(id, want = {}) {
   if (seq !== state.selectSeq) return;
   clearToast('gone');
   resetLive();
+  // Nothing shown is of this slice yet.
+  setIdle(false);
+  delete $('cv-recon').dataset.k;
+  delete $('quality').dataset.k;
   state.info = info;
   state.orig = raw;
   state.diffInit = false;
@@ -494,11 +498,7 @@ async function select(id, want = {}) {
   let k = info.rank;
   for (let i = 1; i <= info.rank; i++) if (energyAt(sv, i) >= 0.999) { k = i; break; }
   $('k-msg').textContent = '';
-  if (want.k !== undefined) {
-    const wk = Number(want.k);
-    if (Number.isInteger(wk) && wk >= 1 && wk <= info.rank) k = wk;
-    else $('k-msg').textContent = `k = ${want.k} from the address is not in 1..${info.rank}: showing ${k}.`;
-  }
+  k = kFromAddress(want.k, k);
   if (want.backend && usableBackend(want.backend)) $('backend').value = want.backend;
   for (const el of [$('k-range'), $('k-number')]) { el.max = String(info.rank); el.value = String(k); }
   $('k-max').textContent = String(info.rank);
@@ -513,6 +513,15 @@ async function select(id, want = {}) {
 }
 
 function currentK() { return live.k; }
+
+/* k asked for by the address, if it is one; else fallback, and say so. */
+function kFromAddress(asked, fallback) {
+  if (asked === undefined) return fallback;
+  const k = Number(asked), rank = state.info.rank;
+  if (Number.isInteger(k) && k >= 1 && k <= rank) return k;
+  $('k-msg').textContent = `k = ${asked} from the address is not a whole number in 1..${rank}: showing k = ${fallback}.`;
+  return fallback;
+}
 
 function reconstructUrl(k, backend, win) {
   const p = new URLSearchParams({ id: state.info.id, k: String(k), backend });
@@ -565,18 +574,19 @@ function pump() {
     else if (live.failed && live.failed.key === want) { setIdle(true); return; }
     else { fetchRecon(k, backend, true); return; }
   }
+  // While the slider moves, only the image at its k: a prefetch would be stale by
+  // the time it came back, and would delay the next image.
   const rest = REST_MS - (performance.now() - live.lastMove);
-  const needQuality = !live.quality.has(want) && live.qualityFailed !== want;
-  if (needQuality && rest <= 0) { fetchQuality(k, backend); return; }
-  if (!live.noPrefetch)
-    for (const n of [k + live.dir, k - live.dir, k + 2 * live.dir])
-      if (n >= 1 && n <= info.rank && !live.cache.has(keyOf(n, backend))) { fetchRecon(n, backend, false); return; }
-  if (needQuality) {
+  if (rest > 0) {
     clearTimeout(live.restTimer);
     live.restTimer = setTimeout(pump, rest);
     setIdle(false);
     return;
   }
+  if (!live.quality.has(want) && live.qualityFailed !== want) { fetchQuality(k, backend); return; }
+  if (!live.noPrefetch)
+    for (const n of [k + live.dir, k - live.dir, k + 2 * live.dir])
+      if (n >= 1 && n <= info.rank && !live.cache.has(keyOf(n, backend))) { fetchRecon(n, backend, false); return; }
   setIdle(true);
 }
 
@@ -899,8 +909,7 @@ async function followHash() {
   if (state.info && state.info.id === want.id) {
     if (want.backend && usableBackend(want.backend)) $('backend').value = want.backend;
     if (want.win) applyWindow(want.win.c, want.win.w);
-    if (want.k !== undefined && Number.isInteger(Number(want.k))) setK(Number(want.k));
-    else pump();
+    setK(kFromAddress(want.k, live.k));
     return;
   }
   await select(want.id, want);

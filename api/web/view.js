@@ -5,7 +5,7 @@
 
 /* Zoom steps in CSS pixels per image pixel; integers are pixel-exact. */
 export const ZOOMS = [0.25, 0.5, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32];
-const WHEEL_STEP = 50; // accumulated wheel delta per zoom step: one mouse notch, or a pinch's worth
+const WHEEL_STEP = 100; // accumulated wheel delta per zoom step: one mouse notch (Chrome: 100), or a pinch's worth
 
 /* Heat map colours (black - purple - red - orange - pale yellow, like "inferno"),
  * 256 entries: index round(d / max * 255), clipped at 255. */
@@ -183,17 +183,18 @@ export class Views {
   }
 
   /* Keeps the image centred where it is smaller than the viewport, covering it
-   * elsewhere, at whole device pixels so integer zooms stay pixel-exact. */
+   * elsewhere. Each canvas starts on a whole device pixel of the page (viewports
+   * may sit at fractions of one), so integer zooms are pixel-exact. */
   place() {
     const o = this.orig, [W, H] = this.vpSize(), z = this.z, dpr = window.devicePixelRatio || 1;
     const iw = o.width * z, ih = o.height * z;
     this.tx = iw <= W ? (W - iw) / 2 : Math.min(0, Math.max(W - iw, this.tx));
     this.ty = ih <= H ? (H - ih) / 2 : Math.min(0, Math.max(H - ih, this.ty));
-    this.tx = Math.round(this.tx * dpr) / dpr;
-    this.ty = Math.round(this.ty * dpr) / dpr;
     for (const cv of [this.els.original, this.els.recon, this.els.diff]) {
-      const s = cv.style;
-      s.width = `${iw}px`; s.height = `${ih}px`; s.left = `${this.tx}px`; s.top = `${this.ty}px`;
+      const r = cv.parentElement.getBoundingClientRect(), s = cv.style;
+      const snap = (v, at) => Math.round((at + v) * dpr) / dpr - at;
+      s.width = `${iw}px`; s.height = `${ih}px`;
+      s.left = `${snap(this.tx, r.left)}px`; s.top = `${snap(this.ty, r.top)}px`;
     }
     this.els.images.dataset.zoom = this.fit ? 'fit' : String(z);
     this.hooks.onZoom(this.fit ? `fit (${z.toFixed(2)}×)` : `${z}×`, this.fit, z);
@@ -213,13 +214,12 @@ export class Views {
     this.place();
   }
 
+  /* The next zoom stop up or down; fitting is the 0 key and the fit button. */
   zoomStep(dir, px, py) {
-    const f = this.fitZoom(), cur = this.z;
-    // The fit zoom is a stop too, so one can always come back to it.
-    const stops = [...new Set([...ZOOMS, f])].filter((z) => z >= Math.min(f, 1) - 1e-9).sort((a, b) => a - b);
+    const cur = this.z, low = Math.min(this.fitZoom(), 1);
+    const stops = ZOOMS.filter((z) => z >= low - 1e-9);
     const next = dir > 0 ? stops.find((z) => z > cur + 1e-9) : [...stops].reverse().find((z) => z < cur - 1e-9);
-    if (next === undefined) return;
-    this.zoomTo(next, px, py, Math.abs(next - f) < 1e-9);
+    if (next !== undefined) this.zoomTo(next, px, py);
   }
 
   panBy(dx, dy) {
@@ -361,8 +361,8 @@ export class Views {
   refreshReadout() {
     const h = this.hover, o = this.orig;
     if (!h || !o) return;
-    const [px, py] = this.local(h.vp, h);
-    const x = Math.floor((px - this.tx) / this.z), y = Math.floor((py - this.ty) / this.z);
+    const r = h.vp.querySelector('canvas').getBoundingClientRect();
+    const x = Math.floor((h.clientX - r.left) / this.z), y = Math.floor((h.clientY - r.top) / this.z);
     if (x < 0 || y < 0 || x >= o.width || y >= o.height) { this.hooks.onReadout(null); return; }
     const i = y * o.width + x;
     this.hooks.onReadout({ x, y, orig: o.data[i], recon: this.recon ? this.recon.data[i] : null, k: this.reconK });
