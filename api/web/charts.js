@@ -192,7 +192,8 @@ export function drawCompare(chart, tbody, rows, k) {
   const x0 = 64, x1 = narrow ? W - 12 : W - 150, y0 = H - 40, y1 = narrow ? 52 : 30;
   chart.setAttribute('viewBox', `0 0 ${W} ${H}`);
   const vals = rows.flatMap((r) => [r.kernel, r.rtt]).filter((v) => v > 0 && Number.isFinite(v));
-  let dLo = Math.floor(Math.log10(Math.min(...vals))), dHi = Math.ceil(Math.log10(Math.max(...vals)));
+  // A little room below the smallest value, so its bar never has zero height.
+  let dLo = Math.floor(Math.log10(Math.min(...vals)) - 0.2), dHi = Math.ceil(Math.log10(Math.max(...vals)));
   if (dHi <= dLo) dHi = dLo + 1;
   const Y = (v) => y0 - (Math.log10(v) - dLo) / (dHi - dLo) * (y0 - y1);
   const g = svg('g', { 'font-size': 12 });

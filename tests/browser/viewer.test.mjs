@@ -483,6 +483,18 @@ test('16-bit: an invalid window keeps the last valid one and says so; presets; h
   await page.screenshot({ path: path.join(ARTIFACTS, 'viewer-16bit.png') });
 });
 
+test('PSNR over the data range uses max - min of the original (a slice whose minimum is not 0)', async () => {
+  // Some scanners store an offset: nothing is 0, and R = max - min differs from max.
+  const off = await upload(server.base, encodeGray16(64, 48, phantom12(64, 48).map((v) => v + 700)), 'offset');
+  await page.click('#refresh');
+  await page.click(`#slice-list li[data-id="${off.id}"] button.pick`);
+  await page.waitForFunction(() => document.getElementById('slice-title').textContent === 'offset', null, WAIT);
+  await atK(page, 4, () => page.fill('#k-number', '4'));
+  const { orig } = await checkQuality(page, server.base, off.id, 4);
+  ok(Math.min(...orig.data) === 700, 'the original starts at 700');
+  await checkRecon(page, server.base);
+});
+
 test('a slice deleted elsewhere: choosing it says so in a toast and the list refreshes', async () => {
   const extra = await upload(server.base, encodeGray16(40, 30, phantom12(40, 30)), 'extra');
   await page.click('#refresh');
