@@ -591,7 +591,8 @@ function pump() {
 }
 
 function remember(entry) {
-  live.cache.delete(entry.key);
+  const old = live.cache.get(entry.key);
+  if (old) { live.cache.delete(entry.key); live.cacheBytes -= old.raw.data.byteLength; }
   live.cache.set(entry.key, entry);
   live.cacheBytes += entry.raw.data.byteLength;
   for (const [key, e] of live.cache) {
