@@ -11,9 +11,18 @@
 #include <unistd.h>
 #include <zlib.h>
 
-/* Ancillary chunks (iCCP, zTXt, ...) are never needed; bound what one may allocate. */
+/* Ancillary chunks (iCCP, zTXt, ...) are never needed; bound what one may allocate.
+ * The malloc bound also caps what libpng inflates of each compressed one (iCCP,
+ * zTXt, iTXt), and the cache bound how many text chunks it handles at all. */
 #define SS_PNG_CHUNK_MALLOC_MAX (1u << 20)
 #define SS_PNG_CHUNK_CACHE_MAX 128
+/* Compressed image data libpng may still read once the last row is decoded. A
+ * real stream ends within a few bytes (end of block, Adler-32); a bomb goes on:
+ * 8 MB of IDAT inflate to 8 GB of zeros, ~18 s of CPU inside the last
+ * png_read_row (png_read_finish_IDAT inflates the rest to check the stream
+ * end, a benign error). 64 KiB inflate to at most ~66 MB. */
+#define SS_PNG_IDAT_AFTER_IMAGE_MAX (64u << 10)
+#define SS_PNG_CHUNK_IDAT 0x49444154u /* "IDAT", as png_get_io_chunk_type returns it */
 
 /* Shared by the error callback and the caller: libpng's last message. */
 typedef struct {
@@ -36,11 +45,24 @@ static void on_png_warning(png_structp p, png_const_charp msg) {
 typedef struct {
     const unsigned char *p;
     size_t len, pos;
+    png_uint_32 rows; /* the image's height once rows are being read, else 0 */
+    int interlaced;
+    size_t idat_after; /* IDAT bytes read after the last row */
 } mem_cursor;
+
+/* Whether every row of every pass has been decoded (libpng counts rows, and
+ * for interlaced images passes, before it reads what follows them). */
+static int image_done(png_structp p, const mem_cursor *c) {
+    if (!c->rows) return 0;
+    return c->interlaced ? png_get_current_pass_number(p) >= 7 : png_get_current_row_number(p) >= c->rows;
+}
 
 static void read_mem(png_structp p, png_bytep data, size_t n) {
     mem_cursor *c = png_get_io_ptr(p);
     if (n > c->len - c->pos) png_error(p, "truncated PNG");
+    if (png_get_io_chunk_type(p) == SS_PNG_CHUNK_IDAT && image_done(p, c) &&
+        (c->idat_after += n) > SS_PNG_IDAT_AFTER_IMAGE_MAX)
+        png_error(p, "compressed image data goes on past the image");
     memcpy(data, c->p + c->pos, n);
     c->pos += n;
 }
@@ -93,7 +115,7 @@ int ss_png_decode(const void *buf, size_t len, int max_side, ss_image *out) {
     if (rc) return rc;
 
     png_errctx err = {.msg = ""};
-    mem_cursor cur = {buf, len, 0};
+    mem_cursor cur = {.p = buf, .len = len};
     png_structp p = png_create_read_struct(PNG_LIBPNG_VER_STRING, &err, on_png_error, on_png_warning);
     png_infop info = p ? png_create_info_struct(p) : NULL;
     if (!info) {
@@ -134,6 +156,8 @@ int ss_png_decode(const void *buf, size_t len, int max_side, ss_image *out) {
         failed_code = SS_ENOMEM;
         png_error(p, "out of memory for the pixels");
     }
+    cur.interlaced = png_get_interlace_type(p, info) != PNG_INTERLACE_NONE;
+    cur.rows = h;
     /* Each row is decoded into the start of its own uint16 row, so no second
      * buffer is needed (interlaced passes revisit rows, so expand afterwards). */
     unsigned char *base = (unsigned char *)px;

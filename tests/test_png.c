@@ -991,6 +991,108 @@ static void test_huge_header_is_too_large(void **st) {
     assert_int_equal(ss_png_decode(b, n, BIG_SIDE, &img), SS_ECORRUPT);
 }
 
+/* Appends a chunk (length, type, data, CRC) to b at *off. */
+static void put_chunk(unsigned char *b, size_t *off, const char *type, const unsigned char *d, size_t n) {
+    put32(b + *off, (uint32_t)n);
+    memcpy(b + *off + 4, type, 4);
+    if (n) memcpy(b + *off + 8, d, n);
+    put32(b + *off + 8 + n, (uint32_t)crc32(0, b + *off + 4, (uInt)(n + 4)));
+    *off += 12 + n;
+}
+
+/* Filtered bytes of an 8-bit gray side x side image: rows of filter byte + samples,
+ * per Adam7 pass when interlaced (PNG spec 8.2). */
+static size_t filtered_bytes(uint32_t side, int interlace) {
+    if (!interlace) return (size_t)side * (side + 1);
+    static const uint32_t x0[7] = {0, 4, 0, 2, 0, 1, 0}, dx[7] = {8, 8, 4, 4, 2, 2, 1};
+    static const uint32_t y0[7] = {0, 0, 4, 0, 2, 0, 1}, dy[7] = {8, 8, 8, 4, 4, 2, 2};
+    size_t n = 0;
+    for (int i = 0; i < 7; i++) {
+        uint32_t w = (side + dx[i] - 1 - x0[i]) / dx[i], h = (side + dy[i] - 1 - y0[i]) / dy[i];
+        if (w && h) n += (size_t)h * (w + 1);
+    }
+    return n;
+}
+
+/* An all-black side x side 8-bit gray PNG whose zlib stream holds `extra` more zero
+ * bytes after the image: a decompression bomb when extra is large. The stream is
+ * built from one deflated MiB of zeros, ended by a full flush (byte-aligned, no
+ * reference back) and repeated, so no test deflates hundreds of MiB. */
+static unsigned char *bomb_png(uint32_t side, int interlace, size_t extra, size_t *len) {
+    const size_t mib = (size_t)1 << 20, total = filtered_bytes(side, interlace) + extra;
+    unsigned char *zeros = calloc(1, mib);
+    unsigned char seg[4096], tail[4096];
+    assert_non_null(zeros);
+    size_t seglen = 0, taillen = 0;
+    for (int part = 0; part < 2; part++) { /* 0: a full MiB segment; 1: the rest, ending the stream */
+        z_stream z;
+        memset(&z, 0, sizeof z);
+        assert_int_equal(deflateInit2(&z, 9, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY), Z_OK);
+        z.next_in = zeros;
+        z.avail_in = (uInt)(part ? total % mib : mib);
+        z.next_out = part ? tail : seg;
+        z.avail_out = sizeof seg;
+        assert_int_equal(deflate(&z, part ? Z_FINISH : Z_FULL_FLUSH), part ? Z_STREAM_END : Z_OK);
+        *(part ? &taillen : &seglen) = sizeof seg - z.avail_out;
+        deflateEnd(&z);
+    }
+    free(zeros);
+    size_t nseg = total / mib, zlen = 2 + nseg * seglen + taillen + 4;
+    unsigned char *zs = malloc(zlen);
+    assert_non_null(zs);
+    zs[0] = 0x78, zs[1] = 0xda; /* deflate, 32 KiB window, level 9 */
+    for (size_t i = 0; i < nseg; i++) memcpy(zs + 2 + i * seglen, seg, seglen);
+    memcpy(zs + 2 + nseg * seglen, tail, taillen);
+    put32(zs + zlen - 4, (uint32_t)(total % 65521) << 16 | 1); /* Adler-32 of zeros */
+
+    const size_t idat = 64 << 10; /* IDAT chunks of 64 KiB */
+    unsigned char *b = malloc(8 + 25 + zlen + (zlen / idat + 1) * 12 + 12);
+    assert_non_null(b);
+    static const unsigned char sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+    memcpy(b, sig, 8);
+    size_t off = 8;
+    unsigned char ihdr[13] = {0};
+    put32(ihdr, side);
+    put32(ihdr + 4, side);
+    ihdr[8] = 8; /* gray 8-bit */
+    ihdr[12] = (unsigned char)(interlace ? 1 : 0);
+    put_chunk(b, &off, "IHDR", ihdr, sizeof ihdr);
+    for (size_t i = 0; i < zlen; i += idat) put_chunk(b, &off, "IDAT", zs + i, zlen - i < idat ? zlen - i : idat);
+    put_chunk(b, &off, "IEND", NULL, 0);
+    free(zs);
+    *len = off;
+    return b;
+}
+
+static void test_inflating_past_the_image_is_refused(void **st) {
+    (void)st;
+    for (int il = 0; il < 2; il++) {
+        /* 256 MiB of zeros after a 16x16 image: ~260 KB of compressed tail */
+        size_t len;
+        unsigned char *png = bomb_png(16, il, (size_t)256 << 20, &len);
+        ss_image img;
+        int rc = ss_png_decode(png, len, BIG_SIDE, &img);
+        if (rc != SS_ECORRUPT) fail_msg("interlace %d: bomb gave %d, not SS_ECORRUPT", il, rc);
+        assert_null(img.px);
+        assert_non_null(strstr(ss_error(), "past the image"));
+        free(png);
+
+        /* The control: a short tail (1 MiB of zeros, ~1 KB compressed) is still a PNG. */
+        png = bomb_png(16, il, (size_t)1 << 20, &len);
+        assert_int_equal(ss_png_decode(png, len, BIG_SIDE, &img), SS_OK);
+        assert_int_equal(img.width, 16);
+        assert_int_equal(img.height, 16);
+        for (int i = 0; i < 16 * 16; i++) assert_int_equal(img.px[i], 0);
+        ss_image_free(&img);
+        free(png);
+        /* and so is the image without any */
+        png = bomb_png(16, il, 0, &len);
+        assert_int_equal(ss_png_decode(png, len, BIG_SIDE, &img), SS_OK);
+        ss_image_free(&img);
+        free(png);
+    }
+}
+
 static void test_max_side_is_inclusive(void **st) {
     (void)st;
     for (int turn = 0; turn < 2; turn++) {
@@ -1064,6 +1166,7 @@ int main(void) {
         cmocka_unit_test(test_every_truncation_is_rejected),
         cmocka_unit_test(test_corrupt_idat_never_crashes),
         cmocka_unit_test(test_huge_header_is_too_large),
+        cmocka_unit_test(test_inflating_past_the_image_is_refused),
         cmocka_unit_test(test_max_side_is_inclusive),
         cmocka_unit_test(test_read_file_respects_the_bound),
     };

@@ -1,0 +1,122 @@
+"""test_input_hardening.py - hostile input over HTTP: PNG decompression bombs.
+
+Every attack is bounded in time: a request that the server does not answer in time fails
+the test instead of hanging it."""
+import os
+import struct
+import sys
+import threading
+import time
+import unittest
+import zlib
+
+sys.dont_write_bytecode = True  # keep the source tree clean
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import util  # noqa: E402
+
+ANSWER_S = 2.0  # a hostile upload must be answered within this (generous: it takes ~50 ms)
+MiB = 1 << 20
+
+
+# ---------------------------------------------------------------- PNG bombs
+
+def chunk(ctype, data):
+    return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", zlib.crc32(ctype + data))
+
+
+def zeros_zlib(total):
+    """A zlib stream of `total` zero bytes, built without deflating them all: 1 MiB of zeros
+    deflated once and ended with a full flush (byte-aligned, no reference back) is repeated."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    seg = c.compress(bytes(MiB)) + c.flush(zlib.Z_FULL_FLUSH)
+    whole, rest = divmod(total, MiB)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    tail = c.compress(bytes(rest)) + c.flush(zlib.Z_FINISH)
+    adler = ((total % 65521) << 16) | 1  # Adler-32 of zeros: a stays 1, b counts the bytes
+    return b"\x78\xda" + seg * whole + tail + struct.pack(">I", adler)
+
+
+def bomb_png(side=16, extra=8 << 30, ancillary=b""):
+    """A side x side all-black 8-bit gray PNG whose one zlib stream goes on for `extra` more
+    zero bytes after the image (8 GiB: an ~8.4 MB file), in 256 KiB IDAT chunks."""
+    z = zeros_zlib(side * (side + 1) + extra)
+    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+    out += ancillary
+    for i in range(0, len(z), 256 << 10):
+        out += chunk(b"IDAT", z[i:i + (256 << 10)])
+    return out + chunk(b"IEND", b"")
+
+
+class BombTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = util.Server(["--max-body-mb", "16", "--workers", "2"]).start()
+        cls.bomb = bomb_png()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        cls.srv.cleanup()
+        assert rc == 0, "exit code %r after SIGTERM" % rc
+
+    def upload_timed(self, png, timeout=10.0):
+        t0 = time.monotonic()
+        r = util.request(self.srv.host, self.srv.port, "POST", "/slices", png,
+                         {"Content-Type": "image/png"}, timeout=timeout)
+        return r, time.monotonic() - t0
+
+    def assert_refused_fast(self, r, took):
+        self.assertIn(r.status, (413, 422), r)
+        util.assert_error(self, r, r.status)
+        self.assertLess(took, ANSWER_S, "bomb answered after %.1f s" % took)
+
+    def test_idat_bomb_is_refused_fast(self):
+        self.assertGreater(len(self.bomb), 8 * 10**6)
+        before = self.srv.get("/slices").json()["slices"]
+        r, took = self.upload_timed(self.bomb)
+        self.assert_refused_fast(r, took)
+        self.assertEqual(r.json()["error"]["code"], "invalid_png")
+        self.assertEqual(self.srv.get("/slices").json()["slices"], before)
+
+    def test_three_bombs_do_not_hold_the_workers(self):
+        out = [None] * 3
+
+        def one(i):
+            try:
+                out[i] = self.upload_timed(self.bomb)
+            except Exception as e:  # noqa: BLE001 - reported below
+                out[i] = e
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        for res in out:
+            self.assertIsInstance(res, tuple, "bomb upload failed: %r" % (res,))
+            self.assertIn(res[0].status, (413, 422), res[0])
+        # the workers are free again: a real slice is factorised right away
+        png = util.png_encode(util.phantom(40, 32, 8, seed=920))
+        r, took = self.upload_timed(png)
+        self.assertIn(r.status, (200, 201), r)
+        self.assertLess(took, ANSWER_S)
+
+    def test_small_trailing_data_is_still_accepted(self):
+        # 1 MiB of zeros after the image: ~1 KB of compressed tail, well within the bound
+        r, _ = self.upload_timed(bomb_png(side=24, extra=MiB))
+        self.assertIn(r.status, (200, 201), r)
+        self.assertEqual(r.json()["width"], 24)
+
+    def test_compressed_ancillary_chunks_stay_cheap(self):
+        # 200 zTXt chunks of 8 MiB of zeros each and a 64 MiB iCCP profile: libpng stops each at
+        # png_set_chunk_malloc_max and keeps at most png_set_chunk_cache_max text chunks
+        z = zeros_zlib(8 * MiB)
+        anc = b"".join(chunk(b"zTXt", b"k%d\0\0" % i + z) for i in range(200))
+        anc = chunk(b"iCCP", b"p\0\0" + zeros_zlib(64 * MiB)) + anc
+        r, took = self.upload_timed(bomb_png(side=20, extra=0, ancillary=anc))
+        self.assertIn(r.status, (200, 201), r)
+        self.assertLess(took, ANSWER_S, "ancillary chunks took %.1f s" % took)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
