@@ -384,12 +384,25 @@ static enum MHD_Result route_request(ss_req *r, const char *url) {
     return MHD_YES;
 }
 
+/* libmicrohttpd decodes the path in place and hands on_request a C string
+ * without its length, so a %00 would cut it short ("/slices/ID%00.svd" read as
+ * "/slices/ID"). The raw path is checked here, before it is decoded; what this
+ * returns is the request's first *con_cls. (A %00 in the query is ss_arg's.) */
+static char k_nul_path; /* its address marks a path with a %00 */
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
+    if (!uri) return NULL; /* a request line without one */
+    return memmem(uri, strcspn(uri, "?"), "%00", 3) ? &k_nul_path : NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_size,
                                   void **con_cls) {
     ss_http *h = cls;
     ss_server *srv = h->srv;
     ss_req *r = *con_cls;
+    int nul_path = r == (void *)&k_nul_path;
+    if (nul_path) r = *con_cls = NULL;
     if (!r) {
         r = calloc(1, sizeof *r);
         if (!r) return MHD_NO;
@@ -406,7 +419,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(r->rid, sizeof r->rid, "%llx-%llx", (unsigned long long)getpid() & 0xffff,
                  __atomic_add_fetch(&srv->next_rid, 1, __ATOMIC_RELAXED));
         r->first_call = 1;
-        enum MHD_Result ret = route_request(r, url);
+        enum MHD_Result ret = nul_path ? ss_reply_error(r, "not_found", "no such path: it holds a NUL (%%00)")
+                                       : route_request(r, url);
         if (!r->replied && ret == MHD_YES && (r->route->flags & R_BODY)) {
             const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
             if (cl && strtoull(cl, NULL, 10) > (unsigned long long)srv->cfg->max_body_bytes) {
@@ -459,7 +473,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
     ss_server *srv = ((ss_http *)cls)->srv;
     ss_req *r = *con_cls;
-    if (!r) return;
+    if (!r || r == (void *)&k_nul_path) return; /* the mark alone: on_request never ran */
     if (r->status) ss_metrics_request(srv->metrics, r->label, r->status);
     if (r->route && r->route->handler == ss_h_reconstruct && r->backend >= 0 && r->status < 400)
         ss_metrics_reconstruct(srv->metrics, r->backend, ss_now() - r->t_start);
@@ -518,7 +532,8 @@ ss_http *ss_http_start(ss_server *srv, unsigned short *port) {
     h->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
         MHD_OPTION_SOCK_ADDR, sa,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_CONNECTION_LIMIT,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+        MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->per_ip_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
         /* Headers and one read buffer live here; bodies are copied out chunk by

@@ -1,8 +1,11 @@
-"""test_input_hardening.py - hostile input over HTTP: PNG decompression bombs.
+"""test_input_hardening.py - hostile input over HTTP: PNG decompression bombs, a NUL hidden in
+the path.
 
 Every attack is bounded in time: a request that the server does not answer in time fails
 the test instead of hanging it."""
 import os
+import re
+import socket
 import struct
 import sys
 import threading
@@ -14,6 +17,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import util  # noqa: E402
 
+KEY = "k3y-for-nul-tests"
 ANSWER_S = 2.0  # a hostile upload must be answered within this (generous: it takes ~50 ms)
 MiB = 1 << 20
 
@@ -116,6 +120,65 @@ class BombTest(unittest.TestCase):
         r, took = self.upload_timed(bomb_png(side=20, extra=0, ancillary=anc))
         self.assertIn(r.status, (200, 201), r)
         self.assertLess(took, ANSWER_S, "ancillary chunks took %.1f s" % took)
+
+
+# ---------------------------------------------------------------- NUL bytes
+
+def raw_status(raw):
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", raw)
+    return int(m.group(1)) if m else None
+
+
+class NulTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = util.Server(["--api-key", KEY]).start()
+        png = util.png_encode(util.phantom(30, 26, 8, seed=930))
+        r = cls.srv.upload_raw(png, headers={"Authorization": "Bearer " + KEY})
+        assert r.status == 201, r
+        cls.sid = r.json()["id"]
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        cls.srv.cleanup()
+        assert rc == 0, "exit code %r after SIGTERM" % rc
+
+    def tearDown(self):
+        self.assertTrue(self.srv.alive(), "server died\n" + self.srv.log_tail())
+        self.assertEqual(self.srv.get("/healthz").status, 200)
+
+    def raw(self, data):
+        return util.raw_exchange(self.srv.host, self.srv.port, data, timeout=5.0)
+
+    def test_nul_in_the_path_is_no_route(self):
+        for path in ["/slices/%s%%00.svd" % self.sid, "/slices/%s%%00" % self.sid,
+                     "/slices/%s%%00/original" % self.sid, "/slices/%s/factors%%00.txt" % self.sid,
+                     "/slices%00", "/healthz%00x", "/reconstruct%%00?id=%s&k=2" % self.sid,
+                     "/%00index.html"]:
+            for method in ("GET", "HEAD", "DELETE"):
+                r = self.srv.request(method, path, headers={"Authorization": "Bearer " + KEY})
+                self.assertEqual(r.status, 404, "%s %s -> %r" % (method, path, r))
+                if method == "GET":
+                    util.assert_error(self, r, 404, "not_found")
+        # nothing was deleted through a truncated path
+        self.assertEqual(self.srv.get("/slices/" + self.sid).status, 200)
+        # a NUL in the query is still the parameters' business (400, not 404)
+        r = self.srv.get("/reconstruct?id=%s%%00&k=2" % self.sid)
+        util.assert_error(self, r, 400)
+
+    def test_nul_path_cut_before_the_headers_end(self):
+        # the request line is parsed, then the client goes away before on_request runs
+        for tail in (b"", b"Host: x\r\n"):
+            s = socket.create_connection((self.srv.host, self.srv.port), timeout=5)
+            s.sendall(b"GET /slices/%s%%00.svd HTTP/1.1\r\n" % self.sid.encode() + tail)
+            time.sleep(0.1)
+            s.close()
+        for line in (b"GET\r\n", b"GET \r\n", b"GET  HTTP/1.1\r\n"):  # no URI for the check to see
+            self.raw(line + b"Host: x\r\n\r\n")
+        raw = self.raw(b"POST /slices%00 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                       b"Connection: close\r\n\r\nhello")
+        self.assertEqual(raw_status(raw), 404, raw[:300])
 
 
 if __name__ == "__main__":
