@@ -87,8 +87,8 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
         goto out;
     }
     rc = ss_svd_factor(&img, rank, 1, &f);
-    if (rc) {
-        ss_job_fail_engine(r, rc, 0, "factorise");
+    if (rc) { /* SS_ETOOLARGE: a shape LAPACK cannot take is the body's fault (413) */
+        ss_job_fail_engine(r, rc, SS_FROM_BODY, "factorise");
         goto out;
     }
     memcpy(f->id, id, sizeof f->id);

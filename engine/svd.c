@@ -137,6 +137,26 @@ void ss_content_id(const ss_image *img, int rank, char id[65]) {
 
 /* ---- factorisation ----------------------------------------------------------- */
 
+/* LAPACK counts its workspace, and the offsets into it, in lapack_int: 32 bits
+ * in the usual (LP64) build. gesdd/gesvd on an m x n image (p = min, M = max)
+ * sum terms up to M p + 4 p^2 + 7 p (+ blocking terms of a few hundred times
+ * p and M) in that type; past its range the sums wrap (a 30000^2 query answers
+ * 2 million elements for 3.6 billion) and LAPACK would work outside the
+ * buffer. Such shapes (square from ~20500 per side) are refused up front. */
+#define SS_LAPACK_INT_MAX (sizeof(lapack_int) >= 8 ? (double)INT64_MAX : (double)INT32_MAX)
+
+static int lapack_can_count(int m, int n) {
+    const double p = m < n ? m : n, big = m < n ? n : m;
+    return big * p + 4 * p * p + 1024 * (p + big) < SS_LAPACK_INT_MAX;
+}
+
+/* Workspace elements from a query's answer (which comes back as a float, so
+ * round up); 0 when lapack_int cannot hold it. */
+static lapack_int lwork_from_query(double wq) {
+    const double w = ceil(wq * (1 + 1e-6)) + 1;
+    return w >= 1 && w < SS_LAPACK_INT_MAX ? (lapack_int)w : 0;
+}
+
 /* The image is row-major m x n, i.e. a column-major n x m matrix A^T (lda = n).
  * LAPACK factors A^T = U' S V'^T with U' (n x p, ld n) and V'^T (p x m, ld p)
  * column-major; then A = V' S U'^T, so V'^T's storage is A's U row-major
@@ -158,11 +178,11 @@ void ss_content_id(const ss_image *img, int rank, char id[65]) {
             free(iwork);                                                                         \
             return ss_fail(SS_ENUMERIC, "gesdd workspace query failed (info %d)", (int)info);    \
         }                                                                                        \
-        /* The size comes back as a float: round up so large sizes are not cut short. */        \
-        lapack_int lwork = (lapack_int)ceil((double)wq * (1 + 1e-6)) + 1;                        \
-        T *work = malloc(sizeof(T) * (size_t)lwork);                                             \
+        lapack_int lwork = lwork_from_query((double)wq);                                         \
+        T *work = lwork ? malloc(sizeof(T) * (size_t)lwork) : NULL;                              \
         if (!work) {                                                                             \
             free(iwork);                                                                         \
+            if (!lwork) return ss_fail(SS_ETOOLARGE, "SVD workspace over LAPACK's int range");   \
             return ss_fail(SS_ENOMEM, "out of memory for the SVD workspace");                    \
         }                                                                                        \
         info = GESDD(LAPACK_COL_MAJOR, 'S', n, m, a, n, s, Vtfull, n, Ufull, p, work, lwork,     \
@@ -174,7 +194,11 @@ void ss_content_id(const ss_image *img, int rank, char id[65]) {
             info = GESVD(LAPACK_COL_MAJOR, 'S', 'S', n, m, a, n, s, Vtfull, n, Ufull, p, &wq,   \
                          -1);                                                                    \
             if (info == 0) {                                                                     \
-                lapack_int lw2 = (lapack_int)ceil((double)wq * (1 + 1e-6)) + 1;                 \
+                lapack_int lw2 = lwork_from_query((double)wq);                                   \
+                if (!lw2) {                                                                      \
+                    free(work);                                                                  \
+                    return ss_fail(SS_ETOOLARGE, "SVD workspace over LAPACK's int range");       \
+                }                                                                                \
                 if (lw2 > lwork) {                                                               \
                     T *w2 = realloc(work, sizeof(T) * (size_t)lw2);                              \
                     if (!w2) {                                                                   \
@@ -241,6 +265,9 @@ int ss_svd_factor(const ss_image *img, int rank, int keep_original, ss_factors *
         return ss_fail(SS_EINVAL, "bad image to factorise");
     const int m = img->height, n = img->width, p = m < n ? m : n;
     const size_t mn = (size_t)m * (size_t)n;
+    if (!lapack_can_count(m, n))
+        return ss_fail(SS_ETOOLARGE, "a %dx%d image is over what LAPACK's %d-bit interface can factorise", n, m,
+                       (int)(8 * sizeof(lapack_int)));
     rank = norm_rank(rank, p);
 
     ss_factors *f;

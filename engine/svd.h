@@ -31,8 +31,10 @@ typedef struct ss_factors {
  * since float32 would be off by up to half a level at full rank; the stored
  * factors are float32 either way) (rank <= 0 or > min(m,n) means min(m,n)). When
  * keep_original is set the pixels are copied into f->orig.
- * Returns 0 and *out (free with ss_factors_free), SS_EINVAL, SS_ENOMEM or
- * SS_ENUMERIC. Thread-safe. */
+ * Returns 0 and *out (free with ss_factors_free), SS_EINVAL, SS_ENOMEM,
+ * SS_ENUMERIC, or SS_ETOOLARGE for a shape whose workspace LAPACK's 32-bit
+ * interface cannot count (square from ~20500 per side), refused before any
+ * allocation. Thread-safe. */
 int ss_svd_factor(const ss_image *img, int rank, int keep_original, ss_factors **out);
 void ss_factors_free(ss_factors *f); /* NULL-safe */
 

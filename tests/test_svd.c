@@ -8,9 +8,11 @@
 
 #include <float.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -284,6 +286,46 @@ static void test_content_id(void **state) {
     for (int i = 0; i < N; i++)
         for (int j = i + 1; j < N; j++) assert_string_not_equal(ids[i], ids[j]);
     free(ids);
+    ss_image_free(&img);
+}
+
+/* ss_svd_factor of an h x w image whose pixels may not be read, in a child
+ * process (a factoriser that tries anyway dies there, not here); its result. */
+static int factor_unreadable(int h, int w) {
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL); /* cmocka's handler would go on running tests in the child */
+        signal(SIGBUS, SIG_DFL);
+        size_t bytes = (size_t)h * (size_t)w * sizeof(uint16_t);
+        void *px = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (px == MAP_FAILED) _exit(100);
+        ss_image img = {.width = w, .height = h, .bit_depth = 8, .px = px};
+        ss_factors *f = NULL;
+        int rc = ss_svd_factor(&img, 0, 1, &f);
+        _exit(rc < 0 ? -rc : 99); /* SS_E* codes are small negatives */
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status)) fail_msg("%dx%d: the factoriser died (signal %d)", h, w, WTERMSIG(status));
+    return -WEXITSTATUS(status);
+}
+
+/* LAPACK's interface counts the workspace (and its offsets into it) in 32-bit
+ * lapack_int: shapes whose workspace cannot be counted are refused before any
+ * allocation, not handed to LAPACK with an overflowed size. */
+static void test_factor_refuses_what_lapack_cannot_count(void **state) {
+    (void)state;
+    assert_int_equal(factor_unreadable(23200, 23200), SS_ETOOLARGE); /* ~4 p^2 > 2^31 */
+    assert_int_equal(factor_unreadable(65535, 20000), SS_ETOOLARGE); /* m n + 4 p^2 > 2^31 */
+    assert_int_equal(factor_unreadable(20000, 65535), SS_ETOOLARGE);
+    /* The control: the longest side allowed, thin, factorises. */
+    ss_image img;
+    random_image(&img, 65535, 12, 8);
+    ss_factors *f = NULL;
+    assert_int_equal(ss_svd_factor(&img, 0, 0, &f), SS_OK);
+    assert_int_equal(f->rank, 12);
+    ss_factors_free(f);
     ss_image_free(&img);
 }
 
@@ -715,6 +757,7 @@ int main(void) {
         cmocka_unit_test(test_factor_constant_and_zero_images),
         cmocka_unit_test(test_truncation_keeps_leading_components),
         cmocka_unit_test(test_factor_rejects_bad_images),
+        cmocka_unit_test(test_factor_refuses_what_lapack_cannot_count),
         cmocka_unit_test(test_stored_bytes),
         cmocka_unit_test(test_content_id),
         cmocka_unit_test(test_roundtrip_bit_exact),

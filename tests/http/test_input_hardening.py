@@ -1,5 +1,5 @@
-"""test_input_hardening.py - hostile input over HTTP: PNG decompression bombs, a NUL hidden in
-the path.
+"""test_input_hardening.py - hostile input over HTTP: PNG decompression bombs, an image LAPACK
+cannot factorise, a NUL hidden in the path.
 
 Every attack is bounded in time: a request that the server does not answer in time fails
 the test instead of hanging it."""
@@ -120,6 +120,23 @@ class BombTest(unittest.TestCase):
         r, took = self.upload_timed(bomb_png(side=20, extra=0, ancillary=anc))
         self.assertIn(r.status, (200, 201), r)
         self.assertLess(took, ANSWER_S, "ancillary chunks took %.1f s" % took)
+
+
+class LapackLimitTest(unittest.TestCase):
+    def test_an_image_lapack_cannot_count_is_413(self):
+        # 20600 x 20600 (--max-side allows up to 65535): LAPACK's 32-bit workspace count would
+        # wrap. The all-black PNG is ~420 KB; the server decodes it (~850 MB for a moment) and
+        # must refuse it before the SVD allocates anything.
+        side = 20600
+        z = zeros_zlib(side * (side + 1))
+        png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+        png += chunk(b"IDAT", z) + chunk(b"IEND", b"")
+        with util.Server(["--max-side", "65535", "--workers", "1"]) as srv:
+            r = util.request(srv.host, srv.port, "POST", "/slices", png, {"Content-Type": "image/png"},
+                             timeout=60)
+            util.assert_error(self, r, 413, "too_large")
+            self.assertIn("LAPACK", r.json()["error"]["message"])
+            self.assertTrue(srv.alive())
 
 
 # ---------------------------------------------------------------- NUL bytes
