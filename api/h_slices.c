@@ -79,10 +79,7 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     }
     int rank = j->rank ? j->rank : nsv;
     char id[65];
-    ss_content_id(&img, rank, id);
-    ss_slice_info have;
-    if (ss_store_info(srv->store, id, &have) == 0) { /* idempotent: skip the SVD */
-        ss_slice_info_free(&have);
+    if (ss_store_find_content(srv->store, &img, rank, id)) { /* idempotent: skip the SVD */
         reply_info_async(r, id, 200);
         goto out;
     }

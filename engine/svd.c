@@ -1,9 +1,10 @@
-/* svd.c - float32 thin SVD of a slice (LAPACKE sgesdd, sgesvd fallback) and its content id */
+/* svd.c - float32 thin SVD of a slice (LAPACKE sgesdd, sgesvd fallback) and its content id (SHA-256) */
 #include "engine/svd.h"
 #include "util/error.h"
 
 #include <lapacke.h>
 #include <math.h>
+#include <nettle/sha2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,10 +62,49 @@ void ss_factors_update_w(ss_factors *f) {
 
 /* ---- content id ------------------------------------------------------------ */
 
-/* Two unrelated 64-bit hashes over the same canonical byte stream give a 128-bit
- * id: FNV-1a 64 (byte-wise) and a multiply-rotate hash over 64-bit words whose
- * finaliser is splitmix64's. Not cryptographic: ids name content, they do not
- * authenticate it. */
+static void put_le32(uint8_t *b, uint32_t v) {
+    for (int i = 0; i < 4; i++) b[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* SHA-256 (nettle), all 256 bits in hex: the id is all a client has to tell
+ * two slices apart, and the store answers an upload whose id it holds with
+ * that slice, so ids must not collide even when someone tries (a 128-bit
+ * prefix would leave 2^64 work for a collision). 64 characters is also the
+ * id rule's limit, and old ids (32 characters) cannot be mistaken for one. */
+void ss_content_id(const ss_image *img, int rank, char id[65]) {
+    const int m = img->height, n = img->width;
+    struct sha256_ctx c;
+    sha256_init(&c);
+    static const char tag[] = "svdslice-id-2";
+    sha256_update(&c, sizeof tag - 1, (const uint8_t *)tag);
+    uint8_t head[16];
+    put_le32(head, (uint32_t)m);
+    put_le32(head + 4, (uint32_t)n);
+    put_le32(head + 8, (uint32_t)img->bit_depth);
+    put_le32(head + 12, (uint32_t)norm_rank(rank, m < n ? m : n));
+    sha256_update(&c, sizeof head, head);
+    const size_t count = (size_t)m * (size_t)n;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    sha256_update(&c, count * sizeof *img->px, (const uint8_t *)img->px); /* already u16le */
+#else
+    uint8_t le[4096];
+    for (size_t i = 0; i < count;) {
+        size_t k = 0;
+        for (; k < sizeof le && i < count; i++, k += 2) {
+            le[k] = (uint8_t)(img->px[i] & 0xff);
+            le[k + 1] = (uint8_t)(img->px[i] >> 8);
+        }
+        sha256_update(&c, k, le);
+    }
+#endif
+    uint8_t d[SHA256_DIGEST_SIZE];
+    sha256_digest(&c, sizeof d, d);
+    for (int i = 0; i < SHA256_DIGEST_SIZE; i++) snprintf(id + 2 * i, 3, "%02x", d[i]);
+}
+
+/* The version-1 id: two unrelated 64-bit hashes over the same canonical byte
+ * stream, FNV-1a 64 (byte-wise) and a multiply-rotate hash over 64-bit words
+ * whose finaliser is splitmix64's. Not collision resistant. */
 typedef struct {
     uint64_t fnv, mix, word;
     unsigned nbytes; /* bytes pending in word */
@@ -113,7 +153,7 @@ static uint64_t fmix64(uint64_t x) {
     return x;
 }
 
-void ss_content_id(const ss_image *img, int rank, char id[65]) {
+void ss_content_id_v1(const ss_image *img, int rank, char id[65]) {
     const int m = img->height, n = img->width;
     const int nsv = m < n ? m : n;
     idhash h;

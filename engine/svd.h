@@ -23,7 +23,7 @@ typedef struct ss_factors {
     uint16_t *orig;    /* m*n original samples, or NULL when not kept */
     char name[256];    /* free text metadata, NUL-terminated ("" if none) */
     int64_t created;   /* unix seconds, 0 if unknown */
-    char id[65];       /* content id (see ss_factors_id), "" until computed */
+    char id[65];       /* content id (see ss_content_id), "" until computed */
 } ss_factors;
 
 /* Factorises img with LAPACKE sgesdd (sgesvd fallback) in float32, keeping the
@@ -46,10 +46,15 @@ int ss_factors_alloc(int m, int n, int rank, int bit_depth, int with_orig, ss_fa
 /* Recomputes W = diag(S[:rank]) * Vt. */
 void ss_factors_update_w(ss_factors *f);
 
-/* Content id: hex of a 64-bit (or longer) hash of the decoded pixels, the
- * dimensions, bit depth and rank; the same upload gives the same id.
- * Writes at most 65 bytes (NUL included) into id. */
+/* Content id: SHA-256, as 64 lowercase hex characters, of "svdslice-id-2",
+ * then height, width, bit depth and rank (rank <= 0 or > min(m,n) counts as
+ * min(m,n)) as little-endian u32, then the samples as little-endian u16, row
+ * by row; the same upload gives the same id. Writes 65 bytes (NUL included). */
 void ss_content_id(const ss_image *img, int rank, char id[65]);
+/* The id before SHA-256 (32 hex characters, a 128-bit non-cryptographic hash
+ * of the same fields): slices stored under it keep it, and an upload of the
+ * very same pixels is recognised as them (ss_store_find_content). */
+void ss_content_id_v1(const ss_image *img, int rank, char id[65]);
 
 /* Bytes used by the factors at k: 4*k*(m+n+1). */
 long long ss_stored_bytes(int m, int n, int k);

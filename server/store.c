@@ -589,6 +589,33 @@ int ss_store_list(ss_store *s, ss_slice_info **out, size_t *n) {
     return SS_OK;
 }
 
+int ss_store_find_content(ss_store *s, const ss_image *img, int rank, char id[65]) {
+    ss_content_id(img, rank, id);
+    pthread_mutex_lock(&s->mu);
+    int have = find_locked(s, id) != NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (have) return 1;
+    /* A slice stored before ids were SHA-256 keeps its old id. Its hash is not
+     * collision resistant, so an upload is that slice only if the stored
+     * original pixels are the very same; otherwise it gets its own new id. */
+    char old[65];
+    ss_content_id_v1(img, rank, old);
+    pthread_mutex_lock(&s->mu);
+    have = find_locked(s, old) != NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (!have) return 0;
+    int err;
+    const ss_factors *f = ss_store_acquire(s, old, &err);
+    if (!f) return 0; /* unreadable now: stored anew under the new id rather than refused */
+    const int m = img->height, n = img->width, nsv = m < n ? m : n;
+    int same = f->m == m && f->n == n && f->bit_depth == img->bit_depth &&
+               f->rank == (rank <= 0 || rank > nsv ? nsv : rank) && f->orig &&
+               memcmp(f->orig, img->px, (size_t)m * (size_t)n * sizeof *img->px) == 0;
+    ss_store_release(s, f);
+    if (same) memcpy(id, old, sizeof old);
+    return same;
+}
+
 int ss_store_read_file(ss_store *s, const char *id, unsigned char **buf, size_t *len) {
     if (!id_valid(id)) return ss_fail(SS_EINVAL, "invalid slice id");
     pthread_mutex_lock(&s->mu);

@@ -63,6 +63,11 @@ int ss_store_info_scalars(ss_store *s, const char *id, ss_slice_info *out);
 /* All slices, newest first (ties by id), as a malloc'd array of copies
  * without singular_values (NULL). Caller frees with free(). */
 int ss_store_list(ss_store *s, ss_slice_info **out, size_t *n);
+/* The id an upload of img at this rank (0: full) is stored under: its
+ * content id (ss_content_id), or the old id (ss_content_id_v1) of a slice
+ * stored before with the very same pixels, shape, depth and rank. Returns 1
+ * when a slice with that id is stored (then nothing needs storing), else 0. */
+int ss_store_find_content(ss_store *s, const ss_image *img, int rank, char id[65]);
 /* The raw .svd file of a slice (for GET /slices/{id}/factors), malloc'd. */
 int ss_store_read_file(ss_store *s, const char *id, unsigned char **buf, size_t *len);
 /* Removes the slice durably (unlink + directory fsync). 0, SS_EINVAL when

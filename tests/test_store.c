@@ -241,6 +241,62 @@ static void test_corrupt_files_are_skipped_and_never_served(void **state) {
     free(dir);
 }
 
+/* An upload finds its slice by the SHA-256 id, or by the old id when the stored
+ * pixels are the very same; an old id holding other pixels (what a collision
+ * of the old hash would look like) is never handed out for it. */
+static void test_find_content_new_and_old_ids(void **state) {
+    (void)state;
+    char *dir = make_tmpdir();
+    ss_store *s = open_store(dir, 1 << 24, 0);
+    ss_image a, b;
+    assert_int_equal(ss_image_alloc(&a, 9, 7, 8), SS_OK);
+    assert_int_equal(ss_image_alloc(&b, 9, 7, 8), SS_OK);
+    for (int i = 0; i < 63; i++) {
+        a.px[i] = (uint16_t)(i * 3);
+        b.px[i] = (uint16_t)(i * 3 + (i == 40));
+    }
+    char id[65], sha_a[65], old_a[65];
+    ss_content_id(&a, 0, sha_a);
+    ss_content_id_v1(&a, 0, old_a);
+    assert_int_equal(ss_store_find_content(s, &a, 0, id), 0);
+    assert_string_equal(id, sha_a);
+
+    /* a stored under its SHA-256 id */
+    ss_factors *f = NULL;
+    assert_int_equal(ss_svd_factor(&a, 0, 1, &f), SS_OK);
+    assert_string_equal(f->id, sha_a);
+    assert_int_equal(ss_store_put(s, f, NULL), SS_OK);
+    assert_int_equal(ss_store_find_content(s, &a, 0, id), 1);
+    assert_string_equal(id, sha_a);
+    assert_int_equal(ss_store_delete(s, sha_a), SS_OK);
+
+    /* a stored under its old id: found there, at its rank only */
+    memcpy(f->id, old_a, sizeof old_a);
+    assert_int_equal(ss_store_put(s, f, NULL), SS_OK);
+    assert_int_equal(ss_store_find_content(s, &a, 0, id), 1);
+    assert_string_equal(id, old_a);
+    assert_int_equal(ss_store_find_content(s, &a, 7, id), 1); /* 7 = min(9, 7): full rank */
+    assert_string_equal(id, old_a);
+    assert_int_equal(ss_store_find_content(s, &a, 3, id), 0);
+    assert_int_equal(strlen(id), 64);
+    assert_int_equal(ss_store_delete(s, old_a), SS_OK);
+    ss_factors_free(f);
+
+    /* b's pixels stored under a's old id: a is not that slice */
+    assert_int_equal(ss_svd_factor(&b, 0, 1, &f), SS_OK);
+    memcpy(f->id, old_a, sizeof old_a);
+    assert_int_equal(ss_store_put(s, f, NULL), SS_OK);
+    assert_int_equal(ss_store_find_content(s, &a, 0, id), 0);
+    assert_string_equal(id, sha_a);
+    ss_factors_free(f);
+
+    ss_image_free(&a);
+    ss_image_free(&b);
+    ss_store_close(s);
+    rm_rf(dir);
+    free(dir);
+}
+
 static void test_cache_stays_within_its_byte_budget(void **state) {
     (void)state;
     char *dir = make_tmpdir();
@@ -455,6 +511,7 @@ int main(void) {
         cmocka_unit_test(test_put_acquire_info_list_delete),
         cmocka_unit_test(test_upload_survives_restart),
         cmocka_unit_test(test_corrupt_files_are_skipped_and_never_served),
+        cmocka_unit_test(test_find_content_new_and_old_ids),
         cmocka_unit_test(test_cache_stays_within_its_byte_budget),
         cmocka_unit_test(test_quota_refuses_and_loses_nothing),
         cmocka_unit_test(test_full_disk_gives_enospc),

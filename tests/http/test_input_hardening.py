@@ -1,22 +1,31 @@
-"""test_input_hardening.py - hostile input over HTTP: PNG decompression bombs, an image LAPACK
-cannot factorise, a NUL hidden in the path.
+"""test_input_hardening.py - hostile input over HTTP: PNG decompression bombs, a NUL hidden in
+the path or in the bearer key, content ids (SHA-256) and slices stored under the old ids.
 
 Every attack is bounded in time: a request that the server does not answer in time fails
 the test instead of hanging it."""
+import glob
+import hashlib
 import os
 import re
+import shutil
 import socket
 import struct
 import sys
+import tempfile
 import threading
 import time
 import unittest
 import zlib
 
+import numpy as np
+
 sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import util  # noqa: E402
 
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+# Written by the server before ids became SHA-256 (legacy-slice.png uploaded with name=legacy).
+LEGACY_ID = "7a5f544193b5365ff62fae5cc325009a"
 KEY = "k3y-for-nul-tests"
 ANSWER_S = 2.0  # a hostile upload must be answered within this (generous: it takes ~50 ms)
 MiB = 1 << 20
@@ -196,6 +205,105 @@ class NulTest(unittest.TestCase):
         raw = self.raw(b"POST /slices%00 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
                        b"Connection: close\r\n\r\nhello")
         self.assertEqual(raw_status(raw), 404, raw[:300])
+
+
+# ---------------------------------------------------------------- content ids
+
+def sha256_id(gray, bit_depth, rank):
+    """The documented content id: SHA-256, in hex, of "svdslice-id-2", the height, width, bit
+    depth and rank as little-endian u32, then the samples as little-endian u16, row by row."""
+    h, w = gray.shape
+    data = b"svdslice-id-2" + struct.pack("<4I", h, w, bit_depth, rank) + gray.astype("<u2").tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+class ContentIdTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="svdslice-ids-")
+        self.servers = []
+
+    def tearDown(self):
+        for s in self.servers:
+            if s.alive():
+                s.kill()
+            s.cleanup()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def start(self):
+        s = util.Server([], data_dir=self.dir).start()
+        self.servers.append(s)
+        return s
+
+    def svd_files(self):
+        return sorted(os.path.basename(p) for p in glob.glob(os.path.join(self.dir, "*.svd")))
+
+    def test_ids_are_sha256_of_the_pixels(self):
+        srv = self.start()
+        for h, w, bits, rank in [(40, 31, 8, 0), (33, 47, 16, 0), (40, 31, 8, 7)]:
+            gray = util.phantom(h, w, bits, seed=940 + h)
+            info = srv.upload_ok(util.png_encode(gray), "?rank=%d" % rank if rank else "")
+            want = sha256_id(gray.astype(np.int64), bits, rank or min(h, w))
+            self.assertEqual(info["id"], want)
+            self.assertRegex(info["id"], r"^[0-9a-f]{64}$")
+            self.assertEqual(srv.get("/slices/" + want).status, 200)
+        self.assertEqual(srv.stop(), 0)
+
+    def put_legacy(self, pixel_change=None):
+        data = bytearray(util.read_bytes(os.path.join(FIXTURES, LEGACY_ID + ".svd")))
+        if pixel_change is not None:  # the file then holds other pixels than its id says
+            i, v = pixel_change
+            hsize = struct.unpack_from("<I", data, 12)[0]
+            off = len(data) - 2 * (20 * 24) + 2 * i  # orig is the payload's tail, u16 each
+            struct.pack_into("<H", data, off, v)
+            struct.pack_into("<I", data, 384, zlib.crc32(bytes(data[hsize:])))
+            struct.pack_into("<I", data, 388, zlib.crc32(bytes(data[:388])))
+        with open(os.path.join(self.dir, LEGACY_ID + ".svd"), "wb") as f:
+            f.write(bytes(data))
+
+    def test_slices_stored_under_old_ids_keep_working(self):
+        self.put_legacy()
+        png = util.read_bytes(os.path.join(FIXTURES, "legacy-slice.png"))
+        gray = util.load_gray(os.path.join(FIXTURES, "legacy-slice.png"))
+        srv = self.start()
+        self.assertEqual([s["id"] for s in srv.get("/slices").json()["slices"]], [LEGACY_ID])
+        info = srv.get("/slices/" + LEGACY_ID).json()
+        self.assertEqual((info["name"], info["width"], info["height"], info["rank"]), ("legacy", 24, 20, 20))
+        r = srv.get("/slices/%s/original" % LEGACY_ID)
+        self.assertEqual(r.status, 200)
+        np.testing.assert_array_equal(util.png_decode(r.body)[0], gray)
+        r = srv.get("/reconstruct?id=%s&k=20&backend=blas" % LEGACY_ID)
+        self.assertEqual(r.status, 200)
+        self.assertLessEqual(np.abs(util.png_decode(r.body)[0] - gray).max(), 1)
+        self.assertEqual(srv.get("/slices/%s/factors" % LEGACY_ID).body,
+                         util.read_bytes(os.path.join(FIXTURES, LEGACY_ID + ".svd")))
+
+        # the same content again: the slice it already is (idempotent), nothing written
+        r = srv.upload_raw(png)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["id"], LEGACY_ID)
+        self.assertEqual(self.svd_files(), [LEGACY_ID + ".svd"])
+        # another rank of it is another slice, under its SHA-256 id
+        r = srv.upload_raw(png, query="?rank=5")
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(r.json()["id"], sha256_id(gray, 8, 5))
+        self.assertEqual(srv.stop(), 0)
+        srv = self.start()
+        self.assertEqual(sorted(s["id"] for s in srv.get("/slices").json()["slices"]),
+                         sorted([LEGACY_ID, sha256_id(gray, 8, 5)]))
+        self.assertEqual(srv.get("/slices/" + LEGACY_ID).status, 200)
+
+    def test_an_old_id_is_reused_only_for_the_same_pixels(self):
+        # A file whose old id is that of legacy-slice.png but whose pixels differ: what an old-id
+        # collision would look like. The upload must not be answered with that slice.
+        self.put_legacy(pixel_change=(7, 3))
+        png = util.read_bytes(os.path.join(FIXTURES, "legacy-slice.png"))
+        gray = util.load_gray(os.path.join(FIXTURES, "legacy-slice.png"))
+        self.assertNotEqual(gray.reshape(-1)[7], 3)
+        srv = self.start()
+        r = srv.upload_raw(png)
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(r.json()["id"], sha256_id(gray, 8, 20))
+        self.assertEqual(len(self.svd_files()), 2)
 
 
 if __name__ == "__main__":
