@@ -76,6 +76,16 @@ int ss_svd_deserialize(const void *buf, size_t len, ss_factors **out);
  * leaves arrays NULL. Still checks the header checksum and the file size.
  * buf needs only the first SS_SVD_HEADER_BYTES bytes; len is the file's size. */
 int ss_svd_read_header(const void *buf, size_t len, ss_factors *out);
+/* For an index that reads only part of each file: ss_svd_read_header's checks,
+ * whether the original pixels are stored, and the offset of the nsv singular
+ * values (4 * nsv bytes), which ss_svd_read_sv then decodes into S and checks
+ * as ss_svd_deserialize does (finite, >= 0, non-increasing). The payload
+ * checksum is not verified: ss_svd_deserialize or ss_svd_verify do that. */
+int ss_svd_read_index(const void *head, size_t file_len, ss_factors *out, int *has_orig, size_t *sv_off);
+int ss_svd_read_sv(const void *buf, int nsv, float *S);
+/* The checks of ss_svd_deserialize that need no allocation (header, sizes,
+ * both checksums), with the header into *hdr: for a file served as stored. */
+int ss_svd_verify(const void *buf, size_t len, ss_factors *hdr);
 int ss_svd_save(const char *path, const ss_factors *f); /* plain write, no fsync */
 int ss_svd_load(const char *path, ss_factors **out);
 

@@ -185,16 +185,53 @@ int ss_svd_read_header(const void *buf, size_t len, ss_factors *out) {
     return parse_header(buf, len, out, &plen, &orig);
 }
 
+int ss_svd_read_index(const void *head, size_t file_len, ss_factors *out, int *has_orig, size_t *sv_off) {
+    uint64_t plen;
+    int rc = parse_header(head, file_len, out, &plen, has_orig);
+    if (rc) return rc;
+    *sv_off = HDR_BYTES + 4 * (size_t)out->m * (size_t)out->rank; /* U comes first */
+    return SS_OK;
+}
+
+/* As LAPACK returns them: finite, >= 0 (!(s >= 0) also catches NaN), sorted. */
+static int sv_bad(const float *S, size_t i) {
+    const float s = S[i];
+    return !isfinite(s) || !(s >= 0) || (i > 0 && s > S[i - 1]);
+}
+
+int ss_svd_read_sv(const void *buf, int nsv, float *S) {
+    const unsigned char *p = buf;
+    int bad = 0;
+    for (size_t i = 0; i < (size_t)nsv; i++, p += 4) {
+        S[i] = get_f32(p);
+        bad |= sv_bad(S, i);
+    }
+    return bad ? ss_fail(SS_ECORRUPT, ".svd: non-finite, negative or unsorted singular values") : SS_OK;
+}
+
+/* The header and both checksums: everything short of decoding the values. */
+static int parse_verified(const unsigned char *b, size_t len, ss_factors *h, uint64_t *plen, int *orig) {
+    int rc = parse_header(b, len, h, plen, orig);
+    if (rc) return rc;
+    if ((uint32_t)crc32_z(0, b + HDR_BYTES, (size_t)*plen) != get_u32(b + OFF_PAYLOAD_CRC))
+        return ss_fail(SS_ECORRUPT, ".svd: payload checksum mismatch");
+    return SS_OK;
+}
+
+int ss_svd_verify(const void *buf, size_t len, ss_factors *hdr) {
+    uint64_t plen;
+    int orig;
+    return parse_verified(buf, len, hdr, &plen, &orig);
+}
+
 int ss_svd_deserialize(const void *buf, size_t len, ss_factors **out) {
     *out = NULL;
     const unsigned char *b = buf;
     ss_factors h;
     uint64_t plen;
     int orig;
-    int rc = parse_header(b, len, &h, &plen, &orig);
+    int rc = parse_verified(b, len, &h, &plen, &orig);
     if (rc) return rc;
-    if ((uint32_t)crc32_z(0, b + HDR_BYTES, (size_t)plen) != get_u32(b + OFF_PAYLOAD_CRC))
-        return ss_fail(SS_ECORRUPT, ".svd: payload checksum mismatch");
 
     ss_factors *f;
     rc = ss_factors_alloc(h.m, h.n, h.rank, h.bit_depth, orig, &f);
@@ -208,9 +245,8 @@ int ss_svd_deserialize(const void *buf, size_t len, ss_factors **out) {
     int bad = 0;
     for (size_t i = 0; i < m * r; i++, p += 4) bad |= !isfinite(f->U[i] = get_f32(p));
     for (size_t i = 0; i < (size_t)h.nsv; i++, p += 4) {
-        float s = f->S[i] = get_f32(p);
-        /* !(s >= 0) also catches NaN; LAPACK returns them sorted. */
-        bad |= !isfinite(s) || !(s >= 0) || (i > 0 && s > f->S[i - 1]);
+        f->S[i] = get_f32(p);
+        bad |= sv_bad(f->S, i);
     }
     for (size_t i = 0; i < r * n; i++, p += 4) bad |= !isfinite(f->Vt[i] = get_f32(p));
     if (bad) {

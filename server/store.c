@@ -210,16 +210,33 @@ int ss_store_decode(const char *id, const unsigned char *buf, size_t len, ss_fac
     return SS_OK;
 }
 
-int ss_store_decode_info(const char *id, const unsigned char *buf, size_t len, ss_slice_info *out) {
+int ss_store_decode_head(const char *id, const unsigned char *head, size_t file_len, ss_slice_info *out,
+                         size_t *sv_off) {
     memset(out, 0, sizeof *out);
-    ss_factors *f = NULL;
-    int rc = ss_store_decode(id, buf, len, &f);
-    if (rc != SS_OK) return rc;
-    fill_info(out, f, (long long)len);
-    out->singular_values = malloc((size_t)f->nsv * sizeof(float));
-    if (out->singular_values) memcpy(out->singular_values, f->S, (size_t)f->nsv * sizeof(float));
-    ss_factors_free(f);
-    return out->singular_values ? SS_OK : ss_fail(SS_ENOMEM, "out of memory");
+    ss_factors h;
+    int orig = 0;
+    int rc = ss_svd_read_index(head, file_len, &h, &orig, sv_off);
+    if (rc != SS_OK) {
+        char why[400]; /* ss_error() is the buffer ss_fail writes into: copy it first */
+        snprintf(why, sizeof why, "%s", ss_error());
+        return ss_fail(SS_ECORRUPT, "slice %s: %s", id, why);
+    }
+    if (strcmp(h.id, id) != 0 || !orig)
+        return ss_fail(SS_ECORRUPT, "slice %s: id or original pixels do not match its name", id);
+    fill_info(out, &h, (long long)file_len);
+    return SS_OK;
+}
+
+int ss_store_decode_sv(const char *id, const unsigned char *sv, ss_slice_info *out) {
+    out->singular_values = malloc((size_t)out->nsv * sizeof(float));
+    if (!out->singular_values) return ss_fail(SS_ENOMEM, "out of memory");
+    int rc = ss_svd_read_sv(sv, out->nsv, out->singular_values);
+    if (rc != SS_OK) {
+        free(out->singular_values);
+        out->singular_values = NULL;
+        return ss_fail(SS_ECORRUPT, "slice %s: non-finite, negative or unsorted singular values", id);
+    }
+    return SS_OK;
 }
 
 /* ---- open / close ------------------------------------------------------------ */
@@ -403,6 +420,15 @@ int ss_store_delete(ss_store *s, const char *id) {
 
 /* ---- reads ---------------------------------------------------------------------- */
 
+/* A slice whose file no longer verifies is never served again (its file stays). */
+static void drop_corrupt_locked(ss_store *s, entry *e) {
+    fprintf(stderr, "svdslice: store: dropping corrupt slice %s: %s\n", e->info.id, ss_error());
+    remove_locked(s, e);
+    drop_node_locked(s, e);
+    s->disk_bytes -= e->info.file_bytes;
+    entry_free(e);
+}
+
 const ss_factors *ss_store_acquire(ss_store *s, const char *id, int *err) {
     int dummy;
     if (!err) err = &dummy;
@@ -447,13 +473,7 @@ const ss_factors *ss_store_acquire(ss_store *s, const char *id, int *err) {
         return NULL;
     }
     if (rc != SS_OK) {
-        if (rc == SS_ECORRUPT && e) { /* never serve it again */
-            fprintf(stderr, "svdslice: store: dropping corrupt slice %s: %s\n", id, ss_error());
-            remove_locked(s, e);
-            drop_node_locked(s, e);
-            s->disk_bytes -= e->info.file_bytes;
-            entry_free(e);
-        }
+        if (rc == SS_ECORRUPT && e) drop_corrupt_locked(s, e);
         pthread_mutex_unlock(&s->mu);
         *err = rc;
         return NULL;
@@ -623,10 +643,23 @@ int ss_store_read_file(ss_store *s, const char *id, unsigned char **buf, size_t 
     pthread_mutex_unlock(&s->mu);
     if (!have) return ss_fail(SS_EINVAL, "no slice %s", id);
     int rc = s->b->get(s->b, id, buf, len);
+    if (rc == SS_OK) { /* the index checked only its header and singular values */
+        ss_factors h;
+        rc = ss_svd_verify(*buf, *len, &h);
+        if (rc == SS_OK && strcmp(h.id, id) != 0)
+            rc = ss_fail(SS_ECORRUPT, "slice %s: id does not match its name", id);
+        if (rc != SS_OK) {
+            free(*buf);
+            *buf = NULL;
+            *len = 0;
+            rc = SS_ECORRUPT;
+        }
+    }
     if (rc != SS_OK) { /* deleted between the check and the read: simply gone */
         pthread_mutex_lock(&s->mu);
         entry *e = find_locked(s, id);
         have = e && !e->deleting;
+        if (have && rc == SS_ECORRUPT) drop_corrupt_locked(s, e);
         pthread_mutex_unlock(&s->mu);
         if (!have) return ss_fail(SS_EINVAL, "no slice %s", id);
     }

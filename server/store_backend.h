@@ -29,8 +29,11 @@ struct ss_store_backend {
      * return stops the listing and is returned. A listing that cannot be
      * completed is SS_EIO, never a shorter list. */
     int (*list)(ss_store_backend *b, int (*each)(void *arg, const char *id), void *arg);
-    /* The verified info of one slice, singular_values malloc'd, file_bytes
-     * the size of its encoding. SS_ECORRUPT, SS_EIO, SS_ENOMEM. */
+    /* The info of one slice for the index, singular_values malloc'd,
+     * file_bytes the size of its encoding, from its checked header and
+     * singular values (the payload checksum is verified when the encoding is
+     * read whole: ss_store_decode, ss_store_read_file). SS_ECORRUPT, SS_EIO,
+     * SS_ENOMEM. */
     int (*info)(ss_store_backend *b, const char *id, ss_slice_info *out);
     void (*close)(ss_store_backend *b); /* NULL-safe */
 };
@@ -39,9 +42,16 @@ struct ss_store_backend {
 int ss_store_dir_open(const ss_store_opts *opts, ss_store_backend **out);
 
 /* For backends: the id rule, and decoding an encoding into verified factors
- * (its id must be id and it must carry the original pixels) or into info. */
+ * (its id must be id and it must carry the original pixels). */
 int ss_store_id_valid(const char *id);
 int ss_store_decode(const char *id, const unsigned char *buf, size_t len, ss_factors **out);
-int ss_store_decode_info(const char *id, const unsigned char *buf, size_t len, ss_slice_info *out);
+/* Info from parts of an encoding of file_len bytes: its first
+ * SS_SVD_HEADER_BYTES bytes (checked as slice id's, with original pixels)
+ * give the scalars and *sv_off, where the 4 * out->nsv bytes of singular
+ * values lie; ss_store_decode_sv checks those into out->singular_values
+ * (malloc'd). SS_ECORRUPT, SS_ENOMEM. */
+int ss_store_decode_head(const char *id, const unsigned char *head, size_t file_len, ss_slice_info *out,
+                         size_t *sv_off);
+int ss_store_decode_sv(const char *id, const unsigned char *sv, ss_slice_info *out);
 
 #endif

@@ -58,15 +58,19 @@ static int px_list(void *ctx, int dirfd, int (*each)(void *arg, const char *name
 static int px_read_file(void *ctx, const char *path, size_t max_bytes, unsigned char **buf, size_t *len) {
     return ss_read_file(path, max_bytes, buf, len);
 }
+static int px_read_range(void *ctx, const char *path, size_t off, size_t n, unsigned char *buf,
+                         size_t *file_len) {
+    return ss_read_range(path, off, n, buf, file_len);
+}
 
-const ss_fileops ss_fileops_posix = {NULL,     px_mkdir,  px_open,   px_write, px_fsync,
-                                     px_close, px_rename, px_unlink, px_list,  px_read_file};
+const ss_fileops ss_fileops_posix = {NULL,      px_mkdir,  px_open, px_write,     px_fsync,     px_close,
+                                     px_rename, px_unlink, px_list, px_read_file, px_read_range};
 
 /* ---- fault injection (tests only) -------------------------------------------------- */
 
-enum { F_MKDIR, F_OPEN, F_WRITE, F_FSYNC, F_CLOSE, F_RENAME, F_UNLINK, F_LIST, F_READ, F_NOPS };
+enum { F_MKDIR, F_OPEN, F_WRITE, F_FSYNC, F_CLOSE, F_RENAME, F_UNLINK, F_LIST, F_READ, F_READRANGE, F_NOPS };
 static const char *const fault_op_names[F_NOPS] = {"mkdir",  "open",   "write", "fsync", "close",
-                                                   "rename", "unlink", "list",  "read"};
+                                                   "rename", "unlink", "list",  "read",  "readrange"};
 
 typedef struct fault_rule {
     int op;
@@ -139,6 +143,13 @@ static int ft_read_file(void *ctx, const char *path, size_t max_bytes, unsigned 
     if (e) return ss_fail(SS_EIO, "%s: %s (injected)", path, strerror(e));
     return f->inner->read_file(f->inner->ctx, path, max_bytes, buf, len);
 }
+static int ft_read_range(void *ctx, const char *path, size_t off, size_t n, unsigned char *buf,
+                         size_t *file_len) {
+    fault_ops *f = ctx;
+    int e = fault_hit(f, F_READRANGE);
+    if (e) return ss_fail(SS_EIO, "%s: %s (injected)", path, strerror(e));
+    return f->inner->read_range(f->inner->ctx, path, off, n, buf, file_len);
+}
 
 /* One "OP:N[:ERR]" rule; returns 0 or -1. */
 static int parse_rule(const char *s, size_t len, fault_rule *r) {
@@ -173,8 +184,8 @@ int ss_fileops_fault_new(const char *spec, const ss_fileops *inner, ss_fileops *
     *out = NULL;
     fault_ops *f = calloc(1, sizeof *f);
     if (!f) return ss_fail(SS_ENOMEM, "out of memory");
-    f->ops = (ss_fileops){f,        ft_mkdir,  ft_open,   ft_write, ft_fsync,
-                          ft_close, ft_rename, ft_unlink, ft_list,  ft_read_file};
+    f->ops = (ss_fileops){f,         ft_mkdir,  ft_open, ft_write,     ft_fsync,     ft_close,
+                          ft_rename, ft_unlink, ft_list, ft_read_file, ft_read_range};
     f->inner = inner;
     const char *p = spec ? spec : "";
     for (;;) { /* rule (',' rule)* */
@@ -330,13 +341,26 @@ static int dir_list(ss_store_backend *b, int (*each)(void *arg, const char *id),
     return c.rc;
 }
 
+/* Reads only the header and the singular values: opening a store of large
+ * slices would otherwise read (and checksum) every byte of every file. */
 static int dir_info(ss_store_backend *b, const char *id, ss_slice_info *out) {
-    unsigned char *buf = NULL;
-    size_t len = 0;
-    int rc = dir_get(b, id, &buf, &len);
+    dir_backend *d = (dir_backend *)b;
+    const ss_fileops *o = d->ops;
+    char path[4096];
+    unsigned char head[SS_SVD_HEADER_BYTES];
+    size_t file_len = 0, again = 0, sv_off = 0;
+    memset(out, 0, sizeof *out);
+    int rc = slice_path(d, id, path, sizeof path);
+    if (rc == SS_OK) rc = o->read_range(o->ctx, path, 0, sizeof head, head, &file_len);
+    if (rc == SS_OK) rc = ss_store_decode_head(id, head, file_len, out, &sv_off);
     if (rc != SS_OK) return rc;
-    rc = ss_store_decode_info(id, buf, len, out);
-    free(buf);
+    size_t sv_len = sizeof(float) * (size_t)out->nsv;
+    unsigned char *sv = malloc(sv_len);
+    if (!sv) return ss_fail(SS_ENOMEM, "out of memory");
+    rc = o->read_range(o->ctx, path, sv_off, sv_len, sv, &again);
+    if (rc == SS_OK && again != file_len) rc = ss_fail(SS_ECORRUPT, "%s.svd changed while being read", id);
+    if (rc == SS_OK) rc = ss_store_decode_sv(id, sv, out);
+    free(sv);
     return rc;
 }
 

@@ -19,6 +19,8 @@
 #include "util/error.h"
 #include "engine/svd.h"
 #include "server/store.h"
+#include "server/store_dir.h"
+#include "util/file.h"
 
 /* A small generated slice; seed changes the pixels and so the id. */
 static ss_factors *make_slice(unsigned seed, int h, int w, const char *name, int64_t created) {
@@ -215,9 +217,14 @@ static void test_corrupt_files_are_skipped_and_never_served(void **state) {
     s = open_store(dir, 1 << 24, 0);
     ss_store_stats st;
     ss_store_get_stats(s, &st);
-    assert_int_equal(st.slices, 2); /* good and late */
+    /* good, late and flip: opening checks headers and singular values only, so
+     * flip's payload flip is found when its factors are loaded */
+    assert_int_equal(st.slices, 3);
     int err;
     assert_null(ss_store_acquire(s, flip->id, &err));
+    assert_int_equal(err, SS_ECORRUPT);
+    ss_store_get_stats(s, &st);
+    assert_int_equal(st.slices, 2);
     assert_null(ss_store_acquire(s, cut->id, &err));
     assert_null(ss_store_acquire(s, "garbage", &err));
     assert_int_equal(access(p, F_OK), -1); /* temp file removed */
@@ -293,6 +300,92 @@ static void test_find_content_new_and_old_ids(void **state) {
     ss_image_free(&a);
     ss_image_free(&b);
     ss_store_close(s);
+    rm_rf(dir);
+    free(dir);
+}
+
+/* Whole-file reads through the store's file operations (all else is POSIX). */
+static long g_whole_reads;
+static int counting_read_file(void *ctx, const char *path, size_t max, unsigned char **buf, size_t *len) {
+    g_whole_reads++;
+    return ss_read_file(path, max, buf, len);
+}
+
+/* Rewrites slice f's file with byte `at` of its encoding xor-ed with x. */
+static void corrupt_file(const char *dir, const ss_factors *f, size_t at, unsigned char x) {
+    unsigned char *buf;
+    size_t len;
+    assert_int_equal(ss_svd_serialize(f, &buf, &len), SS_OK);
+    assert_true(at < len);
+    buf[at] ^= x;
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s.svd", dir, f->id);
+    write_bytes(p, buf, len);
+    free(buf);
+}
+
+/* Opening reads each slice's header and singular values, not its whole file;
+ * the payload checksum is verified when the factors are loaded or the file is
+ * downloaded, and a slice that fails it is dropped then. */
+static void test_open_reads_headers_not_whole_files(void **state) {
+    (void)state;
+    char *dir = make_tmpdir();
+    ss_store *s = open_store(dir, 1 << 24, 0);
+    ss_factors *a = make_slice(61, 64, 48, "a", 1), *b = make_slice(62, 48, 64, "b", 2);
+    ss_factors *c = make_slice(63, 40, 40, "c", 3);
+    ss_factors *all[] = {a, b, c};
+    for (int i = 0; i < 3; i++) assert_int_equal(ss_store_put(s, all[i], NULL), SS_OK);
+    ss_store_close(s);
+    corrupt_file(dir, c, SS_SVD_HEADER_BYTES + 5, 0x10); /* in U: header and singular values intact */
+
+    ss_fileops ops = ss_fileops_posix;
+    ops.read_file = counting_read_file;
+    ss_store_opts o = {.dir = dir, .cache_bytes = 1 << 24, .fileops = &ops};
+    g_whole_reads = 0;
+    s = NULL;
+    assert_int_equal(ss_store_open(&o, &s), SS_OK);
+    assert_int_equal(g_whole_reads, 0);
+    ss_store_stats st;
+    ss_store_get_stats(s, &st);
+    assert_int_equal(st.slices, 3);
+    for (int i = 0; i < 3; i++) {
+        ss_slice_info info;
+        assert_int_equal(ss_store_info(s, all[i]->id, &info), SS_OK);
+        assert_int_equal(info.nsv, all[i]->nsv);
+        assert_int_equal(info.width, all[i]->n);
+        assert_string_equal(info.name, all[i]->name);
+        assert_memory_equal(info.singular_values, all[i]->S, sizeof(float) * (size_t)all[i]->nsv);
+        ss_slice_info_free(&info);
+    }
+    int err = 0;
+    const ss_factors *got = ss_store_acquire(s, a->id, &err);
+    assert_non_null(got);
+    assert_int_equal(g_whole_reads, 1);
+    ss_store_release(s, got);
+    assert_null(ss_store_acquire(s, c->id, &err));
+    assert_int_equal(err, SS_ECORRUPT);
+    assert_null(ss_store_acquire(s, c->id, &err));
+    assert_int_equal(err, SS_EINVAL);
+
+    /* a download verifies the file too */
+    corrupt_file(dir, b, SS_SVD_HEADER_BYTES + 7, 0x01);
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(ss_store_read_file(s, b->id, &buf, &len), SS_ECORRUPT);
+    assert_null(buf);
+    assert_int_equal(ss_store_read_file(s, b->id, &buf, &len), SS_EINVAL);
+    assert_int_equal(ss_store_read_file(s, a->id, &buf, &len), SS_OK);
+    free(buf);
+    ss_store_close(s);
+
+    /* singular values that are not non-increasing are caught at open */
+    size_t sv = SS_SVD_HEADER_BYTES + sizeof(float) * (size_t)a->m * (size_t)a->rank;
+    corrupt_file(dir, a, sv + 4 + 3, 0x40); /* S[1]'s exponent byte: far above S[0] */
+    s = open_store(dir, 1 << 24, 0);
+    ss_slice_info info;
+    assert_int_equal(ss_store_info(s, a->id, &info), SS_EINVAL);
+    ss_store_close(s);
+    for (int i = 0; i < 3; i++) ss_factors_free(all[i]);
     rm_rf(dir);
     free(dir);
 }
@@ -512,6 +605,7 @@ int main(void) {
         cmocka_unit_test(test_upload_survives_restart),
         cmocka_unit_test(test_corrupt_files_are_skipped_and_never_served),
         cmocka_unit_test(test_find_content_new_and_old_ids),
+        cmocka_unit_test(test_open_reads_headers_not_whole_files),
         cmocka_unit_test(test_cache_stays_within_its_byte_budget),
         cmocka_unit_test(test_quota_refuses_and_loses_nothing),
         cmocka_unit_test(test_full_disk_gives_enospc),

@@ -103,11 +103,15 @@ static int j_list(void *ctx, int dirfd, int (*each)(void *, const char *), void 
 static int j_read(void *ctx, const char *path, size_t max, unsigned char **buf, size_t *len) {
     return px->read_file(NULL, path, max, buf, len);
 }
+static int j_read_range(void *ctx, const char *path, size_t off, size_t n, unsigned char *buf, size_t *flen) {
+    return px->read_range(NULL, path, off, n, buf, flen);
+}
 
 static void journal_init(journal *j) {
     memset(j, 0, sizeof *j);
     j->dirfd = -1;
-    j->ops = (ss_fileops){j, j_mkdir, j_open, j_write, j_fsync, j_close, j_rename, j_unlink, j_list, j_read};
+    j->ops = (ss_fileops){j,        j_mkdir,  j_open, j_write, j_fsync,     j_close,
+                          j_rename, j_unlink, j_list, j_read,  j_read_range};
 }
 
 static void ack(journal *j, const char *what, const char *id) {

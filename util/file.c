@@ -1,4 +1,4 @@
-/* file.c - whole-file reading with a size bound */
+/* file.c - whole-file reading with a size bound, and reading one range of a file */
 #include "util/file.h"
 
 #include <errno.h>
@@ -74,4 +74,29 @@ int ss_read_file(const char *path, size_t max_bytes, unsigned char **out, size_t
     *out = buf;
     *out_len = len;
     return SS_OK;
+}
+
+int ss_read_range(const char *path, size_t off, size_t n, unsigned char *buf, size_t *file_len) {
+    if (!path || (!buf && n) || !file_len) return ss_fail(SS_EINVAL, "ss_read_range: bad arguments");
+    *file_len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ss_fail(SS_EIO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    int rc = SS_OK;
+    if (fstat(fd, &st) != 0)
+        rc = ss_fail(SS_EIO, "%s: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        rc = ss_fail(SS_EIO, "%s: not a regular file", path);
+    else if ((uint64_t)st.st_size < (uint64_t)off || (uint64_t)st.st_size - (uint64_t)off < (uint64_t)n)
+        rc = ss_fail(SS_ECORRUPT, "%s: %lld bytes, shorter than %zu + %zu", path, (long long)st.st_size, off, n);
+    for (size_t got = 0; rc == SS_OK && got < n;) {
+        ssize_t r = pread(fd, buf + got, n - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) rc = ss_fail(SS_EIO, "%s: %s", path, strerror(errno));
+        else if (r == 0) rc = ss_fail(SS_ECORRUPT, "%s: shrank while being read", path);
+        else got += (size_t)r;
+    }
+    close(fd);
+    if (rc == SS_OK) *file_len = (size_t)st.st_size;
+    return rc;
 }

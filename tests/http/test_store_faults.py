@@ -105,8 +105,11 @@ class StoreFaultTest(unittest.TestCase):
         for spec in ("list:1", "bogus"):
             with self.assertRaisesRegex(RuntimeError, "exited with 1 before listening"):
                 self.start(spec)
-        # read #1 indexes the slice at start; read #2 is the first load of its factors
-        srv = self.start("read:2")
+        # the index reads parts of files (readrange); read #1 is the first load of the factors
+        srv = self.start("readrange:1")
+        self.assertEqual(self.listed(srv), set(), "an unreadable slice is listed")
+        self.assertEqual(srv.stop(), 0)
+        srv = self.start("read:1")
         util.assert_error(self, srv.get("/slices/%s/original" % a), 500, "internal")
         self.assertEqual(srv.get("/slices/%s/original" % a).status, 200)
         self.assertEqual(self.listed(srv), {a})
