@@ -378,9 +378,12 @@ static void filter_up(const uint16_t *px, int width, int height, int bits, unsig
             }
             f += w;
         } else {
-            /* Up works bytewise: subtract high and low bytes separately. */
+            /* Up works bytewise: subtract high and low bytes separately. (Not
+             * cur[x - w]: x - w wraps as a size_t, which is undefined pointer
+             * arithmetic even where the sum lands right.) */
+            const uint16_t *prev = y ? cur - w : NULL;
             for (size_t x = 0; x < w; x++) {
-                unsigned c = cur[x], p = y ? cur[x - w] : 0;
+                unsigned c = cur[x], p = prev ? prev[x] : 0;
                 f[2 * x] = (unsigned char)((c >> 8) - (p >> 8));
                 f[2 * x + 1] = (unsigned char)((c & 0xff) - (p & 0xff));
             }
