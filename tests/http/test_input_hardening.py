@@ -1,5 +1,6 @@
-"""test_input_hardening.py - hostile input over HTTP: PNG decompression bombs, a NUL hidden in
-the path or in the bearer key, content ids (SHA-256) and slices stored under the old ids.
+"""test_input_hardening.py - hostile input over HTTP: PNG decompression bombs, an image LAPACK
+cannot factorise, a NUL hidden in the path, content ids (SHA-256) and slices stored under the
+old ids.
 
 Every attack is bounded in time: a request that the server does not answer in time fails
 the test instead of hanging it."""
