@@ -318,7 +318,10 @@ static int method_bit(const char *m) {
     return M_OTHER;
 }
 
-/* Constant-time comparison of the bearer token with the key. */
+/* Constant-time comparison of the bearer token with the key. libmicrohttpd
+ * 0.9.75 ends every header value at a NUL byte, value and length alike, so
+ * "Bearer KEY\0junk" arrives as "Bearer KEY": no length check can tell (1.0
+ * answers such a request 400 by default). */
 static int authorized(ss_req *r) {
     const char *key = r->srv->cfg->api_key;
     const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
