@@ -18,6 +18,7 @@ build   libopenblas-dev liblapacke-dev             # BLAS and LAPACKE: the SVD, 
 build   libpng-dev zlib1g-dev libdeflate-dev       # PNG decoding and encoding
 build   libjansson-dev                             # JSON
 build   libmicrohttpd-dev                          # the HTTP server
+build   nettle-dev                                 # SHA-256 content ids
 build   libcmocka-dev                              # unit tests (small; CMake wants it unless -DBUILD_TESTING=OFF)
 slices  insighttoolkit4-examples                   # real MRI slices (7 MB): the demo slice and test data
 ref     python3 python3-numpy python3-skimage python3-pil   # references of the unit tests: float64 SVD, scikit-image
