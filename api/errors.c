@@ -27,7 +27,7 @@ const ss_api_error ss_api_errors[] = {
     /* One second: queues drain in milliseconds, and clients back off further on repeats. */
     {"overloaded",
      503,
-     "queue full, job past its deadline, upload buffer spent, or shutting down",
+     "queue full, job past its deadline, upload buffer or memory budget spent, or shutting down",
      {"Retry-After", "1", "integer", "Seconds to wait before retrying"}},
     {"insufficient_storage", 507, "the data directory is full or over its quota", {0}},
     {"internal", 500, "a bug: logged with a request id, which the message carries", {0}},

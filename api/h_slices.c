@@ -20,6 +20,7 @@ typedef struct upload_job {
     unsigned char *png;
     size_t len;
     size_t reserved;  /* upload budget bytes png holds (see ss_upload_give_back) */
+    long long mem;    /* memory budget bytes reserved to decode and factorise (ss_server.mem_bytes) */
     char name[256];   /* "" = the multipart filename, else the id */
     int rank;         /* 0 = full */
 } upload_job;
@@ -31,6 +32,17 @@ static void drop_body(upload_job *j) {
     j->png = NULL;
     ss_upload_give_back(&j->r->srv->upload_bytes, j->reserved);
     j->reserved = 0;
+}
+
+/* Frees the decoded image and the factors and gives the job's memory back: before any answer,
+ * so a client that uploads again as soon as it has its answer finds the memory free. Takes srv,
+ * not j->r: once answered, the request may be gone. */
+static void drop_work(ss_server *srv, upload_job *j, ss_image *img, ss_factors **f) {
+    ss_factors_free(*f);
+    *f = NULL;
+    ss_image_free(img);
+    ss_upload_give_back(&srv->mem_bytes, (size_t)j->mem);
+    j->mem = 0;
 }
 
 /* 200/201 with the stored info of id. */
@@ -61,6 +73,7 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
         /* Not acknowledged yet: refusing it lets shutdown finish now instead
          * of factorising the whole queue first. */
         drop_body(j);
+        drop_work(srv, j, &img, &f);
         free(j);
         ss_job_fail(r, "overloaded", "server is shutting down");
         return;
@@ -68,13 +81,15 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     int rc = ss_png_decode(j->png, j->len, srv->cfg->max_side, &img);
     drop_body(j);
     if (rc) {
+        drop_work(srv, j, &img, &f);
         ss_job_fail_engine(r, rc, SS_FROM_BODY, "decode");
         goto out;
     }
     int nsv = img.width < img.height ? img.width : img.height;
     if (j->rank > nsv) {
-        ss_job_fail(r, "invalid_parameter", "rank must be an integer in 1..%d for a %dx%d image", nsv,
-                    img.width, img.height);
+        int w = img.width, h = img.height;
+        drop_work(srv, j, &img, &f);
+        ss_job_fail(r, "invalid_parameter", "rank must be an integer in 1..%d for a %dx%d image", nsv, w, h);
         goto out;
     }
     int rank = j->rank ? j->rank : nsv;
@@ -83,11 +98,13 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     ss_slice_info have;
     if (ss_store_info(srv->store, id, &have) == 0) { /* idempotent: skip the SVD */
         ss_slice_info_free(&have);
+        drop_work(srv, j, &img, &f);
         reply_info_async(r, id, 200);
         goto out;
     }
     rc = ss_svd_factor(&img, rank, 1, &f);
     if (rc) {
+        drop_work(srv, j, &img, &f);
         ss_job_fail_engine(r, rc, 0, "factorise");
         goto out;
     }
@@ -97,13 +114,13 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     f->created = (int64_t)time(NULL);
     int existed = 0;
     rc = ss_store_put(srv->store, f, &existed);
+    drop_work(srv, j, &img, &f);
     if (rc)
         ss_job_fail_engine(r, rc, 0, "store");
     else
         reply_info_async(r, id, existed ? 200 : 201);
 out:
-    ss_factors_free(f);
-    ss_image_free(&img);
+    drop_work(srv, j, &img, &f);
     free(j);
 }
 
@@ -127,10 +144,31 @@ enum MHD_Result ss_h_upload(ss_req *r) {
         return ss_reply_error(r, "invalid_parameter", "name must be printable UTF-8 of at most 255 bytes");
     if (rank_s && !(rank = parse_pos_int(rank_s)))
         return ss_reply_error(r, "invalid_parameter", "rank must be a positive integer");
+    /* What the worker will allocate is reserved now, from the PNG's header, before the job is
+     * queued: a job never waits in the queue for memory, and a reservation that cannot be had
+     * is a 503 the client can retry. A header that does not parse, or is over --max-side, fails
+     * the decode before any pixel is allocated: it needs nothing. */
+    ss_server *srv = r->srv;
+    int w = 0, h = 0, bits = 0;
+    long long need = 0;
+    if (ss_upload_png_shape(r->up.data, r->up.len, &w, &h, &bits) == 0 && w <= srv->cfg->max_side &&
+        h <= srv->cfg->max_side)
+        need = ss_server_upload_need(w, h, bits);
+    if (ss_budget_take(&srv->mem_bytes, srv->mem_budget, need) != 0)
+        return ss_reply_error(r, "overloaded",
+                              "server busy: decoding and factorising this %dx%d %d-bit image takes %lld MiB "
+                              "and %lld of the %lld MiB memory budget (--memory-mb) are in use; retry later",
+                              w, h, bits, (need + (1 << 20) - 1) >> 20,
+                              (__atomic_load_n(&srv->mem_bytes, __ATOMIC_RELAXED) + (1 << 20) - 1) >> 20,
+                              srv->mem_budget >> 20);
     upload_job *j = calloc(1, sizeof *j);
-    if (!j) return ss_reply(r, 500, NULL);
+    if (!j) {
+        ss_upload_give_back(&srv->mem_bytes, (size_t)need);
+        return ss_reply(r, 500, NULL);
+    }
     j->pj.run = upload_run;
     j->r = r;
+    j->mem = need;
     j->rank = rank;
     if (name && *name)
         snprintf(j->name, sizeof j->name, "%s", name);
@@ -143,12 +181,14 @@ enum MHD_Result ss_h_upload(ss_req *r) {
     r->up.len = r->up.cap = r->up.reserved = 0;
     if (ss_job_begin(r) != 0) {
         drop_body(j);
+        ss_upload_give_back(&srv->mem_bytes, (size_t)j->mem);
         free(j);
         return ss_reply_error(r, "overloaded", "server is shutting down");
     }
-    int rc = ss_pool_submit(r->srv->pool, &j->pj);
+    int rc = ss_pool_submit(srv->pool, &j->pj);
     if (rc) {
         drop_body(j);
+        ss_upload_give_back(&srv->mem_bytes, (size_t)j->mem);
         free(j);
         ss_job_reject(r, rc);
     }

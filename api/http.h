@@ -153,6 +153,9 @@ int ss_upload_feed(ss_upload *u, struct MHD_Connection *c, const char *data, siz
  * spent) with *why set. */
 const char *ss_upload_finish(ss_upload *u, struct MHD_Connection *c, const char **why);
 void ss_upload_free(ss_upload *u);
+/* The image shape a PNG's header declares: width, height and the depth ss_png_decode gives it
+ * (16 for 16-bit sources, else 8). 0, or -1 when there is no well-formed IHDR up front. */
+int ss_upload_png_shape(const unsigned char *png, size_t len, int *width, int *height, int *bits);
 
 /* ---- handlers ------------------------------------------------------------ */
 enum MHD_Result ss_h_upload(ss_req *r);

@@ -1,4 +1,6 @@
 /* multipart.c - upload bodies: a raw PNG (by signature, whatever Content-Type) or a multipart `file` field */
+#include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -13,6 +15,19 @@ enum { UP_UNDECIDED, UP_RAW, UP_MULTIPART, UP_OTHER };
 #define UPLOAD_STEP ((size_t)1 << 20)
 
 static const unsigned char k_png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+
+int ss_upload_png_shape(const unsigned char *png, size_t len, int *width, int *height, int *bits) {
+    /* the signature, then IHDR: length 13, "IHDR", width and height big-endian, bit depth */
+    if (!png || len < 33 || memcmp(png, k_png_sig, 8) != 0 || memcmp(png + 12, "IHDR", 4) != 0) return -1;
+    const unsigned char *p = png + 16;
+    uint32_t w = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    uint32_t h = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
+    if (!w || !h || w > INT_MAX || h > INT_MAX) return -1;
+    *width = (int)w;
+    *height = (int)h;
+    *bits = p[8] == 16 ? 16 : 8; /* what ss_png_decode makes of it */
+    return 0;
+}
 
 void ss_upload_begin(ss_upload *u, size_t limit) {
     memset(u, 0, sizeof *u);

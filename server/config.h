@@ -19,6 +19,7 @@ typedef struct ss_config {
     int max_body_mb;
     long long max_body_bytes;  /* derived from max_body_mb unless given */
     int upload_buffer_mb;      /* bound on body bytes held by all uploads together */
+    int memory_mb;             /* bound on decoded images + SVD workspaces of uploads together */
     int max_side;
     int max_connections;
     int per_ip_connections;

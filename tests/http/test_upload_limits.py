@@ -127,5 +127,77 @@ class DribblingUploads(unittest.TestCase):
                 d.close()
 
 
+class MemoryBudget(unittest.TestCase):
+    def test_parallel_big_uploads_stay_within_the_memory_budget(self):
+        # 16 parallel 1024x1024 16-bit uploads, 8 workers. Each needs ~84 MiB to decode and
+        # factorise (float64 copy, U, S, Vt, LAPACK work); 8 at once peaked near 8 times that.
+        # With --memory-mb 96 only one fits at a time: the others wait in the queue within the
+        # budget or get 503 overloaded; the process's peak stays near the flags' sum.
+        # The limits go in as SVDSLICE_* variables (as good as flags) so the server from before
+        # the fix, which knew no --memory-mb, ran this same test and showed its peak.
+        n, side = 16, 1024
+        budget_mb, upload_mb = 96, 32
+        pngs = [util.png_encode(util.phantom(side, side, 16, seed=200 + i)) for i in range(n)]
+        env = {"SVDSLICE_MEMORY_MB": str(budget_mb)}
+        args = ["--workers", "8", "--max-side", str(side), "--upload-buffer-mb", str(upload_mb),
+                "--cache-mb", "8", "--response-cache-mb", "0", "--queue", "64"]
+        with Server(args, env=env) as s:
+            pid = s.proc.pid
+            self.assertEqual(s.upload_raw(util.png_encode(util.phantom(64, 64, 16, seed=1))).status, 201)
+            base = proc_status(pid, "VmRSS")
+            res = [None] * n
+
+            def up(i):
+                try:
+                    res[i] = s.upload_raw(pngs[i])
+                except Exception as e:  # noqa: BLE001 - recorded and asserted below
+                    res[i] = e
+            ts = [threading.Thread(target=up, args=(i,)) for i in range(n)]
+            t0 = time.monotonic()
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(300)
+            took = time.monotonic() - t0
+            hwm = proc_status(pid, "VmHWM")
+            statuses = [r.status if isinstance(r, util.Response) else repr(r) for r in res]
+            # the bodies and one factorisation at a time, plus allocator and OpenBLAS slack
+            bound = base + (upload_mb + budget_mb + 64) * MiB
+            print("\n%d parallel %dx%d 16-bit uploads in %.1f s: statuses %s; VmRSS before %.0f MiB, "
+                  "VmHWM %.0f MiB, bound %.0f MiB" % (n, side, side, took, sorted(statuses, key=str),
+                                                      base / MiB, hwm / MiB, bound / MiB), file=sys.stderr)
+            self.assertTrue(all(st in (201, 503) for st in statuses), statuses)
+            self.assertIn(201, statuses)
+            for r in res:
+                if r.status == 503:
+                    err = assert_error(self, r, 503, "overloaded")
+                    self.assertIn("memory", err["message"])
+                    self.assertTrue(r.header("Retry-After"))
+            self.assertLessEqual(hwm, bound, "VmHWM %.0f MiB over %.0f MiB\n%s"
+                                 % (hwm / MiB, bound / MiB, s.log_tail()))
+            # all given back, and the well-behaved path works
+            self.assertTrue(util.wait_until(lambda: gauge(s, "svdslice_memory_bytes") == 0, 20), s.log_tail())
+            self.assertEqual(gauge(s, "svdslice_memory_budget_bytes"), budget_mb * MiB)
+            late = util.png_encode(util.phantom(side, side, 16, seed=999))
+            self.assertEqual(s.upload_raw(late).status, 201)
+            self.assertEqual(gauge(s, "svdslice_memory_bytes"), 0)
+
+    def test_default_flags_accept_a_2048_square_16bit_upload(self):
+        # The default budget fits the largest slice --max-side allows, at 16 bits.
+        png = util.png_encode(util.phantom(2048, 2048, 16, seed=3))
+        with Server([]) as s:
+            r = s.upload_raw(png)
+            self.assertEqual(r.status, 201, r)
+            self.assertEqual((r.json()["width"], r.json()["height"], r.json()["bit_depth"]), (2048, 2048, 16))
+            self.assertGreaterEqual(gauge(s, "svdslice_memory_budget_bytes"), 512 * MiB)
+
+    def test_budget_never_below_one_upload_of_max_side(self):
+        # --memory-mb below what one --max-side 16-bit upload needs is raised to that
+        png = util.png_encode(util.phantom(512, 512, 16, seed=4))
+        with Server(["--memory-mb", "1", "--max-side", "512"]) as s:
+            self.assertEqual(s.upload_raw(png).status, 201)
+            self.assertGreater(gauge(s, "svdslice_memory_budget_bytes"), 20 * MiB)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
