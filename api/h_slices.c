@@ -1,4 +1,5 @@
 /* h_slices.c - handlers of /slices: upload (in the worker pool), list, info, original, factors, delete */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,29 @@ static void drop_work(ss_server *srv, upload_job *j, ss_image *img, ss_factors *
     ss_image_free(img);
     ss_upload_give_back(&srv->mem_bytes, (size_t)j->mem);
     j->mem = 0;
+}
+
+/* When --max-expansion is set and the .svd file of img at rank would be more than that many
+ * times the PNG's png_len bytes: answers 413 with the rank that would fit, and returns 1. */
+static int over_expansion(upload_job *j, ss_image *img, ss_factors **f, int rank) {
+    const double maxx = j->r->srv->cfg->max_expansion;
+    const int m = img->height, n = img->width, bits = img->bit_depth;
+    const long long file = ss_svd_file_bytes(m, n, rank, 1), png = (long long)j->len;
+    if (maxx <= 0 || (double)file <= maxx * (double)png) return 0;
+    /* the largest rank whose file fits: header + 4 (m r + p + r n) + 2 m n <= maxx * png */
+    const long long fixed = ss_svd_file_bytes(m, n, 0, 1);
+    const double r_fit = floor((maxx * (double)png - (double)fixed) / (4.0 * ((double)m + (double)n)));
+    char hint[160];
+    if (r_fit >= 1)
+        snprintf(hint, sizeof hint, "upload it with ?rank=%lld or fewer", (long long)r_fit);
+    else
+        snprintf(hint, sizeof hint, "no rank fits: the original pixels alone take %lld bytes", 2LL * m * n);
+    drop_work(j->r->srv, j, img, f);
+    ss_job_fail(j->r, "too_large",
+                "this %dx%d %d-bit image at rank %d would be stored in %lld bytes, %.0f times its %lld-byte "
+                "PNG, over --max-expansion %g: %s",
+                n, m, bits, rank, file, (double)file / (double)png, png, maxx, hint);
+    return 1;
 }
 
 /* 200/201 with the stored info of id. */
@@ -93,6 +117,7 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
         goto out;
     }
     int rank = j->rank ? j->rank : nsv;
+    if (over_expansion(j, &img, &f, rank)) goto out;
     char id[65];
     ss_content_id(&img, rank, id);
     ss_slice_info have;
@@ -112,13 +137,20 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     const char *name = j->name[0] ? j->name : id;
     snprintf(f->name, sizeof f->name, "%s", name);
     f->created = (int64_t)time(NULL);
+    const long long file = ss_svd_file_bytes(f->m, f->n, f->rank, 1);
     int existed = 0;
     rc = ss_store_put(srv->store, f, &existed);
     drop_work(srv, j, &img, &f);
-    if (rc)
+    if (rc) {
         ss_job_fail_engine(r, rc, 0, "store");
-    else
+    } else {
+        if (!existed) {
+            ss_store_set_upload_bytes(srv->store, id, (long long)j->len);
+            __atomic_add_fetch(&srv->png_bytes_total, (long long)j->len, __ATOMIC_RELAXED);
+            __atomic_add_fetch(&srv->file_bytes_total, file, __ATOMIC_RELAXED);
+        }
         reply_info_async(r, id, existed ? 200 : 201);
+    }
 out:
     drop_work(srv, j, &img, &f);
     free(j);

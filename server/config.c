@@ -48,6 +48,8 @@ static const opt k_opts[] = {
     {"memory-mb", OPT_INT, F(memory_mb), 1, 1 << 20,
      "decoded images and SVD workspaces of all uploads together (at least one --max-side 16-bit "
      "upload); over it -> 503 (default 512)"},
+    {"max-expansion", OPT_DBL, F(max_expansion), 0, 1e9,
+     "largest .svd size over PNG size an upload may store; over it -> 413; 0 = none (default 0)"},
     {"max-side", OPT_INT, F(max_side), 1, 65535, "largest image side accepted (default 2048)"},
     {"max-connections", OPT_INT, F(max_connections), 1, 100000, "default 512"},
     {"per-ip-connections", OPT_INT, F(per_ip_connections), 0, 100000, "0 = unlimited (default 64)"},

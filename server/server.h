@@ -28,6 +28,8 @@ typedef struct ss_server {
      * are queued until their worker has freed it all, bounded by mem_budget (--memory-mb). */
     long long mem_bytes; /* atomic */
     long long mem_budget;
+    /* PNG bytes of the uploads stored so far, and the .svd bytes they were stored in (atomic). */
+    long long png_bytes_total, file_bytes_total;
 } ss_server;
 
 /* Bytes an upload of a width x height image of bit_depth bits holds while a worker decodes and

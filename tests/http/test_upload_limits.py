@@ -199,5 +199,55 @@ class MemoryBudget(unittest.TestCase):
             self.assertGreater(gauge(s, "svdslice_memory_budget_bytes"), 20 * MiB)
 
 
+class StoredVersusUploaded(unittest.TestCase):
+    def test_info_and_metrics_show_png_bytes_against_file_bytes(self):
+        zeros = util.png_encode(np.zeros((512, 512), dtype=np.uint16))
+        mri = util.read_bytes(util.test_data("BrainProtonDensitySlice.png"))
+        with Server([]) as s:
+            info = s.upload_ok(zeros)
+            self.assertEqual(info["upload_bytes"], len(zeros))
+            f = s.get("/slices/%s/factors" % info["id"])
+            self.assertEqual(info["file_bytes"], len(f.body))
+            # the blow-up, visible
+            self.assertGreater(info["file_bytes"], 1000 * info["upload_bytes"])
+            info2 = s.upload_ok(mri)
+            self.assertEqual(s.get("/slices/" + info2["id"]).json()["upload_bytes"], len(mri))
+            listed = {x["id"]: x for x in s.get("/slices").json()["slices"]}
+            self.assertEqual(listed[info["id"]]["file_bytes"], info["file_bytes"])
+            m = metrics(s)
+            self.assertEqual(util.metric_sum(m, "svdslice_upload_png_bytes_total"), len(zeros) + len(mri))
+            self.assertEqual(util.metric_sum(m, "svdslice_upload_file_bytes_total"),
+                             info["file_bytes"] + info2["file_bytes"])
+            self.assertEqual(util.metric_sum(m, "svdslice_stored_bytes"),
+                             info["file_bytes"] + info2["file_bytes"])
+            self.assertEqual(util.metric_sum(m, "svdslice_quota_bytes"), 0)
+            # the same slice again stores nothing more
+            self.assertEqual(s.upload_raw(zeros).status, 200)
+            self.assertEqual(gauge(s, "svdslice_upload_png_bytes_total"), len(zeros) + len(mri))
+            data_dir = s.data_dir
+            s.stop()
+            # after a restart the upload size is not known (the .svd file does not carry it)
+            with Server([], data_dir=data_dir) as s2:
+                again = s2.get("/slices/" + info["id"]).json()
+                self.assertIsNone(again["upload_bytes"])
+                self.assertEqual(again["file_bytes"], info["file_bytes"])
+
+    def test_max_expansion_refuses_a_blow_up_with_413(self):
+        zeros = util.png_encode(np.zeros((512, 512), dtype=np.uint16))  # 588 bytes -> 2.6 MB: 4462x
+        mri = util.read_bytes(util.test_data("BrainProtonDensitySlice.png"))
+        with Server(["--quota-mb", "64"], env={"SVDSLICE_MAX_EXPANSION": "2000"}) as s:
+            r = s.upload_raw(zeros)
+            err = assert_error(self, r, 413, "too_large")
+            self.assertIn("max-expansion", err["message"])
+            self.assertIn("rank", err["message"])
+            self.assertEqual(s.get("/slices").json()["slices"], [])
+            # fewer components fit; a real slice is far below the bound
+            self.assertEqual(s.upload_raw(zeros, "?rank=1").status, 201)
+            self.assertEqual(s.upload_raw(mri).status, 201)
+            m = metrics(s)
+            self.assertEqual(util.metric_sum(m, "svdslice_quota_bytes"), 64 * MiB)
+            self.assertEqual(util.metric_sum(m, "svdslice_max_expansion"), 2000)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
