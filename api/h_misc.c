@@ -55,6 +55,26 @@ enum MHD_Result ss_h_metrics(ss_req *r) {
     ss_metrics_value(&sb, "svdslice_upload_buffer_bytes", "gauge",
                      "Upload body bytes held (received or queued), bounded by --upload-buffer-mb.",
                      (double)__atomic_load_n(&srv->upload_bytes, __ATOMIC_RELAXED));
+    ss_metrics_value(&sb, "svdslice_upload_buffer_budget_bytes", "gauge",
+                     "Bound on upload body bytes held (--upload-buffer-mb, at least one body).",
+                     (double)srv->upload_budget);
+    ss_metrics_value(&sb, "svdslice_memory_bytes", "gauge",
+                     "Bytes reserved by uploads queued or being decoded and factorised.",
+                     (double)__atomic_load_n(&srv->mem_bytes, __ATOMIC_RELAXED));
+    ss_metrics_value(&sb, "svdslice_memory_budget_bytes", "gauge",
+                     "Bound on those bytes (--memory-mb, at least one --max-side 16-bit upload).",
+                     (double)srv->mem_budget);
+    ss_metrics_value(&sb, "svdslice_upload_png_bytes_total", "counter", "PNG bytes of the uploads stored.",
+                     (double)__atomic_load_n(&srv->png_bytes_total, __ATOMIC_RELAXED));
+    ss_metrics_value(&sb, "svdslice_upload_file_bytes_total", "counter",
+                     "Bytes of the .svd files those uploads were stored in.",
+                     (double)__atomic_load_n(&srv->file_bytes_total, __ATOMIC_RELAXED));
+    ss_metrics_value(&sb, "svdslice_quota_bytes", "gauge",
+                     "Bound on svdslice_stored_bytes (--quota-mb); 0 = none.",
+                     (double)((long long)srv->cfg->quota_mb << 20));
+    ss_metrics_value(&sb, "svdslice_max_expansion", "gauge",
+                     "Bound on an upload's .svd bytes over its PNG bytes (--max-expansion); 0 = none.",
+                     srv->cfg->max_expansion);
     ss_metrics_value(&sb, "svdslice_inflight_requests", "gauge", "Connections suspended on a job.",
                      ss_http_inflight(r->http));
 

@@ -1,4 +1,5 @@
 /* h_slices.c - handlers of /slices: upload (in the worker pool), list, info, original, factors, delete */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@ typedef struct upload_job {
     unsigned char *png;
     size_t len;
     size_t reserved;  /* upload budget bytes png holds (see ss_upload_give_back) */
+    long long mem;    /* memory budget bytes reserved to decode and factorise (ss_server.mem_bytes) */
     char name[256];   /* "" = the multipart filename, else the id */
     int rank;         /* 0 = full */
 } upload_job;
@@ -31,6 +33,40 @@ static void drop_body(upload_job *j) {
     j->png = NULL;
     ss_upload_give_back(&j->r->srv->upload_bytes, j->reserved);
     j->reserved = 0;
+}
+
+/* Frees the decoded image and the factors and gives the job's memory back: before any answer,
+ * so a client that uploads again as soon as it has its answer finds the memory free. Takes srv,
+ * not j->r: once answered, the request may be gone. */
+static void drop_work(ss_server *srv, upload_job *j, ss_image *img, ss_factors **f) {
+    ss_factors_free(*f);
+    *f = NULL;
+    ss_image_free(img);
+    ss_upload_give_back(&srv->mem_bytes, (size_t)j->mem);
+    j->mem = 0;
+}
+
+/* When --max-expansion is set and the .svd file of img at rank would be more than that many
+ * times the PNG's png_len bytes: answers 413 with the rank that would fit, and returns 1. */
+static int over_expansion(upload_job *j, ss_image *img, ss_factors **f, int rank) {
+    const double maxx = j->r->srv->cfg->max_expansion;
+    const int m = img->height, n = img->width, bits = img->bit_depth;
+    const long long file = ss_svd_file_bytes(m, n, rank, 1), png = (long long)j->len;
+    if (maxx <= 0 || (double)file <= maxx * (double)png) return 0;
+    /* the largest rank whose file fits: header + 4 (m r + p + r n) + 2 m n <= maxx * png */
+    const long long fixed = ss_svd_file_bytes(m, n, 0, 1);
+    const double r_fit = floor((maxx * (double)png - (double)fixed) / (4.0 * ((double)m + (double)n)));
+    char hint[160];
+    if (r_fit >= 1)
+        snprintf(hint, sizeof hint, "upload it with ?rank=%lld or fewer", (long long)r_fit);
+    else
+        snprintf(hint, sizeof hint, "no rank fits: the original pixels alone take %lld bytes", 2LL * m * n);
+    drop_work(j->r->srv, j, img, f);
+    ss_job_fail(j->r, "too_large",
+                "this %dx%d %d-bit image at rank %d would be stored in %lld bytes, %.0f times its %lld-byte "
+                "PNG, over --max-expansion %g: %s",
+                n, m, bits, rank, file, (double)file / (double)png, png, maxx, hint);
+    return 1;
 }
 
 /* 200/201 with the stored info of id. */
@@ -61,6 +97,7 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
         /* Not acknowledged yet: refusing it lets shutdown finish now instead
          * of factorising the whole queue first. */
         drop_body(j);
+        drop_work(srv, j, &img, &f);
         free(j);
         ss_job_fail(r, "overloaded", "server is shutting down");
         return;
@@ -68,23 +105,28 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     int rc = ss_png_decode(j->png, j->len, srv->cfg->max_side, &img);
     drop_body(j);
     if (rc) {
+        drop_work(srv, j, &img, &f);
         ss_job_fail_engine(r, rc, SS_FROM_BODY, "decode");
         goto out;
     }
     int nsv = img.width < img.height ? img.width : img.height;
     if (j->rank > nsv) {
-        ss_job_fail(r, "invalid_parameter", "rank must be an integer in 1..%d for a %dx%d image", nsv,
-                    img.width, img.height);
+        int w = img.width, h = img.height;
+        drop_work(srv, j, &img, &f);
+        ss_job_fail(r, "invalid_parameter", "rank must be an integer in 1..%d for a %dx%d image", nsv, w, h);
         goto out;
     }
     int rank = j->rank ? j->rank : nsv;
+    if (over_expansion(j, &img, &f, rank)) goto out;
     char id[65];
     if (ss_store_find_content(srv->store, &img, rank, id)) { /* idempotent: skip the SVD */
+        drop_work(srv, j, &img, &f);
         reply_info_async(r, id, 200);
         goto out;
     }
     rc = ss_svd_factor(&img, rank, 1, &f);
     if (rc) { /* SS_ETOOLARGE: a shape LAPACK cannot take is the body's fault (413) */
+        drop_work(srv, j, &img, &f);
         ss_job_fail_engine(r, rc, SS_FROM_BODY, "factorise");
         goto out;
     }
@@ -92,15 +134,22 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     const char *name = j->name[0] ? j->name : id;
     snprintf(f->name, sizeof f->name, "%s", name);
     f->created = (int64_t)time(NULL);
+    const long long file = ss_svd_file_bytes(f->m, f->n, f->rank, 1);
     int existed = 0;
     rc = ss_store_put(srv->store, f, &existed);
-    if (rc)
+    drop_work(srv, j, &img, &f);
+    if (rc) {
         ss_job_fail_engine(r, rc, 0, "store");
-    else
+    } else {
+        if (!existed) {
+            ss_store_set_upload_bytes(srv->store, id, (long long)j->len);
+            __atomic_add_fetch(&srv->png_bytes_total, (long long)j->len, __ATOMIC_RELAXED);
+            __atomic_add_fetch(&srv->file_bytes_total, file, __ATOMIC_RELAXED);
+        }
         reply_info_async(r, id, existed ? 200 : 201);
+    }
 out:
-    ss_factors_free(f);
-    ss_image_free(&img);
+    drop_work(srv, j, &img, &f);
     free(j);
 }
 
@@ -124,10 +173,31 @@ enum MHD_Result ss_h_upload(ss_req *r) {
         return ss_reply_error(r, "invalid_parameter", "name must be printable UTF-8 of at most 255 bytes");
     if (rank_s && !(rank = parse_pos_int(rank_s)))
         return ss_reply_error(r, "invalid_parameter", "rank must be a positive integer");
+    /* What the worker will allocate is reserved now, from the PNG's header, before the job is
+     * queued: a job never waits in the queue for memory, and a reservation that cannot be had
+     * is a 503 the client can retry. A header that does not parse, or is over --max-side, fails
+     * the decode before any pixel is allocated: it needs nothing. */
+    ss_server *srv = r->srv;
+    int w = 0, h = 0, bits = 0;
+    long long need = 0;
+    if (ss_upload_png_shape(r->up.data, r->up.len, &w, &h, &bits) == 0 && w <= srv->cfg->max_side &&
+        h <= srv->cfg->max_side)
+        need = ss_server_upload_need(w, h, bits);
+    if (ss_budget_take(&srv->mem_bytes, srv->mem_budget, need) != 0)
+        return ss_reply_error(r, "overloaded",
+                              "server busy: decoding and factorising this %dx%d %d-bit image takes %lld MiB "
+                              "and %lld of the %lld MiB memory budget (--memory-mb) are in use; retry later",
+                              w, h, bits, (need + (1 << 20) - 1) >> 20,
+                              (__atomic_load_n(&srv->mem_bytes, __ATOMIC_RELAXED) + (1 << 20) - 1) >> 20,
+                              srv->mem_budget >> 20);
     upload_job *j = calloc(1, sizeof *j);
-    if (!j) return ss_reply(r, 500, NULL);
+    if (!j) {
+        ss_upload_give_back(&srv->mem_bytes, (size_t)need);
+        return ss_reply(r, 500, NULL);
+    }
     j->pj.run = upload_run;
     j->r = r;
+    j->mem = need;
     j->rank = rank;
     if (name && *name)
         snprintf(j->name, sizeof j->name, "%s", name);
@@ -140,12 +210,14 @@ enum MHD_Result ss_h_upload(ss_req *r) {
     r->up.len = r->up.cap = r->up.reserved = 0;
     if (ss_job_begin(r) != 0) {
         drop_body(j);
+        ss_upload_give_back(&srv->mem_bytes, (size_t)j->mem);
         free(j);
         return ss_reply_error(r, "overloaded", "server is shutting down");
     }
-    int rc = ss_pool_submit(r->srv->pool, &j->pj);
+    int rc = ss_pool_submit(srv->pool, &j->pj);
     if (rc) {
         drop_body(j);
+        ss_upload_give_back(&srv->mem_bytes, (size_t)j->mem);
         free(j);
         ss_job_reject(r, rc);
     }

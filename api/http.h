@@ -37,13 +37,14 @@ typedef struct ss_upload {
     unsigned char *data;    /* the PNG bytes (raw body or the file field), malloc'd */
     size_t len, cap, limit;
     unsigned long long seen; /* body bytes received */
+    unsigned long long declared; /* its Content-Length; 0 when chunked (read at the first chunk) */
     int too_large;
     struct MHD_PostProcessor *pp;
     int file_fields;        /* `file` fields seen; only the first is kept */
     char filename[256];
     long long *held;        /* the server-wide count (ss_server.upload_bytes) or NULL */
     long long budget;       /* its bound */
-    size_t reserved;        /* bytes of it this upload holds (= cap of data) */
+    size_t reserved;        /* bytes of it this upload holds (= cap of data when counted) */
     int overloaded;         /* the budget was spent: answered 503 */
 } ss_upload;
 
@@ -141,6 +142,9 @@ void ss_upload_set_budget(ss_upload *u, long long *held, long long budget);
 /* Gives n bytes back to the count (held may be NULL): for the owner of a body taken from u->data,
  * which takes u->reserved along with it. */
 void ss_upload_give_back(long long *held, size_t n);
+/* Adds n to the server-wide count *held unless that passes budget: 0, or -1 (nothing taken).
+ * held NULL: no bound, 0. Give the bytes back with ss_upload_give_back. */
+int ss_budget_take(long long *held, long long budget, long long n);
 /* Takes a body chunk. Returns 0, or -1 when the connection should be dropped
  * (a client streaming far beyond the limit). */
 int ss_upload_feed(ss_upload *u, struct MHD_Connection *c, const char *data, size_t size);
@@ -149,6 +153,9 @@ int ss_upload_feed(ss_upload *u, struct MHD_Connection *c, const char *data, siz
  * spent) with *why set. */
 const char *ss_upload_finish(ss_upload *u, struct MHD_Connection *c, const char **why);
 void ss_upload_free(ss_upload *u);
+/* The image shape a PNG's header declares: width, height and the depth ss_png_decode gives it
+ * (16 for 16-bit sources, else 8). 0, or -1 when there is no well-formed IHDR up front. */
+int ss_upload_png_shape(const unsigned char *png, size_t len, int *width, int *height, int *bits);
 
 /* ---- handlers ------------------------------------------------------------ */
 enum MHD_Result ss_h_upload(ss_req *r);

@@ -37,6 +37,9 @@ json_t *ss_json_info(const ss_slice_info *in, int with_sv) {
     ok = put(o, "stored_bytes", json_integer(stored), ok);
     ok = put(o, "original_bytes", json_integer(original), ok);
     ok = put(o, "compression_ratio", json_real(stored > 0 ? (double)original / (double)stored : 0.0), ok);
+    /* what the slice takes on disk against what was sent: the quota counts the former */
+    ok = put(o, "file_bytes", json_integer(in->file_bytes), ok);
+    ok = put(o, "upload_bytes", in->upload_bytes > 0 ? json_integer(in->upload_bytes) : json_null(), ok);
     if (with_sv) {
         json_t *sv = json_array();
         for (int i = 0; sv && in->singular_values && i < in->nsv; i++)
@@ -60,6 +63,7 @@ json_t *ss_json_slice_info(const ss_factors *f) {
     in.rank = f->rank;
     in.nsv = f->nsv;
     in.created = f->created;
+    in.file_bytes = ss_svd_file_bytes(f->m, f->n, f->rank, f->orig != NULL);
     in.singular_values = (float *)f->S; /* read only here */
     return ss_json_info(&in, 1);
 }

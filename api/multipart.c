@@ -1,4 +1,6 @@
 /* multipart.c - upload bodies: a raw PNG (by signature, whatever Content-Type) or a multipart `file` field */
+#include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -8,7 +10,24 @@
 /* The body's first bytes decide its kind; until 8 have arrived it is UNDECIDED. */
 enum { UP_UNDECIDED, UP_RAW, UP_MULTIPART, UP_OTHER };
 
+/* Past this a buffer grows by this much at a time, not by doubling: a body the server holds
+ * never holds more than this of budget it has not received (doubling held up to twice). */
+#define UPLOAD_STEP ((size_t)1 << 20)
+
 static const unsigned char k_png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+
+int ss_upload_png_shape(const unsigned char *png, size_t len, int *width, int *height, int *bits) {
+    /* the signature, then IHDR: length 13, "IHDR", width and height big-endian, bit depth */
+    if (!png || len < 33 || memcmp(png, k_png_sig, 8) != 0 || memcmp(png + 12, "IHDR", 4) != 0) return -1;
+    const unsigned char *p = png + 16;
+    uint32_t w = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    uint32_t h = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
+    if (!w || !h || w > INT_MAX || h > INT_MAX) return -1;
+    *width = (int)w;
+    *height = (int)h;
+    *bits = p[8] == 16 ? 16 : 8; /* what ss_png_decode makes of it */
+    return 0;
+}
 
 void ss_upload_begin(ss_upload *u, size_t limit) {
     memset(u, 0, sizeof *u);
@@ -24,14 +43,19 @@ void ss_upload_give_back(long long *held, size_t n) {
     if (held && n) __atomic_sub_fetch(held, (long long)n, __ATOMIC_RELAXED);
 }
 
-/* Takes n more bytes of the server-wide budget for u; -1 when it is spent. */
-static int reserve(ss_upload *u, size_t n) {
-    if (!u->held) return 0;
-    if (__atomic_add_fetch(u->held, (long long)n, __ATOMIC_RELAXED) > u->budget) {
-        __atomic_sub_fetch(u->held, (long long)n, __ATOMIC_RELAXED);
+int ss_budget_take(long long *held, long long budget, long long n) {
+    if (!held || n <= 0) return 0;
+    if (__atomic_add_fetch(held, n, __ATOMIC_RELAXED) > budget) {
+        __atomic_sub_fetch(held, n, __ATOMIC_RELAXED);
         return -1;
     }
-    u->reserved += n;
+    return 0;
+}
+
+/* Takes n more bytes of the server-wide budget for u; -1 when it is spent. */
+static int reserve(ss_upload *u, size_t n) {
+    if (ss_budget_take(u->held, u->budget, (long long)n) != 0) return -1;
+    if (u->held) u->reserved += n;
     return 0;
 }
 
@@ -50,6 +74,20 @@ void ss_upload_free(ss_upload *u) {
     memset(u, 0, sizeof *u);
 }
 
+/* The capacity to grow to for need bytes: doubling from 64 KiB up to UPLOAD_STEP, then
+ * UPLOAD_STEP at a time, and never past the declared length (a body cannot outgrow its
+ * Content-Length) or the limit. So a 17 MB body holds 17 MB of the budget, not 32, and only
+ * once 16 MB of it have arrived: holding what was declared before it arrives would let a
+ * client pin the budget with headers alone. */
+static size_t next_cap(const ss_upload *u, size_t need) {
+    size_t bound = u->limit;
+    if (u->declared && u->declared < (unsigned long long)bound) bound = (size_t)u->declared;
+    size_t cap = !u->cap ? 65536 : u->cap < UPLOAD_STEP ? 2 * u->cap : u->cap + UPLOAD_STEP;
+    if (cap < need) cap = need;
+    if (cap > bound) cap = bound;
+    return cap < need ? need : cap; /* need <= limit, and MHD ends a body at its Content-Length */
+}
+
 /* Appends to u->data within the limit; past it (or past the server-wide
  * budget) sets too_large (overloaded) and keeps nothing more. */
 static void append(ss_upload *u, const char *data, size_t size) {
@@ -60,9 +98,7 @@ static void append(ss_upload *u, const char *data, size_t size) {
         return;
     }
     if (u->len + size > u->cap) {
-        size_t cap = u->cap ? u->cap : 65536;
-        while (cap < u->len + size) cap *= 2;
-        if (cap > u->limit) cap = u->limit;
+        size_t cap = next_cap(u, u->len + size);
         if (reserve(u, cap - u->cap) != 0) {
             u->overloaded = 1;
             drop_data(u);
@@ -134,7 +170,18 @@ static int feed_rest(ss_upload *u, const char *data, size_t size) {
     return 0;
 }
 
+/* The request's Content-Length, 0 when absent or not a plain number (chunked). */
+static unsigned long long declared_length(struct MHD_Connection *c) {
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding");
+    if (!cl || te) return 0; /* with both, MHD reads the chunks */
+    char *end = NULL;
+    unsigned long long n = strtoull(cl, &end, 10);
+    return end != cl && !*end ? n : 0;
+}
+
 int ss_upload_feed(ss_upload *u, struct MHD_Connection *c, const char *data, size_t size) {
+    if (!u->seen) u->declared = declared_length(c);
     u->seen += size;
     /* Past the limit nothing is kept; a client streaming on and on is dropped. */
     if (u->seen > (unsigned long long)u->limit) {
@@ -156,6 +203,18 @@ int ss_upload_feed(ss_upload *u, struct MHD_Connection *c, const char *data, siz
     default:
         return feed_rest(u, data, size);
     }
+}
+
+/* Once the body is whole: gives back what the buffer holds beyond it (a chunked body's last
+ * step, a multipart form's framing), so a body queued for decoding holds its own size. */
+static void trim(ss_upload *u) {
+    if (!u->data || u->cap - u->len < 4096) return;
+    unsigned char *nd = realloc(u->data, u->len ? u->len : 1);
+    if (!nd) return; /* keeps the larger buffer, still counted */
+    ss_upload_give_back(u->held, u->cap - u->len);
+    if (u->held) u->reserved -= u->cap - u->len;
+    u->data = nd;
+    u->cap = u->len;
 }
 
 const char *ss_upload_finish(ss_upload *u, struct MHD_Connection *c, const char **why) {
@@ -187,9 +246,13 @@ const char *ss_upload_finish(ss_upload *u, struct MHD_Connection *c, const char 
             *why = "the 'file' field is not a PNG";
             return "unsupported_media_type";
         }
+        trim(u);
         return NULL;
     }
-    if (u->mode == UP_RAW) return NULL;
+    if (u->mode == UP_RAW) {
+        trim(u);
+        return NULL;
+    }
     *why = "body is neither a PNG nor a multipart form with a PNG 'file' field";
     return "unsupported_media_type";
 }

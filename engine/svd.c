@@ -11,8 +11,16 @@
 
 static int norm_rank(int rank, int nsv) { return (rank <= 0 || rank > nsv) ? nsv : rank; }
 
+/* LAPACK returns workspace sizes as a float: round up so large sizes are not cut short. */
+static long long lwork_of(double wq) { return (long long)ceil(wq * (1 + 1e-6)) + 1; }
+
 long long ss_stored_bytes(int m, int n, int k) {
     return 4LL * (long long)k * ((long long)m + (long long)n + 1);
+}
+
+long long ss_svd_file_bytes(int m, int n, int rank, int with_orig) {
+    const long long M = m, N = n, P = m < n ? m : n;
+    return SS_SVD_HEADER_BYTES + 4 * (M * rank + P + rank * N) + (with_orig ? 2 * M * N : 0);
 }
 
 void ss_factors_free(ss_factors *f) {
@@ -263,6 +271,40 @@ static lapack_int lwork_from_query(double wq) {
 
 SVD_FULL(svd_full_f32, float, LAPACKE_sgesdd_work, LAPACKE_sgesvd_work)
 SVD_FULL(svd_full_f64, double, LAPACKE_dgesdd_work, LAPACKE_dgesvd_work)
+
+/* The larger of the work arrays svd_full can hold (gesdd's, or gesvd's on the fallback), in
+ * elements, from LAPACK's own queries on the same shapes; 0 when a query fails (the SVD then
+ * fails before allocating it). Query mode reads only the scalar arguments. */
+#define SVD_LWORK(NAME, T, GESDD, GESVD)                                                           \
+    static long long NAME(int m, int n) {                                                          \
+        const int p = m < n ? m : n;                                                               \
+        T dummy[1] = {0}, wq = 0;                                                                  \
+        lapack_int idummy[1] = {0};                                                                \
+        if (GESDD(LAPACK_COL_MAJOR, 'S', n, m, dummy, n, dummy, dummy, n, dummy, p, &wq, -1, idummy)) \
+            return 0;                                                                              \
+        long long dd = lwork_of((double)wq);                                                       \
+        if (GESVD(LAPACK_COL_MAJOR, 'S', 'S', n, m, dummy, n, dummy, dummy, n, dummy, p, &wq, -1))  \
+            return dd;                                                                             \
+        long long sv = lwork_of((double)wq);                                                       \
+        return dd > sv ? dd : sv;                                                                  \
+    }
+
+SVD_LWORK(lwork_f32, float, LAPACKE_sgesdd_work, LAPACKE_sgesvd_work)
+SVD_LWORK(lwork_f64, double, LAPACKE_dgesdd_work, LAPACKE_dgesvd_work)
+
+long long ss_svd_workspace_bytes(int m, int n, int bit_depth) {
+    if (m <= 0 || n <= 0 || (bit_depth != 8 && bit_depth != 16)) return -1;
+    const long long M = m, N = n, P = m < n ? m : n, MN = M * N;
+    /* ss_factors_alloc at full rank with the original pixels, then Ufull and Vtfull */
+    long long b = (long long)sizeof(ss_factors) + 4 * (M * P + P + 2 * P * N) + 2 * MN;
+    b += 4 * (M * P + P * N);
+    if (bit_depth == 8) /* factor_image: a and its copy in float32 */
+        b += 4 * 2 * MN + 4 * lwork_f32(m, n);
+    else /* a, its copy, U, Vt and S in float64 */
+        b += 8 * (2 * MN + M * P + P * N + P) + 8 * lwork_f64(m, n);
+    b += (long long)sizeof(lapack_int) * 8 * P; /* gesdd's iwork */
+    return b + 12 * 4096; /* the allocator rounds each of the (at most 12) blocks up, by a page at most */
+}
 
 /* Full-p factors of img into float arrays. 8-bit images are factorised in
  * float32 (full-rank error ~1e-3 of a level on real slices). For 16-bit ones

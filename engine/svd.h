@@ -59,6 +59,12 @@ void ss_content_id_v1(const ss_image *img, int rank, char id[65]);
 /* Bytes used by the factors at k: 4*k*(m+n+1). */
 long long ss_stored_bytes(int m, int n, int k);
 
+/* Peak bytes ss_svd_factor(img, any rank, keep_original = 1) allocates for an m x n image of
+ * bit_depth bits: the factors at full rank, the full-rank scratch factors, the float32 or
+ * float64 copies of the image and LAPACK's work arrays (as LAPACK's workspace query sizes
+ * them). Not the image itself. -1 for a bad shape. For budgets reserved before a factorisation. */
+long long ss_svd_workspace_bytes(int m, int n, int bit_depth);
+
 /* .svd file format (little-endian):
  *   header: magic "SVDSLICE", u32 version, u32 header size, u32 m, n,
  *           bit_depth, rank, nsv, u32 flags (bit0: original pixels present),
@@ -70,6 +76,8 @@ long long ss_stored_bytes(int m, int n, int k);
  * and rejects a truncated or corrupted file with SS_ECORRUPT and a message. */
 /* Header bytes of a version-1 file (offsets in svdfile.c). */
 #define SS_SVD_HEADER_BYTES 392
+/* Size of the .svd file of m x n factors at rank, with or without the original pixels. */
+long long ss_svd_file_bytes(int m, int n, int rank, int with_orig);
 int ss_svd_serialize(const ss_factors *f, unsigned char **out, size_t *out_len); /* malloc'd */
 int ss_svd_deserialize(const void *buf, size_t len, ss_factors **out);
 /* Reads only the header (for an index): fills *out's scalar fields and name,

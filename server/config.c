@@ -37,7 +37,8 @@ static const opt k_opts[] = {
     {"auth-reads", OPT_BOOL, F(auth_reads), 0, 1, "also require the key for reads"},
     {"cors-origin", OPT_STR, F(cors_origin), 0, 0, "Access-Control-Allow-Origin value"},
     {"cache-mb", OPT_INT, F(cache_mb), 0, 1 << 20, "factors cache (default 256)"},
-    {"quota-mb", OPT_INT, F(quota_mb), 0, 1 << 30, "bound on stored bytes; 0 = none (default 0)"},
+    {"quota-mb", OPT_INT, F(quota_mb), 0, 1 << 30,
+     "bound on the .svd bytes stored (file_bytes of all slices); over it -> 507; 0 = none (default 0)"},
     {"response-cache-mb", OPT_INT, F(response_cache_mb), 0, 1 << 20,
      "rendered PNG cache; 0 = off (default 64)"},
     {"max-body-mb", OPT_INT, F(max_body_mb), 1, 4096, "upload body limit (default 32)"},
@@ -45,6 +46,11 @@ static const opt k_opts[] = {
      "upload body limit in bytes (overrides --max-body-mb)"},
     {"upload-buffer-mb", OPT_INT, F(upload_buffer_mb), 1, 1 << 20,
      "body bytes all uploads together may hold (at least one body); over it -> 503 (default 256)"},
+    {"memory-mb", OPT_INT, F(memory_mb), 1, 1 << 20,
+     "decoded images and SVD workspaces of all uploads together (at least one --max-side 16-bit "
+     "upload); over it -> 503 (default 512)"},
+    {"max-expansion", OPT_DBL, F(max_expansion), 0, 1e9,
+     "largest .svd size over PNG size an upload may store; over it -> 413; 0 = none (default 0)"},
     {"max-side", OPT_INT, F(max_side), 1, 65535, "largest image side accepted (default 2048)"},
     {"max-connections", OPT_INT, F(max_connections), 1, 100000, "default 512"},
     {"per-ip-connections", OPT_INT, F(per_ip_connections), 0, 100000, "0 = unlimited (default 64)"},
@@ -70,6 +76,7 @@ static void set_defaults(ss_config *c) {
     c->response_cache_mb = 64;
     c->max_body_mb = 32;
     c->upload_buffer_mb = 256;
+    c->memory_mb = 512; /* one 2048x2048 16-bit upload needs 320 MiB */
     c->max_side = 2048;
     c->max_connections = 512;
     c->per_ip_connections = 64;

@@ -19,6 +19,8 @@ typedef struct ss_config {
     int max_body_mb;
     long long max_body_bytes;  /* derived from max_body_mb unless given */
     int upload_buffer_mb;      /* bound on body bytes held by all uploads together */
+    int memory_mb;             /* bound on decoded images + SVD workspaces of uploads together */
+    double max_expansion;      /* .svd bytes over PNG bytes an upload may reach; 0 = no bound */
     int max_side;
     int max_connections;
     int per_ip_connections;

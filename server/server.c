@@ -5,10 +5,16 @@
 #include <string.h>
 
 #include "engine/kernels.h"
+#include "engine/svd.h"
 #include "util/error.h"
 
 static int gpu_usable(void) {
     return ss_backend_find("cuda")->available(NULL) || ss_backend_find("cublas")->available(NULL);
+}
+
+long long ss_server_upload_need(int width, int height, int bit_depth) {
+    long long ws = ss_svd_workspace_bytes(height, width, bit_depth);
+    return ws < 0 ? 0 : 2LL * width * height + ws;
 }
 
 int ss_server_open(ss_server *srv, const ss_config *cfg, const char *const *routes, int nroutes) {
@@ -17,6 +23,10 @@ int ss_server_open(ss_server *srv, const ss_config *cfg, const char *const *rout
     /* Never below one body of the limit, or big uploads could never succeed. */
     srv->upload_budget = (long long)cfg->upload_buffer_mb << 20;
     if (srv->upload_budget < cfg->max_body_bytes) srv->upload_budget = cfg->max_body_bytes;
+    /* Likewise never below one upload of the largest image accepted. */
+    srv->mem_budget = (long long)cfg->memory_mb << 20;
+    long long one = ss_server_upload_need(cfg->max_side, cfg->max_side, 16);
+    if (srv->mem_budget < one) srv->mem_budget = one;
 
     ss_store_opts so = {.dir = cfg->data,
                         .cache_bytes = (size_t)cfg->cache_mb << 20,

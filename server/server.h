@@ -24,7 +24,18 @@ typedef struct ss_server {
      * by upload_budget so memory does not grow with the connection count. */
     long long upload_bytes; /* atomic */
     long long upload_budget;
+    /* Bytes uploads reserve to decode and factorise (ss_server_upload_need), from before they
+     * are queued until their worker has freed it all, bounded by mem_budget (--memory-mb). */
+    long long mem_bytes; /* atomic */
+    long long mem_budget;
+    /* PNG bytes of the uploads stored so far, and the .svd bytes they were stored in (atomic). */
+    long long png_bytes_total, file_bytes_total;
 } ss_server;
+
+/* Bytes an upload of a width x height image of bit_depth bits holds while a worker decodes and
+ * factorises it: the decoded image (2 bytes a sample) and ss_svd_workspace_bytes. The store's
+ * serialised copy comes after the SVD's scratch is freed, and is smaller. */
+long long ss_server_upload_need(int width, int height, int bit_depth);
 
 /* Opens the store in cfg->data and starts the parts cfg asks for; routes are
  * the metrics labels of the HTTP layer's routes (strings outlive srv).

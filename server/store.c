@@ -561,6 +561,15 @@ int ss_store_info(ss_store *s, const char *id, ss_slice_info *out) {
     return rc;
 }
 
+int ss_store_set_upload_bytes(ss_store *s, const char *id, long long bytes) {
+    if (!id_valid(id)) return ss_fail(SS_EINVAL, "invalid slice id");
+    pthread_mutex_lock(&s->mu);
+    entry *e = find_locked(s, id);
+    if (e && !e->info.upload_bytes) e->info.upload_bytes = bytes;
+    pthread_mutex_unlock(&s->mu);
+    return e ? SS_OK : ss_fail(SS_EINVAL, "no slice %s", id);
+}
+
 int ss_store_info_scalars(ss_store *s, const char *id, ss_slice_info *out) {
     memset(out, 0, sizeof *out);
     if (!id_valid(id)) return ss_fail(SS_EINVAL, "invalid slice id");

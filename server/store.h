@@ -29,6 +29,8 @@ typedef struct ss_slice_info {
     int width, height, bit_depth, rank, nsv;
     int64_t created;          /* unix seconds */
     long long file_bytes;     /* size of the .svd file */
+    long long upload_bytes;   /* PNG bytes it was uploaded as; 0 = unknown (indexed from disk:
+                               * the .svd file does not carry it) */
     float *singular_values;   /* nsv values */
 } ss_slice_info;
 
@@ -46,6 +48,10 @@ void ss_store_close(ss_store *s); /* NULL-safe; all acquired factors must be rel
  * SS_ENOSPC (quota or full disk), SS_EIO; on an error nothing of f is left
  * (no temp file, no slice file) and nothing stored before is lost. Thread-safe. */
 int ss_store_put(ss_store *s, const ss_factors *f, int *existed);
+
+/* Records the PNG size a slice was uploaded as, for its info, unless one is recorded.
+ * Returns 0 or SS_EINVAL when the id is unknown. */
+int ss_store_set_upload_bytes(ss_store *s, const char *id, long long bytes);
 
 /* Factors of a slice, from the byte-bounded LRU or loaded from disk on a miss
  * (and verified). Returns a reference the caller must ss_store_release();

@@ -25,6 +25,23 @@ static void test_defaults(void **state) {
     assert_int_equal(c.queue, 256);
     assert_int_equal(c.response_cache_mb, 64);
     assert_int_equal(c.kernel_threads, 0);
+    assert_int_equal(c.memory_mb, 512);
+    assert_true(c.max_expansion == 0);
+    assert_int_equal(c.quota_mb, 0);
+}
+
+static void test_upload_limits(void **state) {
+    ss_config c;
+    setenv("SVDSLICE_MAX_EXPANSION", "250.5", 1);
+    const char *a1[] = {"serve", "--memory-mb", "64"};
+    assert_int_equal(parse(&c, 3, a1), 0);
+    assert_int_equal(c.memory_mb, 64);
+    assert_true(c.max_expansion == 250.5);
+    unsetenv("SVDSLICE_MAX_EXPANSION");
+    const char *a2[] = {"serve", "--memory-mb", "0"};
+    assert_int_equal(parse(&c, 3, a2), 2);
+    const char *a3[] = {"serve", "--max-expansion", "-1"};
+    assert_int_equal(parse(&c, 3, a3), 2);
 }
 
 static void test_kernel_threads_from_env_and_flag(void **state) {
@@ -218,6 +235,7 @@ int main(void) {
         cmocka_unit_test(test_env_then_flag_wins),
         cmocka_unit_test(test_bad_input_is_a_usage_error),
         cmocka_unit_test(test_max_body_bytes_overrides_mb),
+        cmocka_unit_test(test_upload_limits),
         cmocka_unit_test(test_later_flag_wins),
         cmocka_unit_test(test_value_forms),
         cmocka_unit_test(test_usage_error_lines),

@@ -110,6 +110,15 @@ static void test_put_acquire_info_list_delete(void **state) {
     assert_string_equal(info.name, "second");
     assert_null(info.singular_values);
     assert_int_equal(ss_store_info_scalars(s, "nosuch", &info), SS_EINVAL);
+    /* the upload size: unknown until recorded, then kept (a later record does not replace it) */
+    assert_int_equal(ss_store_info_scalars(s, b->id, &info), SS_OK);
+    assert_int_equal(info.upload_bytes, 0);
+    assert_int_equal(info.file_bytes, ss_svd_file_bytes(20, 12, b->rank, 1));
+    assert_int_equal(ss_store_set_upload_bytes(s, b->id, 777), SS_OK);
+    assert_int_equal(ss_store_set_upload_bytes(s, b->id, 999), SS_OK);
+    assert_int_equal(ss_store_set_upload_bytes(s, "nosuch", 1), SS_EINVAL);
+    assert_int_equal(ss_store_info_scalars(s, b->id, &info), SS_OK);
+    assert_int_equal(info.upload_bytes, 777);
 
     int err;
     const ss_factors *g = ss_store_acquire(s, a->id, &err);

@@ -92,9 +92,10 @@ class UploadMemoryBound(unittest.TestCase):
     def test_bodies_of_all_connections_share_one_bound(self):
         # Each connection may send up to --max-body-bytes; before the fix nothing bounded their
         # sum (20 connections x 30 MiB partial bodies held 609 MiB). Two partial 1.5 MB bodies
-        # hold 2 x 2,000,000 bytes of the 5 MiB budget, so a third upload is refused with 503.
+        # declaring 2,000,000 bytes hold 2 x 2,000,000 bytes of the 4 MiB budget once 1 MiB of
+        # each arrived, so a third upload of 1.2 MB is refused with 503.
         limit = 2000000
-        with Server(["--max-body-bytes", str(limit), "--upload-buffer-mb", "5", "--workers", "1"]) as s:
+        with Server(["--max-body-bytes", str(limit), "--upload-buffer-mb", "4", "--workers", "1"]) as s:
             big = noise_png(1100, 5)
             self.assertGreater(len(big), 1 << 20)
             self.assertLess(len(big), limit)
