@@ -30,7 +30,7 @@ PYEOF
 
 # serve BIN -> sets PID, PORT, SLICE_ID
 serve() {
-  rm -rf "$WORK/data"
+  rm -rf "$WORK/data" "$WORK/out" "$WORK/err" # a stale listening line would be read before the new server truncates it
   "$1" serve --port 0 --data "$WORK/data" >"$WORK/out" 2>"$WORK/err" &
   PID=$!
   for _ in $(seq 1 300); do grep -q listening "$WORK/out" 2>/dev/null && break; sleep 0.05; done
