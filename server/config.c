@@ -55,6 +55,14 @@ static const opt k_opts[] = {
     {"max-connections", OPT_INT, F(max_connections), 1, 100000, "default 512"},
     {"per-ip-connections", OPT_INT, F(per_ip_connections), 0, 100000, "0 = unlimited (default 64)"},
     {"timeout", OPT_INT, F(timeout), 1, 86400, "idle connection timeout, seconds (default 30)"},
+    {"header-timeout", OPT_INT, F(header_timeout), 0, 86400,
+     "seconds a connection gets to send complete request headers (kept alive: --timeout more); "
+     "0 = no limit (default 10)"},
+    {"min-rate", OPT_INT, F(min_rate), 0, 1 << 30,
+     "request bodies slower than this many bytes/s over a --rate-window are cut off; 0 = no limit "
+     "(default 4096)"},
+    {"rate-window", OPT_INT, F(rate_window), 1, 3600,
+     "seconds the body rate is averaged over, and the grace before the first check (default 10)"},
     {"queue", OPT_INT, F(queue), 1, 1 << 20, "worker queue capacity; full -> 503 (default 256)"},
     {"job-deadline-ms", OPT_INT, F(job_deadline_ms), 1, 3600000,
      "queued reconstruct/quality jobs older than this get 503 (default 2000)"},
@@ -81,6 +89,9 @@ static void set_defaults(ss_config *c) {
     c->max_connections = 512;
     c->per_ip_connections = 64;
     c->timeout = 30;
+    c->header_timeout = 10;
+    c->min_rate = 4096;
+    c->rate_window = 10;
     c->queue = 256;
     c->job_deadline_ms = 2000;
     c->gpu_max_batch = 64;

@@ -25,6 +25,9 @@ typedef struct ss_config {
     int max_connections;
     int per_ip_connections;
     int timeout;               /* seconds, idle connections */
+    int header_timeout;        /* seconds from accept to complete request headers; 0 = none */
+    int min_rate;              /* request body bytes/s averaged over rate_window; 0 = none */
+    int rate_window;           /* seconds */
     int queue;                 /* worker pool queue capacity */
     int job_deadline_ms;       /* queued reconstruct/quality jobs */
     int gpu_max_batch;

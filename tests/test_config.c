@@ -58,6 +58,31 @@ static void test_kernel_threads_from_env_and_flag(void **state) {
     unsetenv("SVDSLICE_KERNEL_THREADS");
 }
 
+static void test_connection_deadlines(void **state) {
+    ss_config c;
+    const char *a0[] = {"serve"};
+    assert_int_equal(parse(&c, 1, a0), 0);
+    assert_int_equal(c.header_timeout, 10);
+    assert_int_equal(c.min_rate, 4096);
+    assert_int_equal(c.rate_window, 10);
+    assert_int_equal(c.per_ip_connections, 64);
+    setenv("SVDSLICE_HEADER_TIMEOUT", "3", 1);
+    setenv("SVDSLICE_MIN_RATE", "0", 1);
+    setenv("SVDSLICE_RATE_WINDOW", "5", 1);
+    const char *a1[] = {"serve", "--header-timeout", "0"};
+    assert_int_equal(parse(&c, 3, a1), 0);
+    assert_int_equal(c.header_timeout, 0); /* 0 = off, and the flag wins */
+    assert_int_equal(c.min_rate, 0);
+    assert_int_equal(c.rate_window, 5);
+    unsetenv("SVDSLICE_HEADER_TIMEOUT");
+    unsetenv("SVDSLICE_MIN_RATE");
+    unsetenv("SVDSLICE_RATE_WINDOW");
+    const char *a2[] = {"serve", "--rate-window", "0"}; /* a window of nothing measures nothing */
+    assert_int_equal(parse(&c, 3, a2), 2);
+    const char *a3[] = {"serve", "--min-rate", "-1"};
+    assert_int_equal(parse(&c, 3, a3), 2);
+}
+
 static void test_env_then_flag_wins(void **state) {
     ss_config c;
     setenv("SVDSLICE_API_KEY", "fromenv", 1);
@@ -232,6 +257,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_kernel_threads_from_env_and_flag),
+        cmocka_unit_test(test_connection_deadlines),
         cmocka_unit_test(test_env_then_flag_wins),
         cmocka_unit_test(test_bad_input_is_a_usage_error),
         cmocka_unit_test(test_max_body_bytes_overrides_mb),
