@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "api/assets.h"
+#include "api/guard.h"
 #include "api/http.h"
 #include "api/json.h"
 #include "engine/kernels.h"
@@ -77,6 +78,21 @@ enum MHD_Result ss_h_metrics(ss_req *r) {
                      srv->cfg->max_expansion);
     ss_metrics_value(&sb, "svdslice_inflight_requests", "gauge", "Connections suspended on a job.",
                      ss_http_inflight(r->http));
+
+    ss_guard_stats cs;
+    ss_http_guard_stats(r->http, &cs);
+    ss_metrics_value(&sb, "svdslice_connections", "gauge", "Open connections, bounded by --max-connections.",
+                     cs.connections);
+    ss_metrics_value(&sb, "svdslice_connections_waiting", "gauge",
+                     "Connections whose request headers have not all arrived (--header-timeout).", cs.waiting);
+    ss_metrics_value(&sb, "svdslice_connections_receiving", "gauge",
+                     "Connections receiving a request body (--min-rate).", cs.receiving);
+    ss_metrics_header(&sb, "svdslice_connections_closed_total", "counter",
+                      "Connections the server cut off: past --header-timeout, body under --min-rate, "
+                      "peer gone unnoticed, evicted to admit a new one when full.");
+    for (int i = 0; i < SS_GUARD_NREASONS; i++)
+        ss_sb_printf(&sb, "svdslice_connections_closed_total{reason=\"%s\"} %llu\n", ss_guard_reason[i],
+                     cs.closed[i]);
 
     if (srv->gpuq) {
         ss_gpuq_stats gs;

@@ -15,6 +15,7 @@
 
 #include "api/assets.h"
 #include "api/errors.h"
+#include "api/guard.h"
 #include "api/json.h"
 #include "api/openapi.h"
 #include "util/clock.h"
@@ -25,6 +26,7 @@ struct ss_http {
     struct MHD_Daemon *daemon;
     int inflight; /* atomic: connections suspended on a job */
     MHD_socket quiesced; /* the listening socket after MHD_quiesce_daemon, closed after the stop */
+    ss_guard *guard; /* header/body deadlines and eviction (guard.c) */
     json_t *openapi; /* the served document, built at start (openapi.c), and its YAML */
     char *openapi_yaml;
 };
@@ -398,6 +400,27 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
     return memmem(uri, strcspn(uri, "?"), "%00", 3) ? &k_nul_path : NULL;
 }
 
+/* ---- connections: the guard's hooks (guard.h) ------------------------------ */
+
+static struct ss_gconn *gconn_of(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info ? info->socket_context : NULL;
+}
+
+/* MHD's NOTIFY_CONNECTION: both calls come from the polling thread, CLOSED before MHD
+ * closes the socket, so the guard never shuts down a descriptor that was reused. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    ss_http *h = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        *socket_context = info ? ss_guard_open(h->guard, info->connect_fd) : NULL;
+    } else {
+        ss_guard_close(h->guard, *socket_context);
+        *socket_context = NULL;
+    }
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_size,
                                   void **con_cls) {
@@ -422,6 +445,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(r->rid, sizeof r->rid, "%llx-%llx", (unsigned long long)getpid() & 0xffff,
                  __atomic_add_fetch(&srv->next_rid, 1, __ATOMIC_RELAXED));
         r->first_call = 1;
+        r->gc = gconn_of(c);
+        const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding");
+        const char *len = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        r->body_open = te || (len && strtoull(len, NULL, 10) > 0);
+        if (ss_guard_headers(h->guard, r->gc, r->body_open) != 0)
+            return MHD_NO; /* the guard closed it while its headers were being read */
         enum MHD_Result ret = nul_path ? ss_reply_error(r, "not_found", "no such path: it holds a NUL (%%00)")
                                        : route_request(r, url);
         if (!r->replied && ret == MHD_YES && (r->route->flags & R_BODY)) {
@@ -451,11 +480,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
+        ss_guard_body_bytes(r->gc, n);
         if (!r->replied && r->route && (r->route->flags & R_BODY))
             return ss_upload_feed(&r->up, c, upload_data, n) == 0 ? MHD_YES : MHD_NO;
         /* a body nobody reads: discard, but not forever */
         r->up.seen += n;
         return r->up.seen > (unsigned long long)srv->cfg->max_body_bytes ? MHD_NO : MHD_YES;
+    }
+    if (r->body_open) { /* the body is complete: its rate check ends */
+        r->body_open = 0;
+        ss_guard_body_end(h->guard, r->gc);
     }
     if (r->held) { /* the final call: send what the first call decided */
         struct MHD_Response *resp = r->held;
@@ -474,8 +508,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-    ss_server *srv = ((ss_http *)cls)->srv;
+    ss_http *h = cls;
+    ss_server *srv = h->srv;
     ss_req *r = *con_cls;
+    /* The connection waits for its next request now (header deadline again), or closes. */
+    ss_guard_request_end(h->guard, gconn_of(c), toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     if (!r || r == (void *)&k_nul_path) return; /* the mark alone: on_request never ran */
     if (r->status) ss_metrics_request(srv->metrics, r->label, r->status);
     if (r->route && r->route->handler == ss_h_reconstruct && r->backend >= 0 && r->status < 400)
@@ -531,11 +568,22 @@ ss_http *ss_http_start(ss_server *srv, unsigned short *port) {
         ss_http_free(h);
         return NULL;
     }
+    ss_guard_limits lim = {.max_connections = cfg->max_connections,
+                           .header_timeout_s = cfg->header_timeout,
+                           .idle_timeout_s = cfg->timeout,
+                           .min_rate = cfg->min_rate,
+                           .rate_window_s = cfg->rate_window};
+    h->guard = ss_guard_start(&lim);
+    if (!h->guard) {
+        ss_http_free(h);
+        return NULL;
+    }
     errno = 0;
     h->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
         MHD_OPTION_SOCK_ADDR, sa,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
         MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->per_ip_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
@@ -559,11 +607,14 @@ ss_http *ss_http_start(ss_server *srv, unsigned short *port) {
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     *port = info ? info->port : (unsigned short)cfg->port;
+    info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_LISTEN_FD);
+    if (info) ss_guard_set_listen_fd(h->guard, info->listen_fd);
     return h;
 }
 
 int ss_http_stop(ss_http *h, double timeout_s) {
     if (!h || !h->daemon) return 0;
+    ss_guard_set_listen_fd(h->guard, -1); /* about to be shut down, later closed */
     if (h->quiesced == MHD_INVALID_SOCKET) {
         /* New connections are refused from here (shutdown stops a Linux listening
          * socket), but the fd is closed only after MHD_stop_daemon: MHD's thread
@@ -601,6 +652,7 @@ void ss_http_free(ss_http *h) {
         fprintf(stderr, "svdslice: connections still suspended; leaving the daemon to the exit\n");
         return;
     }
+    ss_guard_free(h->guard); /* after the daemon: no hook runs any more */
     json_decref(h->openapi);
     free(h->openapi_yaml);
     free(h);
@@ -612,3 +664,5 @@ json_t *ss_http_openapi(const ss_http *h, const char **yaml) {
 }
 
 int ss_http_inflight(const ss_http *h) { return __atomic_load_n(&h->inflight, __ATOMIC_RELAXED); }
+
+void ss_http_guard_stats(ss_http *h, ss_guard_stats *st) { ss_guard_get_stats(h->guard, st); }

@@ -25,6 +25,9 @@ int ss_http_stop(ss_http *h, double timeout_s);
 void ss_http_free(ss_http *h);
 /* Connections suspended on a job right now (a gauge of /metrics). */
 int ss_http_inflight(const ss_http *h);
+/* Connections by phase and those the guard closed, by reason (a part of /metrics). */
+struct ss_guard_stats;
+void ss_http_guard_stats(ss_http *h, struct ss_guard_stats *st);
 /* The served OpenAPI document (borrowed) and its YAML text, built at start. */
 json_t *ss_http_openapi(const ss_http *h, const char **yaml);
 
@@ -53,6 +56,8 @@ typedef struct ss_req {
     ss_server *srv;
     ss_http *http;
     struct MHD_Connection *conn;
+    struct ss_gconn *gc;   /* the connection's guard record (guard.h), NULL if untracked */
+    int body_open;         /* a body was announced and has not ended yet */
     const struct ss_route *route;
     int label;             /* metrics route label index, -1 unmatched */
     int method;            /* M_* */
