@@ -6,7 +6,8 @@ well-behaved probe measured meanwhile. Standard library only; loopback only; eve
 
 For each scenario: start `BIN serve --bind 127.0.0.1 --port 0` with default flags (plus any
 --server-arg), upload a slice, warm one /reconstruct into the response cache, start the
-attackers (from 127.0.0.2 and up; Linux routes all of 127/8 to lo), let them settle, then
+attackers in a child process (from 127.0.0.2 and up; Linux routes all of 127/8 to lo), let
+them settle (every connection made and its first bytes sent, at most 15 s), then
 for --duration seconds a probe from 127.0.0.1 asks GET /healthz and the cached /reconstruct in
 turn, each on a new connection, one at a time. After the attack stops, a client from an
 attacker address asks /healthz once ("after": how long until it is answered).
@@ -17,6 +18,7 @@ import json
 import os
 import random
 import resource
+import select
 import selectors
 import socket
 import struct
@@ -150,7 +152,7 @@ class Attacker:
     seconds); a connection the server drops is opened again after `reconnect` seconds
     (a slowloris tool re-creates dropped sockets the same way)."""
 
-    def __init__(self, port, n, addrs, first, line, interval, reconnect, settle_when=None):
+    def __init__(self, port, n, addrs, first, line, interval, reconnect):
         self.port, self.n, self.addrs = port, n, addrs
         self.first, self.line, self.interval, self.reconnect = first, line, interval, reconnect
         self.sel = selectors.DefaultSelector()
@@ -266,6 +268,7 @@ class Attacker:
         return self
 
     def stop(self):
+        self.stats["open_at_end"] = self.connected()
         self.stop_flag = True
         self.thread.join(10)
 
@@ -275,19 +278,31 @@ class Bomber:
 
     def __init__(self, port, n, body, src="127.0.0.2"):
         self.port, self.body, self.src = port, body, src
-        self.stats = {"uploads": 0, "statuses": {}}
+        self._stats = {"answered": 0, "in_flight": 0, "statuses": {}}
         self.stop_flag = False
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(n)]
 
+    @property
+    def stats(self):
+        """A snapshot: uploads answered (by status) and still in flight."""
+        with self.lock:
+            return {"answered": self._stats["answered"], "in_flight": self._stats["in_flight"],
+                    "statuses": dict(self._stats["statuses"])}
+
     def run(self):
         while not self.stop_flag:
+            with self.lock:
+                self._stats["in_flight"] += 1
             st, _, err = http_once(self.port, "POST", "/slices", self.body, ["Content-Type: image/png"],
                                    src=self.src, timeout=120)
             with self.lock:
-                self.stats["uploads"] += 1
+                self._stats["in_flight"] -= 1
+                if self.stop_flag:
+                    break  # cut short by the end of the scenario: not an answer
+                self._stats["answered"] += 1
                 key = str(st or err)
-                self.stats["statuses"][key] = self.stats["statuses"].get(key, 0) + 1
+                self._stats["statuses"][key] = self._stats["statuses"].get(key, 0) + 1
 
     def start(self):
         for t in self.threads:
@@ -304,29 +319,111 @@ class Bomber:
         self.stop_flag = True  # the uploads in flight finish on their own (daemon threads)
 
 
+# ---------------------------------------------------------------- attackers in a child process
+
+# The probe and the attackers must not share a Python interpreter: under a busy attack loop the
+# probe thread waited for the GIL for seconds, which is no latency of the server's.
+
+def conns_spec(n, addrs, first, line, interval, reconnect, pad=0, settle_s=15.0):
+    """Attack connections (see Attacker): `first` then `pad` zero bytes, then `line` every
+    `interval` s. Bytes travel as latin-1 text."""
+    return {"kind": "conns", "n": n, "addrs": addrs, "first": first.decode("latin-1"), "pad": pad,
+            "line": None if line is None else line.decode("latin-1"), "interval": interval,
+            "reconnect": reconnect, "settle_s": settle_s}
+
+
+def _make(spec, port):
+    if spec["kind"] == "bomb":
+        return Bomber(port, spec["n"], bomb_png(), spec.get("src", "127.0.0.2"))
+    line = spec["line"]
+    return Attacker(port, spec["n"], spec["addrs"], spec["first"].encode("latin-1") + bytes(spec.get("pad", 0)),
+                    None if line is None else line.encode("latin-1"), spec["interval"], spec["reconnect"])
+
+
+def _child(port):
+    """attack.py --child PORT: reads a spec line, attacks, prints {"ready": ...} once settled
+    (every connection made and its first bytes sent, or settle_s), and on any stdin line (or
+    EOF) stops and prints the stats."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    spec = json.loads(sys.stdin.readline())
+    att = _make(spec, port).start()
+    end = time.monotonic() + spec.get("settle_s", 15.0)
+    want = spec.get("n", 0) if spec["kind"] == "conns" else 0
+    while time.monotonic() < end and not (att.connected() >= want and att.sent_all()):
+        time.sleep(0.1)
+    print(json.dumps({"ready": True, "connected": att.connected()}), flush=True)
+    sys.stdin.readline()
+    att.stop()
+    print(json.dumps(att.stats), flush=True)
+    os._exit(0)  # bomb uploads still in flight are abandoned, not waited for
+
+
+class Remote:
+    """An attack run by `attack.py --child` against port; start() returns once it has settled."""
+
+    def __init__(self, port, spec):
+        self.port, self.spec = port, spec
+        self.proc = None
+        self.stats = {}
+
+    def start(self, timeout=60.0):
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", str(self.port)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc.stdin.write(json.dumps(self.spec) + "\n")
+        self.proc.stdin.flush()
+        self.ready = self._line(timeout)
+        return self
+
+    def _line(self, timeout):
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if r else ""
+        if not line:
+            self.proc.kill()
+            raise RuntimeError("attacker %r gave no answer in %.0f s" % (self.spec["kind"], timeout))
+        return json.loads(line)
+
+    def stop(self, timeout=30.0):
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("stop\n")
+                self.proc.stdin.flush()
+                self.stats = self._line(timeout)
+            finally:
+                self.proc.kill()
+                self.proc.wait()
+        return self.stats
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
 # ---------------------------------------------------------------- scenarios
 
-def slow_headers(port, args):
-    # One header line every 10 s keeps a connection under --timeout 30 forever.
-    return Attacker(port, args.conns, args.addrs, b"GET /healthz HTTP/1.1\r\nHost: a\r\n", b"X-a: b\r\n",
-                    10.0, 10.0)
+def slow_headers(args):
+    # One header line every 10 s keeps a connection under --timeout 30 for ever; a dropped
+    # one is reopened at its next line's time, as a slowloris tool re-creates its sockets.
+    return conns_spec(args.conns, args.addrs, b"GET /healthz HTTP/1.1\r\nHost: a\r\n", b"X-a: b\r\n",
+                      10.0, 10.0)
 
 
-def dribble(port, args):
+def dribble(args):
     # 17 MB of a 30 MB body (a PNG signature first, so the server keeps it), then 1 byte / 20 s.
-    body = b"\x89PNG\r\n\x1a\n" + bytes(17_000_000 - 8)
     first = (b"POST /slices HTTP/1.1\r\nHost: a\r\nContent-Type: image/png\r\nContent-Length: 30000000\r\n\r\n"
-             + body)
-    return Attacker(port, 8, 8, first, b"\0", 20.0, 1.0)
+             b"\x89PNG\r\n\x1a\n")
+    return conns_spec(8, 8, first, b"\0", 20.0, 1.0, pad=17_000_000 - 8)
 
 
-def bomb(port, args):
-    return Bomber(port, 3, bomb_png())
+def bomb(args):
+    return {"kind": "bomb", "n": 3, "src": "127.0.0.2"}
 
 
-def idle(port, args):
+def idle(args):
     # Connect and say nothing; reconnect 10 s after a drop.
-    return Attacker(port, args.conns, args.addrs, b"", None, 10.0, 10.0)
+    return conns_spec(args.conns, args.addrs, b"", None, 10.0, 10.0)
 
 
 SCENARIOS = {
@@ -359,12 +456,8 @@ def run_scenario(binary, name, args):
         recon = "/reconstruct?id=%s&k=20" % sid
         for _ in range(2):  # the second is served from the response cache
             http_once(srv.port, "GET", recon, timeout=60)
-        att = make(srv.port, args).start() if make else None
-        if att:  # let the attack take hold: every connection made (or sent), or 15 s
-            end = time.monotonic() + 15
-            want = getattr(att, "n", 0)
-            while time.monotonic() < end and not (att.connected() >= want and att.sent_all()):
-                time.sleep(0.2)
+        att = Remote(srv.port, make(args)).start() if make else None
+        if att:
             time.sleep(1.0)
         lat = {"healthz": [], "reconstruct": []}
         fails = []
@@ -379,9 +472,7 @@ def run_scenario(binary, name, args):
             i += 1
             time.sleep(args.probe_gap)
         if att:
-            res["attack"] = {k: v for k, v in att.stats.items()}
-            res["attack"]["open_at_end"] = att.connected()
-            att.stop()
+            res["attack"] = att.stop()
         st, dt, err = http_once(srv.port, "GET", "/healthz", src="127.0.0.2", timeout=60)
         res["after_s"] = dt if st == 200 else None
         all_lat = lat["healthz"] + lat["reconstruct"]
@@ -411,6 +502,8 @@ def json_get(port, path):
 
 
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        return _child(int(sys.argv[2]))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("binary")
     ap.add_argument("--scenario", action="append", choices=list(SCENARIOS))
