@@ -14,11 +14,17 @@
 
 const char *const ss_guard_reason[SS_GUARD_NREASONS] = {"header_timeout", "slow_body", "peer_gone", "evicted"};
 
-enum { P_WAIT, P_BODY, P_WORK, P_DOOMED };
+enum { P_WAIT, P_BODY, P_DOOMED, P_WORK }; /* the first three have a list each */
 
 /* A peer seen closed twice this far apart, with no progress between, is gone: once is not
  * enough, MHD may have read a complete request and not yet called the handler. */
 #define GONE_CONFIRM_S 0.25
+/* A connection shut down this long ago and still not closed by MHD is shut down again. MHD
+ * 0.9.75 drains epoll in batches of 128 and, after a full batch, waits again with its full
+ * timeout before handling it: with the listening socket out of its set (limit reached) and
+ * the remaining connections quiet, the hang-up sat unhandled for seconds. Each shutdown(2)
+ * wakes its epoll anew. */
+#define NUDGE_AFTER_S 0.05
 /* How often one connection's socket is peeked at, and how old its phase must be first. */
 #define PEEK_EVERY_S 1.0
 
@@ -44,7 +50,7 @@ struct ss_guard {
     pthread_cond_t cv;
     pthread_t reaper;
     int stop;
-    clist lists[2]; /* P_WAIT (oldest first: entered in time order), P_BODY */
+    clist lists[3]; /* P_WAIT, P_BODY, P_DOOMED, each oldest first (entered in time order) */
     int live;       /* tracked and not doomed */
     int listen_fd;  /* -1 when unknown or closed */
     unsigned long long closed[SS_GUARD_NREASONS];
@@ -62,7 +68,7 @@ static void push(clist *l, ss_gconn *c) {
 }
 
 static void unlink_c(ss_guard *g, ss_gconn *c) {
-    if (c->phase != P_WAIT && c->phase != P_BODY) return;
+    if (c->phase == P_WORK) return;
     clist *l = &g->lists[c->phase];
     if (c->prev) c->prev->next = c->next;
     else l->head = c->next;
@@ -78,13 +84,12 @@ static void enter(ss_guard *g, ss_gconn *c, int phase, double now) {
     c->t_phase = now;
     c->t_peek = now + PEEK_EVERY_S;
     c->t_gone = 0;
-    if (phase == P_WAIT || phase == P_BODY) push(&g->lists[phase], c);
+    if (phase != P_WORK) push(&g->lists[phase], c);
 }
 
 /* Under g->mu, so c->fd is still c's: MHD notifies CLOSED (which takes g->mu) before close(2). */
 static void doom(ss_guard *g, ss_gconn *c, int why) {
-    unlink_c(g, c);
-    c->phase = P_DOOMED;
+    enter(g, c, P_DOOMED, ss_now());
     g->live--;
     g->closed[why]++;
     /* Both directions: the hang-up wakes MHD's epoll and it closes the connection. */
@@ -146,18 +151,24 @@ static void check(ss_guard *g, double now) {
         if (now - c->t_phase >= PEEK_EVERY_S && peer_gone(c, now)) doom(g, c, SS_GUARD_PEER_GONE);
     }
     evict_for_queue(g);
+    for (ss_gconn *c = g->lists[P_DOOMED].head; c && now - c->t_phase >= NUDGE_AFTER_S; c = c->next)
+        shutdown(c->fd, SHUT_RDWR);
 }
 
-/* One line now and then, not one per connection: under attack that would be thousands a second. */
-static void log_closed(ss_guard *g, double now) {
+/* One line now and then, not one per connection: under attack that would be thousands a
+ * second. Composed into line (empty: nothing to say) under g->mu, written after it is
+ * released: a write(2) to a log on a busy disk can block for seconds, and the polling
+ * thread must never wait on g->mu that long. */
+static void log_closed(ss_guard *g, double now, char *line, size_t size) {
+    line[0] = 0;
     if (now - g->t_logged < 10.0) return;
     unsigned long long d[SS_GUARD_NREASONS], sum = 0;
     for (int i = 0; i < SS_GUARD_NREASONS; i++) sum += d[i] = g->closed[i] - g->logged[i];
     if (!sum) return;
-    fprintf(stderr,
-            "svdslice: http: closed %llu connections: %llu past --header-timeout, %llu under --min-rate, "
-            "%llu gone peers, %llu evicted to admit new ones (limit full)\n",
-            sum, d[SS_GUARD_HEADER_TIMEOUT], d[SS_GUARD_SLOW_BODY], d[SS_GUARD_PEER_GONE], d[SS_GUARD_EVICTED]);
+    snprintf(line, size,
+             "svdslice: http: closed %llu connections: %llu past --header-timeout, %llu under --min-rate, "
+             "%llu gone peers, %llu evicted to admit new ones (limit full)\n",
+             sum, d[SS_GUARD_HEADER_TIMEOUT], d[SS_GUARD_SLOW_BODY], d[SS_GUARD_PEER_GONE], d[SS_GUARD_EVICTED]);
     memcpy(g->logged, g->closed, sizeof g->logged);
     g->t_logged = now;
 }
@@ -168,9 +179,15 @@ static void *reaper(void *arg) {
     while (!g->stop) {
         double now = ss_now();
         check(g, now);
-        log_closed(g, now);
+        char line[256];
+        log_closed(g, now, line, sizeof line);
+        if (line[0]) {
+            pthread_mutex_unlock(&g->mu);
+            fputs(line, stderr);
+            pthread_mutex_lock(&g->mu);
+        }
         /* A tick, not the next deadline: deadlines are whole seconds, a quarter is precise enough. */
-        double wait = g->lists[P_WAIT].n || g->lists[P_BODY].n ? 0.25 : 1.0;
+        double wait = g->lists[P_DOOMED].n ? NUDGE_AFTER_S : g->lists[P_WAIT].n || g->lists[P_BODY].n ? 0.25 : 1.0;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         long long ns = ts.tv_nsec + (long long)(wait * 1e9);
