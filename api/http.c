@@ -2,6 +2,7 @@
 #include "api/http.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,10 @@ struct ss_http {
     ss_guard *guard; /* header/body deadlines and eviction (guard.c) */
     json_t *openapi; /* the served document, built at start (openapi.c), and its YAML */
     char *openapi_yaml;
+    pthread_mutex_t log_mu; /* log_mhd's rate limit */
+    double log_window;
+    int log_used;
+    unsigned long long log_dropped;
 };
 
 /* The whole API. Order matters only between literal paths and "/{asset}". The
@@ -527,9 +532,34 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 /* ---- daemon -------------------------------------------------------------- */
 
+/* libmicrohttpd logs a line for every connection it drops mid-request: under attack that is
+ * thousands a second, and a write(2) held up by a busy disk stalled the polling thread for
+ * seconds. So at most LOG_PER_S lines a second; the rest are counted, and the count reported
+ * with the next line let through. */
+#define LOG_PER_S 20
 static void log_mhd(void *cls, const char *fmt, va_list ap) {
-    fprintf(stderr, "svdslice: http: ");
-    vfprintf(stderr, fmt, ap);
+    ss_http *h = cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    pthread_mutex_lock(&h->log_mu);
+    double now = ss_now();
+    if (now - h->log_window >= 1.0) {
+        h->log_window = now;
+        h->log_used = 0;
+    }
+    if (h->log_used >= LOG_PER_S) {
+        h->log_dropped++;
+        pthread_mutex_unlock(&h->log_mu);
+        return;
+    }
+    h->log_used++;
+    unsigned long long dropped = h->log_dropped;
+    h->log_dropped = 0;
+    pthread_mutex_unlock(&h->log_mu);
+    if (dropped)
+        fprintf(stderr, "svdslice: http: %s(%llu earlier messages of libmicrohttpd left out)\n", line, dropped);
+    else
+        fprintf(stderr, "svdslice: http: %s", line);
 }
 
 ss_http *ss_http_start(ss_server *srv, unsigned short *port) {
@@ -561,6 +591,7 @@ ss_http *ss_http_start(ss_server *srv, unsigned short *port) {
     }
     h->srv = srv;
     h->quiesced = MHD_INVALID_SOCKET;
+    pthread_mutex_init(&h->log_mu, NULL);
     h->openapi = ss_openapi_build(cfg);
     h->openapi_yaml = h->openapi ? ss_yaml_dump(h->openapi) : NULL;
     if (!h->openapi_yaml) {
@@ -580,7 +611,7 @@ ss_http *ss_http_start(ss_server *srv, unsigned short *port) {
     }
     errno = 0;
     h->daemon = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
+        flags, (uint16_t)cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, h,
         MHD_OPTION_SOCK_ADDR, sa,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
@@ -655,6 +686,7 @@ void ss_http_free(ss_http *h) {
     ss_guard_free(h->guard); /* after the daemon: no hook runs any more */
     json_decref(h->openapi);
     free(h->openapi_yaml);
+    pthread_mutex_destroy(&h->log_mu);
     free(h);
 }
 

@@ -199,6 +199,22 @@ class SlowAttackTest(unittest.TestCase):
                         "%d server sockets still in CLOSE_WAIT 8 s after their clients closed"
                         % close_wait_sockets(srv.port))
 
+    def test_log_stays_small_under_a_connection_flood(self):
+        # libmicrohttpd logs a line per connection dropped mid-request; 600 of them in a couple
+        # of seconds must not write 600 lines (a write blocked on a busy disk stalls the server).
+        srv = self.start(["--per-ip-connections", "0"], env=limits(header=30))
+        for i in range(600):
+            s = connect_from("127.0.0.%d" % (2 + i % 10), srv.port)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n")
+            s.close()
+        self.probe("/healthz")
+        time.sleep(1.0)
+        with open(srv.log_path, "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        mhd = [ln for ln in lines if ln.startswith("svdslice: http:")]
+        self.assertLess(len(mhd), 150, "%d lines of libmicrohttpd for 600 dropped connections, e.g. %r"
+                        % (len(mhd), mhd[:2]))
+
     def test_per_ip_limit(self):
         srv = self.start(["--per-ip-connections", "4"])
         held = [connect_from("127.0.0.9", srv.port) for _ in range(4)]
