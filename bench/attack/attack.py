@@ -410,6 +410,12 @@ def slow_headers(args):
                       10.0, 10.0)
 
 
+def slow_headers_churn(args):
+    # The same, but a dropped connection is reopened at once: a connection flood.
+    return conns_spec(args.conns, args.addrs, b"GET /healthz HTTP/1.1\r\nHost: a\r\n", b"X-a: b\r\n",
+                      10.0, 0.0)
+
+
 def dribble(args):
     # 17 MB of a 30 MB body (a PNG signature first, so the server keeps it), then 1 byte / 20 s.
     first = (b"POST /slices HTTP/1.1\r\nHost: a\r\nContent-Type: image/png\r\nContent-Length: 30000000\r\n\r\n"
@@ -432,7 +438,9 @@ SCENARIOS = {
     "dribble": (dribble, "8 conns: 17 MB of a 30 MB body, then 1 byte / 20 s"),
     "bomb": (bomb, "3 parallel uploads of a 16x16 PNG with ~8 MB deflated zeros, one address"),
     "idle": (idle, "2000 idle connects from 40 addresses"),
+    "churn": (slow_headers_churn, "slow-headers, a dropped connection reopened at once (not by default)"),
 }
+DEFAULT = ["none", "slow-headers", "dribble", "bomb", "idle"]
 
 
 def pct(xs, q):
@@ -517,7 +525,7 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, max(soft, args.conns + 1024))
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    names = args.scenario or ["none", "slow-headers", "dribble", "bomb", "idle"]
+    names = args.scenario or DEFAULT
     results = []
     print("%-13s %-70s %6s %6s %9s %9s %9s %9s  %s" % ("scenario", "attack", "probes", "failed", "p50 ms",
                                                          "p99 ms", "max ms", "after s", "attackers"))
