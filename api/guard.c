@@ -29,7 +29,7 @@ enum { P_WAIT, P_BODY, P_DOOMED, P_WORK }; /* the first three have a list each *
 #define PEEK_EVERY_S 1.0
 
 typedef struct ss_gconn {
-    struct ss_gconn *prev, *next; /* in g->lists[phase] (WAIT and BODY only) */
+    struct ss_gconn *prev, *next; /* in g->lists[phase] unless WORK */
     int phase;
     int fd;
     int kept;                     /* WAIT after a previous request (kept alive) */
