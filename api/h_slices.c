@@ -69,22 +69,33 @@ static int over_expansion(upload_job *j, ss_image *img, ss_factors **f, int rank
     return 1;
 }
 
-/* 200/201 with the stored info of id. */
-static void reply_info_async(ss_req *r, const char *id, int status) {
-    ss_slice_info info;
-    if (ss_store_info(r->srv->store, id, &info) != 0) {
-        fprintf(stderr, "svdslice: %s: slice %s vanished right after upload\n", r->rid, id);
-        ss_job_fail(r, "internal", "internal error (request %s): slice vanished", r->rid);
-        return;
-    }
-    struct MHD_Response *resp = ss_resp_json(ss_json_info(&info, 1));
-    ss_slice_info_free(&info);
+/* 200/201 with body (the slice's info, taken) and, for 201, its Location. */
+static void reply_info_async(ss_req *r, const char *id, int status, json_t *body) {
+    struct MHD_Response *resp = ss_resp_json(body);
     if (resp && status == 201) {
         char loc[96];
         snprintf(loc, sizeof loc, "/slices/%s", id);
         MHD_add_response_header(resp, "Location", loc);
     }
     ss_job_end(r, status, resp);
+}
+
+/* The info of what ss_store_put just stored (or found stored) as f, from f itself
+ * when it is no longer stored: ids name content, so a DELETE of the same content
+ * may remove the slice any time after the put, and the upload still succeeded. */
+static json_t *stored_info(ss_server *srv, const ss_factors *f, int existed, long long upload_bytes) {
+    ss_slice_info info;
+    if (existed && ss_store_info(srv->store, f->id, &info) == 0) { /* the stored slice's name and time */
+        json_t *body = ss_json_info(&info, 1);
+        ss_slice_info_free(&info);
+        return body;
+    }
+    json_t *body = ss_json_slice_info(f);
+    if (body && json_object_set_new(body, "upload_bytes", json_integer(upload_bytes)) != 0) {
+        json_decref(body);
+        body = NULL;
+    }
+    return body;
 }
 
 static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
@@ -119,9 +130,15 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     int rank = j->rank ? j->rank : nsv;
     if (over_expansion(j, &img, &f, rank)) goto out;
     char id[65];
-    if (ss_store_find_content(srv->store, &img, rank, id)) { /* idempotent: skip the SVD */
+    ss_slice_info have;
+    int found = 0; /* a slice found stored may be deleted before its info is read: then store it again */
+    for (int tries = 0; tries < 3 && !found && ss_store_find_content(srv->store, &img, rank, id); tries++)
+        found = ss_store_info(srv->store, id, &have) == 0;
+    if (found) { /* idempotent: skip the SVD */
+        json_t *body = ss_json_info(&have, 1);
+        ss_slice_info_free(&have);
         drop_work(srv, j, &img, &f);
-        reply_info_async(r, id, 200);
+        reply_info_async(r, id, 200, body);
         goto out;
     }
     rc = ss_svd_factor(&img, rank, 1, &f);
@@ -137,6 +154,7 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     const long long file = ss_svd_file_bytes(f->m, f->n, f->rank, 1);
     int existed = 0;
     rc = ss_store_put(srv->store, f, &existed);
+    json_t *body = rc ? NULL : stored_info(srv, f, existed, (long long)j->len);
     drop_work(srv, j, &img, &f);
     if (rc) {
         ss_job_fail_engine(r, rc, 0, "store");
@@ -146,7 +164,7 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
             __atomic_add_fetch(&srv->png_bytes_total, (long long)j->len, __ATOMIC_RELAXED);
             __atomic_add_fetch(&srv->file_bytes_total, file, __ATOMIC_RELAXED);
         }
-        reply_info_async(r, id, existed ? 200 : 201);
+        reply_info_async(r, id, existed ? 200 : 201, body);
     }
 out:
     drop_work(srv, j, &img, &f);
