@@ -318,14 +318,7 @@ static int prepare(recon_job *j) {
 static void recon_run(ss_pool_job *pj, ss_workspace *ws) {
     recon_job *j = (recon_job *)pj;
     if (!j->pixels_ready) {
-        double waited = ss_now() - j->pj.enqueued;
-        j->queue_ms = waited * 1e3;
-        if (waited * 1e3 > j->srv->cfg->job_deadline_ms) {
-            int deadline = j->srv->cfg->job_deadline_ms;
-            ss_job_fail(drop_job(j), "overloaded", "queued %.0f ms, past the %d ms deadline; retry later",
-                        waited * 1e3, deadline);
-            return;
-        }
+        j->queue_ms = (ss_now() - j->pj.enqueued) * 1e3;
         if (__atomic_load_n(&j->srv->stopping, __ATOMIC_SEQ_CST)) { /* shutdown: do not start queued work */
             ss_job_fail(drop_job(j), "overloaded", "server is shutting down");
             return;
@@ -345,6 +338,14 @@ static void recon_run(ss_pool_job *pj, ss_workspace *ws) {
         }
     }
     finish(j);
+}
+
+/* Pool: the job was still queued at its deadline. */
+static void recon_expire(ss_pool_job *pj, double waited_s) {
+    recon_job *j = (recon_job *)pj;
+    int deadline = j->srv->cfg->job_deadline_ms;
+    ss_job_fail(drop_job(j), "overloaded", "queued %.0f ms, past the %d ms deadline; retry later", waited_s * 1e3,
+                deadline);
 }
 
 /* GPU queue callback (its thread): hand the pixels to a CPU worker to finish. */
@@ -367,8 +368,11 @@ static enum MHD_Result start_job(ss_req *r, recon_job *j) {
         free(j);
         return ss_reply_error(r, "overloaded", "server is shutting down");
     }
+    /* The deadline bounds the time spent queued (pool or GPU queue), not the running time. */
+    double deadline = ss_now() + srv->cfg->job_deadline_ms * 1e-3;
     int to_gpu = srv->gpuq && (srv->cfg->gpu_cpu_mode || !strcmp(j->be->device, "gpu"));
     if (!to_gpu) {
+        j->pj.deadline = deadline;
         int rc = ss_pool_submit(srv->pool, &j->pj);
         if (rc) {
             free(j);
@@ -381,7 +385,7 @@ static enum MHD_Result start_job(ss_req *r, recon_job *j) {
     if (prepare(j)) return MHD_YES;
     j->pixels_ready = 0;
     j->gj = (ss_gpu_job){.backend = j->be, .f = j->f, .k = j->k, .out = j->px,
-                         .deadline = ss_now() + srv->cfg->job_deadline_ms * 1e-3, .done = gpu_done, .arg = j};
+                         .deadline = deadline, .done = gpu_done, .arg = j};
     int rc = ss_gpuq_submit(srv->gpuq, &j->gj);
     if (rc) fail_engine(j, rc, SS_FROM_QUEUE);
     return MHD_YES;
@@ -391,6 +395,7 @@ static recon_job *new_job(ss_req *r, const recon_params *p, int quality) {
     recon_job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
     j->pj.run = recon_run;
+    j->pj.expire = recon_expire;
     j->r = r;
     j->srv = r->srv;
     j->quality = quality;

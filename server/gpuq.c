@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -11,19 +12,14 @@
 #include "util/error.h"
 #include "gpu/gpu.h"
 
-typedef struct slot {
-    ss_gpu_job *job;
-    double t_submit; /* monotonic seconds */
-} slot;
-
 struct ss_gpuq {
     ss_gpuq_opts o;
     pthread_mutex_t mu;
     pthread_cond_t cv;   /* signalled on submit and on stop */
-    pthread_t thread;
-    slot *ring;
-    int head, count;     /* ring[head] is the oldest */
-    int stopping;
+    pthread_cond_t rcv;  /* the reaper's: an earlier deadline was queued, or stop */
+    pthread_t thread, reaper;
+    ss_tfifo fifo;       /* queued jobs, oldest first */
+    int stopping, stopped;
     ss_gpuq_stats st;    /* depth filled on read */
     /* the thread's scratch, reused by every batch */
     ss_gpu_job **batch, **run;
@@ -32,6 +28,10 @@ struct ss_gpuq {
     int *st_of, *grp_st, *run_idx;
     ss_workspace *ws;
 };
+
+static ss_gpu_job *job_of(ss_tnode *n) {
+    return (ss_gpu_job *)(void *)((char *)n - offsetof(ss_gpu_job, node));
+}
 
 static int hist_bin(int n) {
     int b = 0;
@@ -125,24 +125,20 @@ static void *gpuq_main(void *arg) {
     int maxb = q->o.max_batch;
     pthread_mutex_lock(&q->mu);
     for (;;) {
-        while (q->count == 0 && !q->stopping) pthread_cond_wait(&q->cv, &q->mu);
-        if (q->count == 0) break; /* stopping and drained */
+        while (q->fifo.count == 0 && !q->stopping) pthread_cond_wait(&q->cv, &q->mu);
+        if (q->fifo.count == 0) break; /* stopping and drained */
         /* The oldest job waits up to max_wait_ms for company (not when stopping). */
-        double until = q->ring[q->head].t_submit + q->o.max_wait_ms * 1e-3;
         struct timespec ts;
-        ts.tv_sec = (time_t)until;
-        ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
-        if (ts.tv_nsec > 999999999L) ts.tv_nsec = 999999999L;
-        while (!q->stopping && q->count < maxb)
+        ss_tfifo_abstime(ss_tfifo_peek(&q->fifo)->enqueued + q->o.max_wait_ms * 1e-3, &ts);
+        while (!q->stopping && q->fifo.count < maxb)
             if (pthread_cond_timedwait(&q->cv, &q->mu, &ts) == ETIMEDOUT) break;
-        int n = q->count < maxb ? q->count : maxb;
-        for (int i = 0; i < n; i++) {
-            slot *s = &q->ring[(q->head + i) % q->o.capacity];
-            q->batch[i] = s->job;
-            q->t_submit[i] = s->t_submit;
+        int n = 0; /* the reaper may have taken jobs meanwhile, even all */
+        ss_tnode *node;
+        while (n < maxb && (node = ss_tfifo_pop(&q->fifo))) {
+            q->batch[n] = job_of(node);
+            q->t_submit[n++] = node->enqueued;
         }
-        q->head = (q->head + n) % q->o.capacity;
-        q->count -= n;
+        if (n == 0) continue;
         pthread_mutex_unlock(&q->mu);
         run_batch(q, n);
         pthread_mutex_lock(&q->mu);
@@ -151,8 +147,42 @@ static void *gpuq_main(void *arg) {
     return NULL;
 }
 
+/* Answers queued jobs at their deadline while the thread is inside a batch
+ * (a long launch, or in CPU mode a slow reconstruction): checked only when
+ * the thread comes back, a deadline would not bound the wait at all. */
+static void *reaper_main(void *arg) {
+    ss_gpuq *q = (ss_gpuq *)arg;
+    pthread_mutex_lock(&q->mu);
+    while (!q->stopping) {
+        double next = ss_tfifo_next_deadline(&q->fifo), now = ss_now();
+        if (next == 0) {
+            pthread_cond_wait(&q->rcv, &q->mu);
+            continue;
+        }
+        if (next > now) {
+            struct timespec ts;
+            ss_tfifo_abstime(next, &ts);
+            pthread_cond_timedwait(&q->rcv, &q->mu, &ts);
+            continue;
+        }
+        ss_tnode *node;
+        while ((node = ss_tfifo_pop_expired(&q->fifo, now))) {
+            ss_gpu_job *j = job_of(node);
+            j->queue_ms = (now - node->enqueued) * 1e3;
+            j->kernel_ms = 0;
+            j->batch_size = 0;
+            q->st.jobs++;
+            q->st.timeouts++;
+            pthread_mutex_unlock(&q->mu);
+            j->done(j->arg, SS_ETIMEDOUT);
+            pthread_mutex_lock(&q->mu);
+        }
+    }
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
 static void scratch_free(ss_gpuq *q) {
-    free(q->ring);
     free(q->batch);
     free(q->run);
     free(q->items);
@@ -173,7 +203,6 @@ int ss_gpuq_new(const ss_gpuq_opts *opts, ss_gpuq **out) {
     q->o = *opts;
     if (q->o.max_batch > q->o.capacity) q->o.max_batch = q->o.capacity;
     size_t mb = (size_t)q->o.max_batch;
-    q->ring = (slot *)calloc((size_t)q->o.capacity, sizeof *q->ring);
     q->batch = (ss_gpu_job **)calloc(mb, sizeof *q->batch);
     q->run = (ss_gpu_job **)calloc(mb, sizeof *q->run);
     q->items = (ss_gpu_item *)calloc(mb, sizeof *q->items);
@@ -185,11 +214,13 @@ int ss_gpuq_new(const ss_gpuq_opts *opts, ss_gpuq **out) {
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* deadlines and waits are monotonic */
-    int ok = q->ring && q->batch && q->run && q->items && q->t_submit && q->st_of && q->grp_st &&
+    int ok = q->batch && q->run && q->items && q->t_submit && q->st_of && q->grp_st &&
              q->run_idx && q->ws;
     if (ok) {
         pthread_mutex_init(&q->mu, NULL);
         pthread_cond_init(&q->cv, &ca);
+        pthread_cond_init(&q->rcv, &ca);
+        ss_tfifo_init(&q->fifo);
     }
     pthread_condattr_destroy(&ca);
     if (!ok) {
@@ -200,6 +231,20 @@ int ss_gpuq_new(const ss_gpuq_opts *opts, ss_gpuq **out) {
     if (!opts->cpu_mode && opts->device_bytes > 0) ss_gpu_set_cache_bytes(opts->device_bytes);
     if (pthread_create(&q->thread, NULL, gpuq_main, q) != 0) {
         pthread_cond_destroy(&q->cv);
+        pthread_cond_destroy(&q->rcv);
+        pthread_mutex_destroy(&q->mu);
+        scratch_free(q);
+        free(q);
+        return ss_fail(SS_ENOMEM, "cannot start the gpu queue thread");
+    }
+    if (pthread_create(&q->reaper, NULL, reaper_main, q) != 0) {
+        pthread_mutex_lock(&q->mu);
+        q->stopping = 1;
+        pthread_cond_broadcast(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+        pthread_join(q->thread, NULL);
+        pthread_cond_destroy(&q->cv);
+        pthread_cond_destroy(&q->rcv);
         pthread_mutex_destroy(&q->mu);
         scratch_free(q);
         free(q);
@@ -216,29 +261,39 @@ int ss_gpuq_submit(ss_gpuq *q, ss_gpu_job *job) {
         pthread_mutex_unlock(&q->mu);
         return ss_fail(SS_EUNAVAIL, "gpu queue is stopping");
     }
-    if (q->count >= q->o.capacity) {
+    if (q->fifo.count >= q->o.capacity) {
         q->st.rejected++;
         pthread_mutex_unlock(&q->mu);
         return ss_fail(SS_EBUSY, "gpu queue full (%d jobs)", q->o.capacity);
     }
-    slot *s = &q->ring[(q->head + q->count) % q->o.capacity];
-    s->job = job;
-    s->t_submit = ss_now();
-    q->count++;
+    job->node.enqueued = ss_now();
+    job->node.deadline = job->deadline;
+    ss_tfifo_push(&q->fifo, &job->node);
     /* Wake the thread when a batch is full or a first job arrives. */
-    if (q->count == 1 || q->count >= q->o.max_batch) pthread_cond_signal(&q->cv);
+    if (q->fifo.count == 1 || q->fifo.count >= q->o.max_batch) pthread_cond_signal(&q->cv);
+    /* the reaper sleeps until the earliest deadline: wake it when that changed */
+    if (job->deadline > 0 && ss_tfifo_next_deadline(&q->fifo) == job->deadline) pthread_cond_signal(&q->rcv);
     pthread_mutex_unlock(&q->mu);
     return SS_OK;
 }
 
-void ss_gpuq_free(ss_gpuq *q) {
-    if (!q) return;
+void ss_gpuq_stop(ss_gpuq *q) {
+    if (!q || q->stopped) return;
     pthread_mutex_lock(&q->mu);
     q->stopping = 1;
     pthread_cond_broadcast(&q->cv);
+    pthread_cond_broadcast(&q->rcv);
     pthread_mutex_unlock(&q->mu);
-    pthread_join(q->thread, NULL); /* the thread drains the ring before it exits */
+    pthread_join(q->reaper, NULL);
+    pthread_join(q->thread, NULL); /* the thread drains the queue before it exits */
+    q->stopped = 1;
+}
+
+void ss_gpuq_free(ss_gpuq *q) {
+    if (!q) return;
+    ss_gpuq_stop(q);
     pthread_cond_destroy(&q->cv);
+    pthread_cond_destroy(&q->rcv);
     pthread_mutex_destroy(&q->mu);
     if (!q->o.cpu_mode) ss_gpu_release();
     scratch_free(q);
@@ -248,6 +303,6 @@ void ss_gpuq_free(ss_gpuq *q) {
 void ss_gpuq_get_stats(ss_gpuq *q, ss_gpuq_stats *st) {
     pthread_mutex_lock(&q->mu);
     *st = q->st;
-    st->depth = q->count;
+    st->depth = q->fifo.count;
     pthread_mutex_unlock(&q->mu);
 }

@@ -5,13 +5,15 @@
 #include <stdint.h>
 
 #include "engine/kernels.h"
+#include "server/tfifo.h"
 
 typedef struct ss_gpuq ss_gpuq;
 
-/* A job's completion callback, called exactly once from the queue's thread
- * (or from ss_gpuq_submit's caller when submission fails: then it is NOT
- * called and the error is returned instead). status: 0, SS_ETIMEDOUT (the
- * deadline passed before launch), SS_EUNAVAIL, or another engine error. */
+/* A job's completion callback, called exactly once from the queue's thread,
+ * or from its reaper for a job still queued at its deadline (not when
+ * ss_gpuq_submit fails: the error is returned instead). status: 0,
+ * SS_ETIMEDOUT (the deadline passed before launch), SS_EUNAVAIL, or another
+ * engine error. */
 typedef void (*ss_gpuq_done_fn)(void *arg, int status);
 
 typedef struct ss_gpu_job {
@@ -19,12 +21,14 @@ typedef struct ss_gpu_job {
     const ss_factors *f;         /* must stay valid until done() (hold a store ref) */
     int k;
     uint16_t *out;               /* m*n samples, written before done() */
-    double deadline;             /* CLOCK_MONOTONIC seconds; 0 = none */
+    double deadline;             /* CLOCK_MONOTONIC seconds; 0 = none. Bounds the time
+                                    queued: a job still queued then is answered then */
     ss_gpuq_done_fn done;
     void *arg;
     /* filled by the queue for Server-Timing and metrics */
     double queue_ms, kernel_ms;
     int batch_size;
+    ss_tnode node;               /* the queue's */
 } ss_gpu_job;
 
 typedef struct ss_gpuq_opts {
@@ -36,13 +40,16 @@ typedef struct ss_gpuq_opts {
                               (same queue code path; for tests on machines without a GPU) */
 } ss_gpuq_opts;
 
-/* Starts the queue's thread. Returns 0 and *out (free with ss_gpuq_free). */
+/* Starts the queue's thread and its reaper. Returns 0 and *out (free with ss_gpuq_free). */
 int ss_gpuq_new(const ss_gpuq_opts *opts, ss_gpuq **out);
 /* Enqueues job (not copied: it must live until done()). Returns 0, or SS_EBUSY
  * when the queue is full, SS_EUNAVAIL when stopped. Thread-safe. */
 int ss_gpuq_submit(ss_gpuq *q, ss_gpu_job *job);
-/* Stops accepting, runs (or fails with SS_EUNAVAIL) what is queued so every
- * done() is called, joins the thread and frees. NULL-safe. */
+/* Stops accepting, runs (or fails) what is queued so every done() is called
+ * and joins the threads. q stays valid (submit answers SS_EUNAVAIL) until
+ * ss_gpuq_free, so producers still running elsewhere may call it. NULL-safe. */
+void ss_gpuq_stop(ss_gpuq *q);
+/* ss_gpuq_stop if not done yet, then frees. NULL-safe. */
 void ss_gpuq_free(ss_gpuq *q);
 
 typedef struct ss_gpuq_stats {

@@ -249,6 +249,59 @@ static void test_expired_job_times_out_without_running(void **state) {
     ss_factors_free(f);
 }
 
+/* Waits up to `seconds` for n completions; 1 if they came. */
+static int wait_done_for(int n, double seconds) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* g_cv runs on the default clock */
+    ts.tv_sec += (time_t)seconds;
+    pthread_mutex_lock(&g_mu);
+    int rc = 0;
+    while (g_done < n && rc == 0) rc = pthread_cond_timedwait(&g_cv, &g_mu, &ts);
+    int ok = g_done >= n;
+    pthread_mutex_unlock(&g_mu);
+    return ok;
+}
+
+/* The deadline bounds the time queued: a job still queued at its deadline is
+ * answered SS_ETIMEDOUT then, while the thread is still busy with the batch
+ * before it (the gate stays closed until the expired job has completed). */
+static void test_queued_job_expires_while_the_thread_is_busy(void **state) {
+    (void)state;
+    reset_counts();
+    const ss_backend *blas = ss_backend_find("blas");
+    ss_factors *f = tu_random_factors(30, 20, 20, 8, 9);
+    assert_non_null(f);
+    ss_gpuq *q = new_cpu_queue(8, 8, 1.0);
+    tjob gate, late, none;
+    tjob_init(&gate, blas, f, 3, on_done_gate);
+    assert_int_equal(ss_gpuq_submit(q, &gate.job), 0);
+    wait_gate_entered();
+    tjob_init(&none, blas, f, 4, on_done); /* no deadline: waits for the thread */
+    tjob_init(&late, blas, f, 3, on_done);
+    late.job.deadline = mono_now() + 0.05;
+    assert_int_equal(ss_gpuq_submit(q, &none.job), 0);
+    assert_int_equal(ss_gpuq_submit(q, &late.job), 0);
+    /* generous: 10 s for a 50 ms deadline; before the reaper it never came */
+    int expired = wait_done_for(2, 10.0);
+    open_gate();
+    wait_done(3);
+    assert_true(expired);
+    assert_int_equal(late.calls, 1);
+    assert_int_equal(late.status, SS_ETIMEDOUT);
+    for (size_t p = 0; p < (size_t)f->m * f->n; p++) assert_int_equal(late.out[p], 0xBEEF);
+    assert_int_equal(none.status, 0);
+    assert_direct_result(&none);
+    ss_gpuq_stats st;
+    ss_gpuq_get_stats(q, &st);
+    assert_int_equal(st.timeouts, 1);
+    assert_int_equal(st.jobs, 3);
+    ss_gpuq_free(q);
+    free(gate.out);
+    free(late.out);
+    free(none.out);
+    ss_factors_free(f);
+}
+
 /* A full queue refuses with SS_EBUSY (done() not called for it) and counts
  * the rejection; what was accepted still completes. */
 static void test_full_queue_rejects_with_busy(void **state) {
@@ -453,6 +506,7 @@ int main(void) {
         cmocka_unit_test(test_batching_groups_jobs_up_to_max_batch),
         cmocka_unit_test(test_mixed_backends_launch_per_backend),
         cmocka_unit_test(test_expired_job_times_out_without_running),
+        cmocka_unit_test(test_queued_job_expires_while_the_thread_is_busy),
         cmocka_unit_test(test_full_queue_rejects_with_busy),
         cmocka_unit_test(test_shutdown_completes_every_job),
         cmocka_unit_test(test_concurrent_producers),
