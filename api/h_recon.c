@@ -31,6 +31,8 @@ typedef struct recon_job {
     const ss_factors *f;      /* store reference while held */
     uint16_t *px;             /* m*n reconstructed samples at the source depth */
     int pixels_ready;         /* set when the GPU queue produced px */
+    int to_gpu;               /* a worker only loads the factors, then hands j to the GPU queue */
+    double deadline;          /* of the time queued, pool and GPU queue together */
     ss_gpu_job gj;
     double queue_ms, kernel_ms;
 } recon_job;
@@ -297,14 +299,8 @@ static void fail_engine(recon_job *j, int rc, int from) {
         ss_job_fail_engine(r, rc, from, "reconstruct");
 }
 
-/* Acquires the factors and allocates the pixels; 0 or it has answered. */
-static int prepare(recon_job *j) {
-    int e = 0;
-    j->f = ss_store_acquire(j->srv->store, j->id, &e);
-    if (!j->f) {
-        ss_job_fail_engine(drop_job(j), e, SS_FROM_LOOKUP, "load");
-        return -1;
-    }
+/* Allocates the pixels for j->f; 0 or it has answered. */
+static int alloc_pixels(recon_job *j) {
     j->px = malloc((size_t)j->f->m * (size_t)j->f->n * sizeof *j->px);
     if (!j->px) {
         ss_req *r = drop_job(j);
@@ -314,6 +310,28 @@ static int prepare(recon_job *j) {
     return 0;
 }
 
+/* Acquires the factors (a file read on a cache miss) and allocates the pixels; 0 or it has answered. */
+static int prepare(recon_job *j) {
+    int e = 0;
+    j->f = ss_store_acquire(j->srv->store, j->id, &e);
+    if (!j->f) {
+        ss_job_fail_engine(drop_job(j), e, SS_FROM_LOOKUP, "load");
+        return -1;
+    }
+    return alloc_pixels(j);
+}
+
+static void gpu_done(void *arg, int status);
+
+/* Hands j, its factors and pixels in hand, to the GPU queue; answers on failure. */
+static void submit_gpu(recon_job *j) {
+    j->pixels_ready = 0;
+    j->gj = (ss_gpu_job){.backend = j->be, .f = j->f, .k = j->k, .out = j->px,
+                         .deadline = j->deadline, .done = gpu_done, .arg = j};
+    int rc = ss_gpuq_submit(j->srv->gpuq, &j->gj);
+    if (rc) fail_engine(j, rc, SS_FROM_QUEUE);
+}
+
 /* Pool worker: the whole job on the CPU, or only the finish after the GPU. */
 static void recon_run(ss_pool_job *pj, ss_workspace *ws) {
     recon_job *j = (recon_job *)pj;
@@ -321,6 +339,13 @@ static void recon_run(ss_pool_job *pj, ss_workspace *ws) {
         j->queue_ms = (ss_now() - j->pj.enqueued) * 1e3;
         if (__atomic_load_n(&j->srv->stopping, __ATOMIC_SEQ_CST)) { /* shutdown: do not start queued work */
             ss_job_fail(drop_job(j), "overloaded", "server is shutting down");
+            return;
+        }
+        if (j->to_gpu) { /* loaded here, off the polling thread */
+            double t0 = ss_now();
+            if (prepare(j)) return;
+            j->deadline += ss_now() - t0; /* loading is running time, not time queued */
+            submit_gpu(j);
             return;
         }
         if (!ws) {
@@ -355,7 +380,7 @@ static void gpu_done(void *arg, int status) {
         fail_engine(j, status, SS_FROM_KERNEL);
         return;
     }
-    j->queue_ms = j->gj.queue_ms;
+    j->queue_ms += j->gj.queue_ms; /* after the pool's wait, when a worker loaded the factors */
     j->kernel_ms = j->gj.kernel_ms;
     j->pixels_ready = 1;
     if (ss_pool_submit_force(j->srv->pool, &j->pj) != 0) finish(j); /* pool gone: finish here */
@@ -368,26 +393,22 @@ static enum MHD_Result start_job(ss_req *r, recon_job *j) {
         free(j);
         return ss_reply_error(r, "overloaded", "server is shutting down");
     }
-    /* The deadline bounds the time spent queued (pool or GPU queue), not the running time. */
-    double deadline = ss_now() + srv->cfg->job_deadline_ms * 1e-3;
-    int to_gpu = srv->gpuq && (srv->cfg->gpu_cpu_mode || !strcmp(j->be->device, "gpu"));
-    if (!to_gpu) {
-        j->pj.deadline = deadline;
-        int rc = ss_pool_submit(srv->pool, &j->pj);
-        if (rc) {
-            free(j);
-            ss_job_reject(r, rc);
-        }
+    /* The deadline bounds the time spent queued (pool and GPU queue), not the running time. */
+    j->deadline = ss_now() + srv->cfg->job_deadline_ms * 1e-3;
+    j->to_gpu = srv->gpuq && (srv->cfg->gpu_cpu_mode || !strcmp(j->be->device, "gpu"));
+    /* The GPU thread never touches the store, and this thread never reads a
+     * file: factors in the cache are taken here (a lookup), others are loaded
+     * by a worker, which then hands the job to the GPU queue. */
+    if (j->to_gpu && (j->f = ss_store_acquire_cached(srv->store, j->id)) != NULL) {
+        if (alloc_pixels(j) == 0) submit_gpu(j);
         return MHD_YES;
     }
-    /* Factors are acquired here (a cache hit is a lookup) so the GPU thread
-     * never touches the store. */
-    if (prepare(j)) return MHD_YES;
-    j->pixels_ready = 0;
-    j->gj = (ss_gpu_job){.backend = j->be, .f = j->f, .k = j->k, .out = j->px,
-                         .deadline = deadline, .done = gpu_done, .arg = j};
-    int rc = ss_gpuq_submit(srv->gpuq, &j->gj);
-    if (rc) fail_engine(j, rc, SS_FROM_QUEUE);
+    j->pj.deadline = j->deadline;
+    int rc = ss_pool_submit(srv->pool, &j->pj);
+    if (rc) {
+        free(j);
+        ss_job_reject(r, rc);
+    }
     return MHD_YES;
 }
 

@@ -9,6 +9,7 @@
 #include "api/errors.h"
 #include "api/http.h"
 #include "api/json.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "engine/png.h"
 #include "engine/svd.h"
@@ -280,47 +281,114 @@ enum MHD_Result ss_h_delete(ss_req *r) {
     return ss_reply(r, 204, MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT));
 }
 
-enum MHD_Result ss_h_original(ss_req *r) {
-    enum MHD_Result ret;
-    if (!check_id(r, &ret)) return ret;
+/* GET /slices/{id}/original and /factors on a worker: encoding a 2048x2048
+ * PNG or reading a whole .svd file takes tens of milliseconds, which on the
+ * polling thread would stall every other connection. */
+typedef struct read_job {
+    ss_pool_job pj; /* first: the pool hands this pointer back */
+    ss_req *r;
+    char id[80];  /* as r->id, validated */
+    int factors; /* 1: the .svd file, 0: the original as PNG */
+} read_job;
+
+static void send_original(ss_req *r, const char *id) {
     int e = 0;
-    const ss_factors *f = ss_store_acquire(r->srv->store, r->id, &e);
-    if (!f) return ss_reply_engine(r, e, SS_FROM_LOOKUP, "load");
+    const ss_factors *f = ss_store_acquire(r->srv->store, id, &e);
+    if (!f) {
+        ss_job_fail_engine(r, e, SS_FROM_LOOKUP, "load");
+        return;
+    }
     if (!f->orig) {
         ss_store_release(r->srv->store, f);
-        return ss_reply_internal(r, "slice has no original pixels");
+        ss_job_fail(r, "internal", "internal error (request %s): slice has no original pixels", r->rid);
+        return;
     }
     unsigned char *png = NULL;
     size_t len = 0;
     int rc = ss_png_encode(f->orig, f->n, f->m, f->bit_depth, &png, &len);
     ss_store_release(r->srv->store, f);
-    if (rc) return ss_reply_internal(r, ss_error());
+    if (rc) {
+        ss_job_fail_engine(r, rc, 0, "encode");
+        return;
+    }
     struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(len, png, free);
     if (!resp) {
         free(png);
-        return ss_reply(r, 500, NULL);
+    } else {
+        MHD_add_response_header(resp, "Content-Type", "image/png");
+        MHD_add_response_header(resp, "Cache-Control", r->srv->cfg->auth_reads ? "private, max-age=3600"
+                                                                              : "public, max-age=31536000, immutable");
     }
-    MHD_add_response_header(resp, "Content-Type", "image/png");
-    MHD_add_response_header(resp, "Cache-Control",
-                            r->srv->cfg->auth_reads ? "private, max-age=3600" : "public, max-age=31536000, immutable");
-    return ss_reply(r, 200, resp);
+    ss_job_end(r, 200, resp); /* NULL: answered 500 out of memory */
 }
 
-enum MHD_Result ss_h_factors(ss_req *r) {
-    enum MHD_Result ret;
-    if (!check_id(r, &ret)) return ret;
+static void send_factors(ss_req *r, const char *id) {
     unsigned char *buf = NULL;
     size_t len = 0;
-    int rc = ss_store_read_file(r->srv->store, r->id, &buf, &len);
-    if (rc) return ss_reply_engine(r, rc, SS_FROM_LOOKUP, "read");
+    int rc = ss_store_read_file(r->srv->store, id, &buf, &len);
+    if (rc) {
+        ss_job_fail_engine(r, rc, SS_FROM_LOOKUP, "read");
+        return;
+    }
     struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(len, buf, free);
     if (!resp) {
         free(buf);
-        return ss_reply(r, 500, NULL);
+    } else {
+        char cd[128];
+        snprintf(cd, sizeof cd, "attachment; filename=\"%s.svd\"", id);
+        MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
+        MHD_add_response_header(resp, "Content-Disposition", cd);
     }
-    char cd[128];
-    snprintf(cd, sizeof cd, "attachment; filename=\"%s.svd\"", r->id);
-    MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
-    MHD_add_response_header(resp, "Content-Disposition", cd);
-    return ss_reply(r, 200, resp);
+    ss_job_end(r, 200, resp);
 }
+
+static void read_run(ss_pool_job *pj, ss_workspace *ws) {
+    (void)ws;
+    read_job *j = (read_job *)pj;
+    ss_req *r = j->r;
+    if (__atomic_load_n(&r->srv->stopping, __ATOMIC_SEQ_CST))
+        ss_job_fail(r, "overloaded", "server is shutting down");
+    else if (j->factors)
+        send_factors(r, j->id);
+    else
+        send_original(r, j->id);
+    free(j);
+}
+
+static void read_expire(ss_pool_job *pj, double waited_s) {
+    read_job *j = (read_job *)pj;
+    ss_req *r = j->r;
+    free(j);
+    ss_job_fail(r, "overloaded", "queued %.0f ms, past the %d ms deadline; retry later", waited_s * 1e3,
+                r->srv->cfg->job_deadline_ms);
+}
+
+static enum MHD_Result start_read(ss_req *r, int factors) {
+    enum MHD_Result ret;
+    if (!check_id(r, &ret)) return ret;
+    ss_slice_info info; /* an unknown id is answered here: a lookup, no I/O */
+    int rc = ss_store_info_scalars(r->srv->store, r->id, &info);
+    if (rc) return ss_reply_engine(r, rc, SS_FROM_LOOKUP, "info");
+    read_job *j = calloc(1, sizeof *j);
+    if (!j) return ss_reply(r, 500, NULL);
+    j->pj.run = read_run;
+    j->pj.expire = read_expire;
+    j->r = r;
+    snprintf(j->id, sizeof j->id, "%s", r->id);
+    j->factors = factors;
+    if (ss_job_begin(r) != 0) {
+        free(j);
+        return ss_reply_error(r, "overloaded", "server is shutting down");
+    }
+    j->pj.deadline = ss_now() + r->srv->cfg->job_deadline_ms * 1e-3;
+    rc = ss_pool_submit(r->srv->pool, &j->pj);
+    if (rc) {
+        free(j);
+        ss_job_reject(r, rc);
+    }
+    return MHD_YES;
+}
+
+enum MHD_Result ss_h_original(ss_req *r) { return start_read(r, 0); }
+
+enum MHD_Result ss_h_factors(ss_req *r) { return start_read(r, 1); }

@@ -65,7 +65,7 @@ static const opt k_opts[] = {
      "seconds the body rate is averaged over, and the grace before the first check (default 10)"},
     {"queue", OPT_INT, F(queue), 1, 1 << 20, "worker queue capacity; full -> 503 (default 256)"},
     {"job-deadline-ms", OPT_INT, F(job_deadline_ms), 1, 3600000,
-     "queued reconstruct/quality jobs older than this get 503 (default 2000)"},
+     "reads (reconstruct, quality, original, factors) still queued this long get 503 (default 2000)"},
     {"gpu-max-batch", OPT_INT, F(gpu_max_batch), 1, 4096, "default 64"},
     {"gpu-max-wait-ms", OPT_DBL, F(gpu_max_wait_ms), 0, 1000, "default 0.2"},
     {"gpu-queue", OPT_INT, F(gpu_queue), 1, 1 << 20, "GPU queue capacity (default 1024)"},

@@ -69,10 +69,15 @@ fail:
 
 void ss_server_stop_workers(ss_server *srv) {
     __atomic_store_n(&srv->stopping, 1, __ATOMIC_SEQ_CST);
-    ss_gpuq_free(srv->gpuq);
-    srv->gpuq = NULL;
+    /* The queues feed each other (the GPU thread hands pixels to a worker to
+     * encode; a worker that loaded factors hands the job to the GPU queue):
+     * drain the GPU queue while the pool takes its output, then the pool, whose
+     * hand-offs a stopped GPU queue refuses (503), and only then free the queue. */
+    ss_gpuq_stop(srv->gpuq);
     ss_pool_free(srv->pool);
     srv->pool = NULL;
+    ss_gpuq_free(srv->gpuq);
+    srv->gpuq = NULL;
 }
 
 void ss_server_close(ss_server *srv) {

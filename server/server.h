@@ -42,7 +42,8 @@ long long ss_server_upload_need(int width, int height, int bit_depth);
  * Returns 0, or -1 after printing why to stderr (srv is then closed). */
 int ss_server_open(ss_server *srv, const ss_config *cfg, const char *const *routes, int nroutes);
 /* Stops taking jobs and drains the queues: every queued job is answered
- * (the GPU queue first, since it feeds the pool). */
+ * (the GPU queue first, since it feeds the pool; it stays allocated until the
+ * pool, which may still hand it jobs, has drained). */
 void ss_server_stop_workers(ss_server *srv);
 /* Frees what is left (store, caches, metrics); call after the HTTP layer stopped. */
 void ss_server_close(ss_server *srv);

@@ -514,6 +514,21 @@ const ss_factors *ss_store_acquire(ss_store *s, const char *id, int *err) {
     return f;
 }
 
+const ss_factors *ss_store_acquire_cached(ss_store *s, const char *id) {
+    if (!id_valid(id)) return NULL;
+    pthread_mutex_lock(&s->mu);
+    entry *e = find_locked(s, id);
+    cnode *n = e ? e->node : NULL;
+    if (n) {
+        n->refs++;
+        s->hits++;
+        list_unlink(n);
+        list_push_front(&s->lru, n);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n ? n->f : NULL;
+}
+
 void ss_store_release(ss_store *s, const ss_factors *f) {
     if (!s || !f) return;
     pthread_mutex_lock(&s->mu);

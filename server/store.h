@@ -59,6 +59,10 @@ int ss_store_set_upload_bytes(ss_store *s, const char *id, long long bytes);
  * file no longer verifies (it is then dropped from the index), SS_ENOMEM. */
 const ss_factors *ss_store_acquire(ss_store *s, const char *id, int *err);
 void ss_store_release(ss_store *s, const ss_factors *f);
+/* As ss_store_acquire when the factors are in memory; NULL otherwise (no
+ * error: ss_store_acquire would read the file). For callers that must never
+ * wait on the disk, such as the HTTP polling thread. */
+const ss_factors *ss_store_acquire_cached(ss_store *s, const char *id);
 
 /* Copies the info of one slice (caller frees with ss_slice_info_free).
  * Returns 0 or SS_EINVAL when unknown. */

@@ -373,6 +373,18 @@ class PrismTest(unittest.TestCase):
                     break
             else:
                 self.fail("%s %s: no 503 in 5 bursts of 6" % (method, path))
+        # the stored original and factors are read by a worker too: behind a slow job they queue
+        for method in ("GET", "HEAD"):
+            for path in ("/slices/%s/original" % sid, "/slices/%s/factors" % sid):
+                for _attempt in range(5):
+                    rs = env.burst(6, lambda i: env.call("GET", slow, (200, 503), headers={"Cache-Control": "no-cache"})
+                                   if i == 0 else env.call(method, path, (200, 503)))
+                    busy = [r for r in rs[1:] if r is not None and r.status == 503]
+                    if busy:
+                        self.assertEqual(busy[0].header("Retry-After"), "1")
+                        break
+                else:
+                    self.fail("%s %s: no 503 in 5 bursts behind a slow job" % (method, path))
         for attempt in range(5):
             pngs = [noise_png(500, 500, 100 + 10 * attempt + i) for i in range(6)]
             rs = env.burst(6, lambda i: env.call("POST", "/slices", (201, 503), pngs[i],
