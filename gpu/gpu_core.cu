@@ -30,8 +30,8 @@ static size_t g_budget = SS_GPU_DEFAULT_BUDGET;
 
 static struct {
     int ready;                 /* ctx created */
-    int failed;                /* a CUDA error poisoned the context */
-    char fail_reason[256];     /* written once, when failed is first set */
+    int failed;                /* atomic: a CUDA error poisoned the context (never reset) */
+    char fail_reason[256];     /* written once, before failed is set */
     ss_gpu_ctx ctx;
     entry *buckets[SS_GPU_BUCKETS];
     entry *head, *tail;
@@ -70,16 +70,16 @@ static void probe(void) {
     g_probe_ok = 1;
 }
 
+/* Lock-free after the first probe: /backends and `auto` call this on the HTTP
+ * polling thread, and g_mu is held by a running batch through its
+ * synchronisation, which would stall every connection behind it. */
 extern "C" int ss_gpu_available(const char **reason) {
     pthread_once(&g_probe_once, probe);
     if (!g_probe_ok) {
         if (reason) *reason = g_probe_reason;
         return 0;
     }
-    pthread_mutex_lock(&g_mu);
-    int failed = g.failed;
-    pthread_mutex_unlock(&g_mu);
-    if (failed) {
+    if (__atomic_load_n(&g.failed, __ATOMIC_ACQUIRE)) {
         if (reason) *reason = g.fail_reason; /* never rewritten once set */
         return 0;
     }
@@ -92,7 +92,7 @@ extern "C" int ss_gpu_available(const char **reason) {
 static void mark_failed(const char *msg) {
     if (g.failed) return;
     snprintf(g.fail_reason, sizeof g.fail_reason, "GPU failed: %s", msg);
-    g.failed = 1;
+    __atomic_store_n(&g.failed, 1, __ATOMIC_RELEASE); /* publishes fail_reason to ss_gpu_available */
 }
 
 int ss_gpu_cuda_fail(cudaError_t e, const char *what, const char *file, int line) {

@@ -14,12 +14,14 @@
  */
 #include <dirent.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "gpu/gpu_internal.cuh"
 
@@ -244,6 +246,75 @@ static void check_bad_item_and_evictions(const ss_backend *b, ss_factors *const 
     } else {
         g_pass++;
     }
+}
+
+typedef struct busy_gpu {
+    const ss_backend *b;
+    ss_gpu_item *items;
+    int n, stop;
+} busy_gpu;
+
+static void *run_batches(void *arg) {
+    busy_gpu *g = (busy_gpu *)arg;
+    while (!__atomic_load_n(&g->stop, __ATOMIC_ACQUIRE)) ss_gpu_run_batch(g->b, g->items, g->n, NULL);
+    return NULL;
+}
+
+/* ss_gpu_available answers at once while batches run back to back: the HTTP
+ * polling thread calls it (/backends, `auto`), and a batch holds the GPU lock
+ * through its synchronisation. Were it to take that lock, a call would wait
+ * half a batch on average. */
+static void check_available_during_batches(const ss_backend *b) {
+    enum { MAXN = 256 };
+    ss_factors *f = random_factors(1024, 1024, 1024, 16, "busy");
+    ss_gpu_item *items = (ss_gpu_item *)calloc(MAXN, sizeof *items);
+    for (int i = 0; i < MAXN; i++) {
+        items[i].f = f;
+        items[i].k = 1024;
+        items[i].out = (uint16_t *)malloc((size_t)f->m * f->n * sizeof(uint16_t));
+    }
+    int n = 4, rc = 0;
+    double batch_ms = 0;
+    for (;;) { /* a batch long enough that a call landing inside one is measurable */
+        double t0 = now_ms();
+        rc = ss_gpu_run_batch(b, items, n, NULL);
+        batch_ms = now_ms() - t0;
+        if (rc || batch_ms >= 100 || n == MAXN) break;
+        n *= 2;
+    }
+    if (rc) {
+        g_fail++;
+        say("FAIL %-6s availability during batches: the batch failed: %s\n", b->name, ss_error());
+    } else if (batch_ms < 20) {
+        say("skip %-6s availability during batches: a batch of %d takes only %.1f ms\n", b->name, n, batch_ms);
+    } else {
+        busy_gpu g = {b, items, n, 0};
+        pthread_t th;
+        pthread_create(&th, NULL, run_batches, &g);
+        double worst = 0;
+        int avail = 1;
+        for (int i = 0; i < 20; i++) {
+            usleep((useconds_t)(batch_ms / 3 * 1e3));
+            double t0 = now_ms();
+            avail &= ss_gpu_available(NULL);
+            double dt = now_ms() - t0;
+            if (dt > worst) worst = dt;
+        }
+        __atomic_store_n(&g.stop, 1, __ATOMIC_RELEASE);
+        pthread_join(th, NULL);
+        if (!avail || worst > batch_ms / 10) {
+            g_fail++;
+            say("FAIL %-6s ss_gpu_available took up to %.2f ms (available %d) during %.1f ms batches\n", b->name,
+                worst, avail, batch_ms);
+        } else {
+            g_pass++;
+            say("ok   %-6s ss_gpu_available at most %.3f ms during %.1f ms batches of %d\n", b->name, worst,
+                batch_ms, n);
+        }
+    }
+    for (int i = 0; i < MAXN; i++) free(items[i].out);
+    free(items);
+    factors_free(f);
 }
 
 /* ---- bench ----------------------------------------------------------------- */
@@ -563,6 +634,7 @@ int main(int argc, char **argv) {
         check_bad_item_and_evictions(bk[b], rnd);
         for (int i = 0; i < 4; i++) factors_free(rnd[i]);
     }
+    check_available_during_batches(bk[0]);
     say("checks: %d passed, %d failed\n", g_pass, g_fail);
     if (g_fail) {
         say("not timing: a backend is wrong\n");

@@ -7,9 +7,12 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "util/error.h"
 #include "engine/image.h"
@@ -204,6 +207,77 @@ static void test_mixed_batches(void **state) {
     for (int i = 0; i < NF; i++) ss_factors_free(fs[i]);
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+typedef struct busy_gpu {
+    ss_gpu_item *items;
+    int n, stop;
+} busy_gpu;
+
+static void *run_batches(void *arg) {
+    busy_gpu *b = arg;
+    while (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE)) ss_gpu_run_batch(&ss_backend_cuda, b->items, b->n, NULL);
+    return NULL;
+}
+
+/* ss_gpu_available answers at once while batches run back to back: /backends
+ * and `auto` call it on the HTTP polling thread, and a batch holds the GPU
+ * lock through its synchronisation. Before it was lock-free, each call waited
+ * for the running batch (half a batch on average). */
+static void test_available_never_waits_on_a_batch(void **state) {
+    (void)state;
+    REQUIRE_GPU();
+    enum { MAXN = 256 };
+    ss_factors *f = tu_random_factors(1024, 1024, 1024, 16, 700);
+    assert_non_null(f);
+    snprintf(f->id, sizeof f->id, "busy");
+    ss_gpu_item *items = calloc(MAXN, sizeof *items);
+    assert_non_null(items);
+    for (int i = 0; i < MAXN; i++) {
+        items[i].f = f;
+        items[i].k = 1024;
+        items[i].out = malloc((size_t)f->m * f->n * sizeof(uint16_t));
+        assert_non_null(items[i].out);
+    }
+    /* a batch long enough that a call landing inside one is measurable */
+    int n = 4;
+    double batch_s = 0;
+    for (;;) {
+        double t0 = now_s();
+        assert_int_equal(ss_gpu_run_batch(&ss_backend_cuda, items, n, NULL), 0);
+        batch_s = now_s() - t0;
+        if (batch_s >= 0.1 || n == MAXN) break;
+        n *= 2;
+    }
+    if (batch_s < 0.02) {
+        print_message("skipped: a batch of %d takes only %.1f ms here\n", n, batch_s * 1e3);
+    } else {
+        busy_gpu b = {items, n, 0};
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, run_batches, &b), 0);
+        double worst = 0;
+        for (int i = 0; i < 20; i++) {
+            usleep((useconds_t)(batch_s / 3 * 1e6));
+            double t0 = now_s();
+            assert_int_equal(ss_gpu_available(NULL), 1);
+            double dt = now_s() - t0;
+            if (dt > worst) worst = dt;
+        }
+        __atomic_store_n(&b.stop, 1, __ATOMIC_RELEASE);
+        pthread_join(th, NULL);
+        if (worst > batch_s / 10)
+            fail_msg("ss_gpu_available took up to %.1f ms during %.1f ms batches", worst * 1e3, batch_s * 1e3);
+    }
+    for (int i = 0; i < MAXN; i++) free(items[i].out);
+    free(items);
+    ss_gpu_release();
+    ss_factors_free(f);
+}
+
 static void test_bad_arguments(void **state) {
     (void)state;
     REQUIRE_GPU();
@@ -226,6 +300,7 @@ int main(void) {
         cmocka_unit_test(test_every_k_small_case),
         cmocka_unit_test(test_real_slices_match_reference),
         cmocka_unit_test(test_mixed_batches),
+        cmocka_unit_test(test_available_never_waits_on_a_batch),
         cmocka_unit_test(test_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
