@@ -21,42 +21,15 @@
 #include "server/store.h"
 #include "server/store_dir.h"
 #include "util/file.h"
+#include "tests/util/testutil.h"
 
 /* A small generated slice; seed changes the pixels and so the id. */
 static ss_factors *make_slice(unsigned seed, int h, int w, const char *name, int64_t created) {
-    ss_image img;
-    assert_int_equal(ss_image_alloc(&img, w, h, 8), SS_OK);
-    unsigned x = seed * 2654435761u + 1;
-    for (int i = 0; i < w * h; i++) {
-        x = x * 1103515245u + 12345u;
-        img.px[i] = (uint16_t)((x >> 16) % 256);
-    }
-    ss_factors *f = NULL;
-    assert_int_equal(ss_svd_factor(&img, 0, 1, &f), SS_OK);
-    ss_image_free(&img);
+    ss_factors *f = tu_gray_slice(seed, h, w);
+    assert_non_null(f);
     snprintf(f->name, sizeof f->name, "%s", name);
     f->created = created;
     return f;
-}
-
-static char *make_tmpdir(void) {
-    char *d = strdup("/tmp/svdslice-store-XXXXXX");
-    assert_non_null(mkdtemp(d));
-    return d;
-}
-
-static void rm_rf(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *de;
-    char p[512];
-    while ((de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
 }
 
 static int count_files(const char *dir, const char *prefix) {
@@ -78,7 +51,7 @@ static ss_store *open_store(const char *dir, size_t cache, long long quota) {
 
 static void test_put_acquire_info_list_delete(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("store");
     ss_store *s = open_store(dir, 1 << 24, 0);
     ss_factors *a = make_slice(1, 20, 12, "first", 1000);
     ss_factors *b = make_slice(2, 20, 12, "second", 2000);
@@ -150,13 +123,13 @@ static void test_put_acquire_info_list_delete(void **state) {
     ss_store_close(s);
     ss_factors_free(a);
     ss_factors_free(b);
-    rm_rf(dir);
+    tu_rm_rf(dir);
     free(dir);
 }
 
 static void test_upload_survives_restart(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("store");
     ss_store *s = open_store(dir, 1 << 24, 0);
     ss_factors *f[5];
     for (int i = 0; i < 5; i++) {
@@ -179,7 +152,7 @@ static void test_upload_survives_restart(void **state) {
         ss_factors_free(f[i]);
     }
     ss_store_close(s);
-    rm_rf(dir);
+    tu_rm_rf(dir);
     free(dir);
 }
 
@@ -192,7 +165,7 @@ static void write_bytes(const char *path, const void *b, size_t n) {
 
 static void test_corrupt_files_are_skipped_and_never_served(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("store");
     ss_store *s = open_store(dir, 1 << 24, 0);
     ss_factors *good = make_slice(21, 15, 15, "good", 1);
     ss_factors *flip = make_slice(22, 15, 15, "flip", 2);
@@ -253,7 +226,7 @@ static void test_corrupt_files_are_skipped_and_never_served(void **state) {
     ss_store_release(s, g);
     ss_store_close(s);
     for (int i = 0; i < 4; i++) ss_factors_free(all[i]);
-    rm_rf(dir);
+    tu_rm_rf(dir);
     free(dir);
 }
 
@@ -262,7 +235,7 @@ static void test_corrupt_files_are_skipped_and_never_served(void **state) {
  * of the old hash would look like) is never handed out for it. */
 static void test_find_content_new_and_old_ids(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("store");
     ss_store *s = open_store(dir, 1 << 24, 0);
     ss_image a, b;
     assert_int_equal(ss_image_alloc(&a, 9, 7, 8), SS_OK);
@@ -309,7 +282,7 @@ static void test_find_content_new_and_old_ids(void **state) {
     ss_image_free(&a);
     ss_image_free(&b);
     ss_store_close(s);
-    rm_rf(dir);
+    tu_rm_rf(dir);
     free(dir);
 }
 
@@ -338,7 +311,7 @@ static void corrupt_file(const char *dir, const ss_factors *f, size_t at, unsign
  * downloaded, and a slice that fails it is dropped then. */
 static void test_open_reads_headers_not_whole_files(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("store");
     ss_store *s = open_store(dir, 1 << 24, 0);
     ss_factors *a = make_slice(61, 64, 48, "a", 1), *b = make_slice(62, 48, 64, "b", 2);
     ss_factors *c = make_slice(63, 40, 40, "c", 3);
@@ -395,13 +368,13 @@ static void test_open_reads_headers_not_whole_files(void **state) {
     assert_int_equal(ss_store_info(s, a->id, &info), SS_EINVAL);
     ss_store_close(s);
     for (int i = 0; i < 3; i++) ss_factors_free(all[i]);
-    rm_rf(dir);
+    tu_rm_rf(dir);
     free(dir);
 }
 
 static void test_cache_stays_within_its_byte_budget(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("store");
     ss_factors *f[12];
     ss_store *s = open_store(dir, 1 << 24, 0);
     for (int i = 0; i < 12; i++) {
@@ -457,13 +430,13 @@ static void test_cache_stays_within_its_byte_budget(void **state) {
     ss_store_release(s, g);
     ss_store_close(s);
     for (int i = 0; i < 12; i++) ss_factors_free(f[i]);
-    rm_rf(dir);
+    tu_rm_rf(dir);
     free(dir);
 }
 
 static void test_quota_refuses_and_loses_nothing(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("store");
     ss_factors *a = make_slice(60, 30, 30, "a", 1);
     unsigned char *buf;
     size_t len;
@@ -493,13 +466,13 @@ static void test_quota_refuses_and_loses_nothing(void **state) {
     ss_factors_free(a);
     ss_factors_free(b);
     ss_factors_free(c);
-    rm_rf(dir);
+    tu_rm_rf(dir);
     free(dir);
 }
 
 static void test_full_disk_gives_enospc(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("store");
     if (mount("tmpfs", dir, "tmpfs", 0, "size=64k") != 0) {
         rmdir(dir);
         free(dir);
@@ -528,7 +501,7 @@ static void test_full_disk_gives_enospc(void **state) {
         ss_factors_free(kept[i]);
     }
     ss_store_close(s);
-    rm_rf(dir);
+    tu_rm_rf(dir);
     umount(dir);
     rmdir(dir);
     free(dir);
@@ -536,7 +509,7 @@ static void test_full_disk_gives_enospc(void **state) {
 
 static void test_ids_that_are_not_ids_never_touch_the_disk(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("store");
     ss_store *s = open_store(dir, 1 << 24, 0);
     const char *bad[] = {"", "../etc/passwd", "a/b", "..", "a.svd", "with space",
                          "0123456789012345678901234567890123456789012345678901234567890123456789"};
@@ -556,7 +529,7 @@ static void test_ids_that_are_not_ids_never_touch_the_disk(void **state) {
     assert_int_equal(ss_store_put(s, f, NULL), SS_EINVAL);
     ss_factors_free(f);
     ss_store_close(s);
-    rm_rf(dir);
+    tu_rm_rf(dir);
     free(dir);
 }
 
@@ -583,7 +556,7 @@ static void *worker(void *p) {
 
 static void test_concurrent_puts_and_reads(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("store");
     ss_store *s = open_store(dir, 30000, 0);
     ss_factors *f[10];
     for (int i = 0; i < 10; i++) f[i] = make_slice(80 + i, 20, 20, "t", i);
@@ -604,7 +577,7 @@ static void test_concurrent_puts_and_reads(void **state) {
     assert_int_equal(count_files(dir, ".tmp-"), 0);
     ss_store_close(s);
     for (int i = 0; i < 10; i++) ss_factors_free(f[i]);
-    rm_rf(dir);
+    tu_rm_rf(dir);
     free(dir);
 }
 

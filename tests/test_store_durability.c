@@ -22,6 +22,7 @@
 #include "engine/svd.h"
 #include "server/store.h"
 #include "server/store_dir.h"
+#include "tests/util/testutil.h"
 #include "util/error.h"
 #include "util/file.h"
 
@@ -212,42 +213,12 @@ static int survives(const journal *j, int n, const char *id) {
 /* ---- helpers -------------------------------------------------------------------------- */
 
 static ss_factors *make_slice(unsigned seed, int h, int w) {
-    ss_image img;
-    assert_int_equal(ss_image_alloc(&img, w, h, 8), SS_OK);
-    unsigned x = seed * 2654435761u + 7;
-    for (int i = 0; i < w * h; i++) {
-        x = x * 1103515245u + 12345u;
-        img.px[i] = (uint16_t)((x >> 16) % 256);
-    }
-    ss_factors *f = NULL;
-    assert_int_equal(ss_svd_factor(&img, 0, 1, &f), SS_OK);
-    ss_image_free(&img);
+    ss_factors *f = tu_gray_slice(seed, h, w);
+    assert_non_null(f);
     snprintf(f->id, sizeof f->id, "d%u", seed);
     snprintf(f->name, sizeof f->name, "slice %u", seed);
     f->created = 1000 + seed;
     return f;
-}
-
-static char *make_tmpdir(void) {
-    char *d = strdup("/tmp/svdslice-durable-XXXXXX");
-    assert_non_null(mkdtemp(d));
-    return d;
-}
-
-static void rm_rf(char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *de;
-        char p[512];
-        while ((de = readdir(d)) != NULL) {
-            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-    free(dir);
 }
 
 static int find_ack(const journal *j, const char *what) {
@@ -261,7 +232,7 @@ static int find_ack(const journal *j, const char *what) {
 
 static void test_acknowledged_put_survives_a_crash_anywhere_after(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("durable");
     journal j;
     journal_init(&j);
     ss_store_opts o = {.dir = dir, .cache_bytes = 1 << 24, .fileops = &j.ops};
@@ -287,12 +258,13 @@ static void test_acknowledged_put_survives_a_crash_anywhere_after(void **state) 
     ss_store_close(s);
     ss_factors_free(a);
     ss_factors_free(b);
-    rm_rf(dir);
+    tu_rm_rf(dir);
+    free(dir);
 }
 
 static void test_acknowledged_delete_survives_a_crash(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("durable");
     journal j;
     journal_init(&j);
     ss_store_opts o = {.dir = dir, .cache_bytes = 1 << 24, .fileops = &j.ops};
@@ -309,7 +281,8 @@ static void test_acknowledged_delete_survives_a_crash(void **state) {
     for (int n = del + 1; n <= j.n; n++) assert_int_equal(survives(&j, n, a->id), -1);
     ss_store_close(s);
     ss_factors_free(a);
-    rm_rf(dir);
+    tu_rm_rf(dir);
+    free(dir);
 }
 
 /* The model itself must see a missing fsync, or the tests above prove nothing. */
@@ -346,7 +319,7 @@ static void test_crash_model_catches_missing_fsyncs(void **state) {
  * as that id: its content names another slice. */
 static void test_file_under_a_foreign_name_is_not_served(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("durable");
     ss_store_opts o = {.dir = dir, .cache_bytes = 1 << 24};
     ss_store *s = NULL;
     assert_int_equal(ss_store_open(&o, &s), SS_OK);
@@ -382,7 +355,8 @@ static void test_file_under_a_foreign_name_is_not_served(void **state) {
     ss_store_release(s, g);
     ss_store_close(s);
     ss_factors_free(a);
-    rm_rf(dir);
+    tu_rm_rf(dir);
+    free(dir);
 }
 
 int main(void) {

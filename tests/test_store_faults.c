@@ -20,6 +20,7 @@
 #include "engine/svd.h"
 #include "server/store.h"
 #include "server/store_dir.h"
+#include "tests/util/testutil.h"
 
 /* ---- a file-operations table that fails one chosen call ---------------------------- */
 
@@ -177,44 +178,12 @@ static void faulty_destroy(faulty *t) {
 
 /* A small generated slice; seed changes the pixels and so the id. */
 static ss_factors *make_slice(unsigned seed, int h, int w, int64_t created) {
-    ss_image img;
-    assert_int_equal(ss_image_alloc(&img, w, h, 8), SS_OK);
-    unsigned x = seed * 2654435761u + 1;
-    for (int i = 0; i < w * h; i++) {
-        x = x * 1103515245u + 12345u;
-        img.px[i] = (uint16_t)((x >> 16) % 256);
-    }
-    ss_factors *f = NULL;
-    assert_int_equal(ss_svd_factor(&img, 0, 1, &f), SS_OK);
-    ss_image_free(&img);
-    char id[65];
-    snprintf(id, sizeof id, "s%u", seed); /* the store takes any valid id */
-    memcpy(f->id, id, sizeof id);
+    ss_factors *f = tu_gray_slice(seed, h, w);
+    assert_non_null(f);
+    snprintf(f->id, sizeof f->id, "s%u", seed); /* the store takes any valid id */
     snprintf(f->name, sizeof f->name, "slice %u", seed);
     f->created = created;
     return f;
-}
-
-static char *make_tmpdir(void) {
-    char *d = strdup("/tmp/svdslice-faults-XXXXXX");
-    assert_non_null(mkdtemp(d));
-    return d;
-}
-
-static void rm_rf(char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *de;
-        char p[512];
-        while ((de = readdir(d)) != NULL) {
-            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-    free(dir);
 }
 
 /* Names in dir other than the slice files of `ids` (temp files, partial files, strays). */
@@ -285,14 +254,15 @@ static void test_put_fails_cleanly_at_every_step(void **state) {
 
     /* The calls one put makes, learnt on a scratch store: pinned so that a
      * change in the sequence shows here instead of silently skipping steps. */
-    char *scratch = make_tmpdir();
+    char *scratch = tu_tmpdir("faults");
     ss_store *s = open_with(scratch, &t.ops);
     arm(&t, -1, 0, 0);
     assert_int_equal(ss_store_put(s, c, NULL), SS_OK);
     long per_put[T_NOPS];
     memcpy(per_put, t.calls, sizeof per_put);
     ss_store_close(s);
-    rm_rf(scratch);
+    tu_rm_rf(scratch);
+    free(scratch);
     assert_int_equal(per_put[T_OPEN], 1);
     assert_true(per_put[T_WRITE] >= 3);    /* short writes are continued */
     assert_int_equal(per_put[T_FSYNC], 2); /* the file, then the directory */
@@ -300,7 +270,7 @@ static void test_put_fails_cleanly_at_every_step(void **state) {
     assert_int_equal(per_put[T_RENAME], 1);
     assert_int_equal(per_put[T_UNLINK] + per_put[T_LIST] + per_put[T_READ] + per_put[T_MKDIR], 0);
 
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("faults");
     s = open_with(dir, &t.ops);
     assert_int_equal(ss_store_put(s, a, NULL), SS_OK);
     assert_int_equal(ss_store_put(s, b, NULL), SS_OK);
@@ -346,7 +316,8 @@ static void test_put_fails_cleanly_at_every_step(void **state) {
     ss_store_close(s);
     assert_int_equal(strays(dir, abc, 3), 0);
 
-    rm_rf(dir);
+    tu_rm_rf(dir);
+    free(dir);
     for (int i = 0; i < 3; i++) ss_factors_free(abc[i]);
     faulty_destroy(&t);
 }
@@ -357,7 +328,7 @@ static void test_delete_failures(void **state) {
     (void)state;
     faulty t;
     faulty_init(&t);
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("faults");
     ss_factors *a = make_slice(11, 16, 10, 1), *b = make_slice(12, 16, 10, 2), *c = make_slice(13, 16, 10, 3);
     ss_factors *abc[] = {a, b, c}, *bc[] = {b, c}, *c_only[] = {c};
     ss_store *s = open_with(dir, &t.ops);
@@ -402,7 +373,8 @@ static void test_delete_failures(void **state) {
     assert_holds_exactly(s, c_only, 1);
     ss_store_close(s);
     assert_int_equal(strays(dir, c_only, 1), 0);
-    rm_rf(dir);
+    tu_rm_rf(dir);
+    free(dir);
     for (int i = 0; i < 3; i++) ss_factors_free(abc[i]);
     faulty_destroy(&t);
 }
@@ -425,7 +397,7 @@ static void test_read_racing_a_delete_is_not_found(void **state) {
     (void)state;
     faulty t;
     faulty_init(&t);
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("faults");
     ss_factors *a = make_slice(21, 16, 10, 1);
     ss_store *s = open_with(dir, &t.ops);
     assert_int_equal(ss_store_put(s, a, NULL), SS_OK);
@@ -454,7 +426,8 @@ static void test_read_racing_a_delete_is_not_found(void **state) {
     assert_int_equal(d.rc, SS_OK);
     assert_holds_exactly(s, NULL, 0);
     ss_store_close(s);
-    rm_rf(dir);
+    tu_rm_rf(dir);
+    free(dir);
     ss_factors_free(a);
     faulty_destroy(&t);
 }
@@ -465,7 +438,7 @@ static void test_open_fails_rather_than_look_empty(void **state) {
     (void)state;
     faulty t;
     faulty_init(&t);
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("faults");
     ss_factors *a = make_slice(31, 12, 12, 1), *b = make_slice(32, 12, 12, 2);
     ss_factors *ab[] = {a, b};
     ss_store *s = open_with(dir, NULL);
@@ -489,7 +462,8 @@ static void test_open_fails_rather_than_look_empty(void **state) {
     s = open_with(dir, &t.ops);
     assert_holds_exactly(s, ab, 2);
     ss_store_close(s);
-    rm_rf(dir);
+    tu_rm_rf(dir);
+    free(dir);
     for (int i = 0; i < 2; i++) ss_factors_free(ab[i]);
     faulty_destroy(&t);
 }
@@ -498,7 +472,7 @@ static void test_read_errors_lose_nothing(void **state) {
     (void)state;
     faulty t;
     faulty_init(&t);
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("faults");
     ss_factors *a = make_slice(41, 12, 14, 1), *b = make_slice(42, 12, 14, 2);
     ss_factors *ab[] = {a, b};
     ss_store *s = open_with(dir, &t.ops);
@@ -535,7 +509,8 @@ static void test_read_errors_lose_nothing(void **state) {
     assert_true(len > SS_SVD_HEADER_BYTES);
     free(buf);
     ss_store_close(s);
-    rm_rf(dir);
+    tu_rm_rf(dir);
+    free(dir);
     for (int i = 0; i < 2; i++) ss_factors_free(ab[i]);
     faulty_destroy(&t);
 }
@@ -544,7 +519,7 @@ static void test_read_errors_lose_nothing(void **state) {
 
 static void test_backend_choice(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("faults");
     ss_store *s = NULL;
     ss_store_opts o = {.dir = dir, .cache_bytes = 1 << 20, .backend = "pg"};
     assert_int_equal(ss_store_open(&o, &s), SS_EINVAL);
@@ -554,12 +529,13 @@ static void test_backend_choice(void **state) {
     ss_store_close(s);
     o.dir = "";
     assert_int_equal(ss_store_open(&o, &s), SS_EINVAL);
-    rm_rf(dir);
+    tu_rm_rf(dir);
+    free(dir);
 }
 
 static void test_fault_spec_from_the_environment(void **state) {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = tu_tmpdir("faults");
     ss_factors *a = make_slice(51, 12, 12, 1), *b = make_slice(52, 12, 12, 2);
     ss_factors *a_only[] = {a};
     ss_store_opts o = {.dir = dir, .cache_bytes = 1 << 20};
@@ -589,7 +565,8 @@ static void test_fault_spec_from_the_environment(void **state) {
     s = open_with(dir, NULL);
     assert_holds_exactly(s, a_only, 1);
     ss_store_close(s);
-    rm_rf(dir);
+    tu_rm_rf(dir);
+    free(dir);
     ss_factors_free(a);
     ss_factors_free(b);
 }

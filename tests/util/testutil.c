@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include "engine/png.h"
@@ -76,4 +77,43 @@ int tu_capture_stderr(int (*fn)(void *arg), void *arg, char *buf, size_t size) {
     buf[n] = '\0';
     fclose(tmp);
     return rc;
+}
+
+char *tu_tmpdir(const char *tag) {
+    char tmpl[128];
+    snprintf(tmpl, sizeof tmpl, "/tmp/svdslice-%s-XXXXXX", tag);
+    char *d = strdup(tmpl);
+    if (d && !mkdtemp(d)) {
+        free(d);
+        d = NULL;
+    }
+    return d;
+}
+
+void tu_rm_rf(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *de;
+    char p[512];
+    while ((de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+ss_factors *tu_gray_slice(unsigned seed, int h, int w) {
+    ss_image img;
+    if (ss_image_alloc(&img, w, h, 8) != 0) return NULL;
+    unsigned x = seed * 2654435761u + 1;
+    for (int i = 0; i < w * h; i++) {
+        x = x * 1103515245u + 12345u;
+        img.px[i] = (uint16_t)((x >> 16) % 256);
+    }
+    ss_factors *f = NULL;
+    int rc = ss_svd_factor(&img, 0, 1, &f);
+    ss_image_free(&img);
+    return rc ? NULL : f;
 }

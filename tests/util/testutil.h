@@ -27,4 +27,12 @@ int tu_load_slice(const char *file, ss_image *out);
  * bytes, NUL-terminated. Returns fn's result. */
 int tu_capture_stderr(int (*fn)(void *arg), void *arg, char *buf, size_t size);
 
+/* A fresh directory /tmp/svdslice-TAG-XXXXXX (malloc'd), NULL on failure. */
+char *tu_tmpdir(const char *tag);
+/* Removes the files of a flat directory, then the directory. */
+void tu_rm_rf(const char *dir);
+/* An h x w 8-bit slice of pseudo-random pixels (seed changes them), factorised at full rank;
+ * id, name and created are left for the caller. NULL on failure. */
+ss_factors *tu_gray_slice(unsigned seed, int h, int w);
+
 #endif
