@@ -89,7 +89,7 @@ echo "image_test: ${entry[*]} --bind 127.0.0.1 --port $port --data /data/test, a
 
 S="http://127.0.0.1:$port"
 info=$(curl -fsS -H 'Content-Type: image/png' --data-binary "@$SLICE" "$S/slices?name=image-test")
-id=$(printf '%s' "$info" | grep -o '"id": *"[0-9a-f]*"' | grep -o '[0-9a-f]\{32\}')
+id=$(printf '%s' "$info" | sed -n 's/.*"id": *"\([A-Za-z0-9_-]*\)".*/\1/p')
 w=$(printf '%s' "$info" | grep -o '"width": *[0-9]*' | grep -o '[0-9]*$')
 h=$(printf '%s' "$info" | grep -o '"height": *[0-9]*' | grep -o '[0-9]*$')
 [ -n "$id" ] || die "upload answered $info"
