@@ -87,7 +87,7 @@ if [ "${SKIP_SANITIZE:-0}" != 1 ]; then
        -DBUILD_TESTING=ON && cmake --build build-tsan -j"$jobs"; then
     OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
       ctest --test-dir build-tsan --output-on-failure \
-        -R '^(test_gpuq|test_respcache|test_store|test_store_faults|test_kernels|http_test_concurrency|http_test_persist|http_test_review|http_test_store_faults)$' \
+        -R '^(test_gpuq|test_respcache|test_store|test_store_faults|test_kernels|http_test_concurrency|http_test_persist|http_test_review|http_test_store_faults|http_test_upload_delete_race)$' \
       || failed+=("ThreadSanitizer tests")
   else
     failed+=("ThreadSanitizer build")
