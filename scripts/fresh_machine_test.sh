@@ -155,7 +155,7 @@ if [ "$what" != test ]; then
       set -e
       S=http://127.0.0.1:$port
       info=\$(curl -fsS \"\$S/slices\")
-      id=\$(printf '%s' \"\$info\" | grep -o '\"id\": *\"[0-9a-f]*\"' | head -1 | grep -o '[0-9a-f]\{32\}')
+      id=\$(printf '%s' \"\$info\" | grep -o '\"id\": *\"[0-9a-f]*\"' | head -1 | grep -o '[0-9a-f]\{32,64\}')
       w=\$(printf '%s' \"\$info\" | grep -o '\"width\": *[0-9]*' | head -1 | grep -o '[0-9]*\$')
       h=\$(printf '%s' \"\$info\" | grep -o '\"height\": *[0-9]*' | head -1 | grep -o '[0-9]*\$')
       curl -fsS -o /tmp/k20.png \"\$S/reconstruct?id=\$id&k=20\"
