@@ -8,11 +8,9 @@ import glob
 import hashlib
 import os
 import re
-import shutil
 import socket
 import struct
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -218,22 +216,8 @@ def sha256_id(gray, bit_depth, rank):
     return hashlib.sha256(data).hexdigest()
 
 
-class ContentIdTest(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="svdslice-ids-")
-        self.servers = []
-
-    def tearDown(self):
-        for s in self.servers:
-            if s.alive():
-                s.kill()
-            s.cleanup()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def start(self):
-        s = util.Server([], data_dir=self.dir).start()
-        self.servers.append(s)
-        return s
+class ContentIdTest(util.OneDataDir, unittest.TestCase):
+    dir_prefix = "svdslice-ids-"
 
     def svd_files(self):
         return sorted(os.path.basename(p) for p in glob.glob(os.path.join(self.dir, "*.svd")))

@@ -1,9 +1,7 @@
 """test_persist.py - slices acknowledged with 201 survive restarts, kill -9, corrupt files and quotas."""
 import glob
 import os
-import shutil
 import sys
-import tempfile
 import unittest
 
 import numpy as np
@@ -37,22 +35,8 @@ def snapshot(srv, sid):
     return out
 
 
-class PersistTest(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="svdslice-persist-")
-        self.servers = []
-
-    def tearDown(self):
-        for s in self.servers:
-            if s.alive():
-                s.kill()
-            s.cleanup()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def start(self, args=()):
-        s = util.Server(list(args), data_dir=self.dir).start()
-        self.servers.append(s)
-        return s
+class PersistTest(util.OneDataDir, unittest.TestCase):
+    dir_prefix = "svdslice-persist-"
 
     def svd_files(self):
         return sorted(glob.glob(os.path.join(self.dir, "**", "*.svd"), recursive=True))

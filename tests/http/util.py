@@ -200,6 +200,28 @@ class Server:
         return r.json()
 
 
+class OneDataDir:
+    """unittest mixin for tests that restart servers on one data dir: self.dir, self.start(args)
+    (a started Server on it), and every server killed and the dir removed after each test."""
+    dir_prefix = "svdslice-dir-"
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix=self.dir_prefix)
+        self.servers = []
+
+    def tearDown(self):
+        for s in self.servers:
+            if s.alive():
+                s.kill()
+            s.cleanup()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def start(self, args=()):
+        s = Server(list(args), data_dir=self.dir).start()
+        self.servers.append(s)
+        return s
+
+
 class Response:
     def __init__(self, status, reason, headers, body):
         self.status = status
