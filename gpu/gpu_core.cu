@@ -9,15 +9,15 @@
 
 #define SS_GPU_BUCKETS 1024
 #define SS_GPU_DEFAULT_BUDGET ((size_t)256 << 20)
-/* cuBLAS products start on 256-byte boundaries (its fast paths like aligned C). */
-#define SS_GPU_C_ALIGN 64
 
-/* One slice's factors on the device: U (m x rank) then W (rank x n) in one
- * allocation, keyed by the content id (same id = same factors). */
+/* One slice's factors on the device: U (m x ldu) then W (rank x ldw) in one
+ * allocation (ss_gm_factor_layout: both 256-byte aligned, rows of 16 bytes),
+ * keyed by the content id (same id = same factors). */
 typedef struct entry {
     char id[65];
     int m, n, rank;
-    float *d;          /* U at d, W at d + m*rank */
+    ss_gm_layout lay;
+    float *d;          /* U at d, W at d + lay.w_off */
     size_t bytes;
     unsigned long long epoch; /* batch that last used it: not evictable during that batch */
     struct entry *prev, *next; /* LRU list, head = most recently used */
@@ -30,8 +30,9 @@ static size_t g_budget = SS_GPU_DEFAULT_BUDGET;
 
 static struct {
     int ready;                 /* ctx created */
-    int failed;                /* atomic: a CUDA error poisoned the context (never reset) */
-    char fail_reason[256];     /* written once, before failed is set */
+    ss_gf_state fail;          /* per backend; read lock-free (gpu_fail.h) */
+    ss_gf_class pend_class;    /* the running batch's first failure: its class */
+    char pend_msg[200];        /* and its message ("" while none) */
     ss_gpu_ctx ctx;
     entry *buckets[SS_GPU_BUCKETS];
     entry *head, *tail;
@@ -70,29 +71,56 @@ static void probe(void) {
     g_probe_ok = 1;
 }
 
-/* Lock-free after the first probe: /backends and `auto` call this on the HTTP
- * polling thread, and g_mu is held by a running batch through its
- * synchronisation, which would stall every connection behind it. */
-extern "C" int ss_gpu_available(const char **reason) {
+/* Backend b (SS_GF_CUDA / SS_GF_CUBLAS) usable? Lock-free after the first
+ * probe: /backends and `auto` call this on the HTTP polling thread, and g_mu
+ * is held by a running batch through its synchronisation, which would stall
+ * every connection behind it. */
+extern "C" int ss_gpu_backend_available(int b, const char **reason) {
     pthread_once(&g_probe_once, probe);
     if (!g_probe_ok) {
         if (reason) *reason = g_probe_reason;
         return 0;
     }
-    if (__atomic_load_n(&g.failed, __ATOMIC_ACQUIRE)) {
-        if (reason) *reason = g.fail_reason; /* never rewritten once set */
+#ifdef SS_GPU_NO_CUBLAS
+    if (b == SS_GF_CUBLAS) {
+        if (reason) *reason = "cuBLAS missing: this build could not link it (SS_GPU_NO_CUBLAS)";
         return 0;
     }
+#endif
+    if (ss_gf_failed(&g.fail, b, reason)) return 0;
     if (reason) *reason = NULL;
     return 1;
 }
 
+/* The device is usable while one backend is. */
+extern "C" int ss_gpu_available(const char **reason) {
+    return ss_gpu_backend_available(SS_GF_CUDA, reason) || ss_gpu_backend_available(SS_GF_CUBLAS, reason);
+}
+
 /* ---- errors (called with g_mu held) -------------------------------------- */
 
-static void mark_failed(const char *msg) {
-    if (g.failed) return;
-    snprintf(g.fail_reason, sizeof g.fail_reason, "GPU failed: %s", msg);
-    __atomic_store_n(&g.failed, 1, __ATOMIC_RELEASE); /* publishes fail_reason to ss_gpu_available */
+void ss_gpu_note_failure(ss_gf_class cls, const char *msg) {
+    if (g.pend_msg[0]) return; /* the batch's first failure is the cause */
+    g.pend_class = cls;
+    snprintf(g.pend_msg, sizeof g.pend_msg, "%s", msg);
+}
+
+/* Codes that say our kernels cannot run on this GPU or build: every batch of
+ * the backend would fail the same way. */
+static int backend_error(cudaError_t e) {
+    switch (e) {
+    case cudaErrorNoKernelImageForDevice:
+    case cudaErrorInvalidDeviceFunction:
+    case cudaErrorInvalidKernelImage:
+    case cudaErrorInvalidPtx:
+    case cudaErrorUnsupportedPtxVersion:
+    case cudaErrorJitCompilerNotFound:
+    case cudaErrorLaunchOutOfResources:
+    case cudaErrorSharedObjectInitFailed:
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 int ss_gpu_cuda_fail(cudaError_t e, const char *what, const char *file, int line) {
@@ -101,18 +129,20 @@ int ss_gpu_cuda_fail(cudaError_t e, const char *what, const char *file, int line
         return ss_fail(SS_ENOMEM, "%s:%d: %s: %s", file, line, what, cudaGetErrorString(e));
     char msg[200];
     snprintf(msg, sizeof msg, "%s:%d: %s (%s)", file, line, cudaGetErrorString(e), cudaGetErrorName(e));
-    mark_failed(msg);
+    ss_gpu_note_failure(backend_error(e) ? SS_GF_BACKEND : SS_GF_CALL, msg);
     return ss_fail(SS_EUNAVAIL, "%s:%d: %s: %s (%s)", file, line, what, cudaGetErrorString(e),
                    cudaGetErrorName(e));
 }
 
-int ss_gpu_blas_fail(cublasStatus_t s, const char *what, const char *file, int line) {
-    if (s == CUBLAS_STATUS_ALLOC_FAILED)
-        return ss_fail(SS_ENOMEM, "%s:%d: %s: cuBLAS allocation failed", file, line, what);
-    char msg[200];
-    snprintf(msg, sizeof msg, "%s:%d: cuBLAS status %d", file, line, (int)s);
-    mark_failed(msg);
-    return ss_fail(SS_EUNAVAIL, "%s:%d: %s: cuBLAS status %d", file, line, what, (int)s);
+/* After a batch failed with SS_EUNAVAIL: is the context still good? The
+ * failed call's own error was cleared; a sticky one makes the synchronise
+ * (or the error check after it) fail again. *why gets the error. */
+static int context_ok(cudaError_t *why) {
+    cudaGetLastError();
+    cudaError_t e = cudaStreamSynchronize(g.ctx.stream);
+    if (e == cudaSuccess) e = cudaGetLastError();
+    *why = e;
+    return e == cudaSuccess;
 }
 
 /* ---- buffers ------------------------------------------------------------- */
@@ -183,7 +213,7 @@ static void lru_push_front(entry *e) {
 }
 
 static void entry_destroy(entry *e) {
-    cudaFree(e->d); /* errors ignored: nothing to do about them here */
+    cudaFree(e->d); /* errors ignored: nothing to do about them here (a broken context shows at the next sync) */
     free(e);
 }
 
@@ -210,7 +240,7 @@ static void trim_to(size_t limit) {
 }
 
 /* Sets *d to f's factors on the device, uploading them on a miss. */
-static int resident(const ss_factors *f, const float **dU, const float **dW) {
+static int resident(const ss_factors *f, ss_gm_job *job) {
     entry *e = NULL;
     if (f->id[0]) {
         for (e = g.buckets[bucket_of(f->id)]; e; e = e->hnext)
@@ -222,8 +252,8 @@ static int resident(const ss_factors *f, const float **dU, const float **dW) {
         lru_unlink(e);
         lru_push_front(e);
     } else {
-        size_t nu = (size_t)f->m * (size_t)f->rank, nw = (size_t)f->rank * (size_t)f->n;
-        size_t bytes = (nu + nw) * sizeof(float);
+        ss_gm_layout lay = ss_gm_factor_layout(f->m, f->n, f->rank);
+        size_t bytes = lay.floats * sizeof(float);
         e = (entry *)calloc(1, sizeof *e);
         if (!e) return ss_fail(SS_ENOMEM, "out of memory for a device cache entry");
         if (f->id[0] && bytes <= g_budget) trim_to(g_budget - bytes);
@@ -240,17 +270,23 @@ static int resident(const ss_factors *f, const float **dU, const float **dW) {
         e->m = f->m;
         e->n = f->n;
         e->rank = f->rank;
+        e->lay = lay;
         e->bytes = bytes;
         e->epoch = g.epoch;
         /* Pageable sources: the copy is staged before the call returns, and
-         * stream order puts it before this batch's kernels. */
-        cudaError_t c1 = cudaMemcpyAsync(e->d, f->U, nu * sizeof(float), cudaMemcpyHostToDevice, g.ctx.stream);
+         * stream order puts it before this batch's kernels. Rows land on the
+         * padded strides; the pads are never read (columns < k, < n). */
+        cudaError_t c1 = cudaMemcpy2DAsync(e->d, (size_t)lay.ldu * sizeof(float), f->U, (size_t)f->rank * sizeof(float),
+                                           (size_t)f->rank * sizeof(float), (size_t)f->m, cudaMemcpyHostToDevice,
+                                           g.ctx.stream);
         cudaError_t c2 = c1 == cudaSuccess
-                             ? cudaMemcpyAsync(e->d + nu, f->W, nw * sizeof(float), cudaMemcpyHostToDevice, g.ctx.stream)
+                             ? cudaMemcpy2DAsync(e->d + lay.w_off, (size_t)lay.ldw * sizeof(float), f->W,
+                                                 (size_t)f->n * sizeof(float), (size_t)f->n * sizeof(float),
+                                                 (size_t)f->rank, cudaMemcpyHostToDevice, g.ctx.stream)
                              : c1;
         if (c2 != cudaSuccess) {
             entry_destroy(e);
-            return ss_gpu_cuda_fail(c2, "cudaMemcpyAsync(factors)", __FILE__, __LINE__);
+            return ss_gpu_cuda_fail(c2, "cudaMemcpy2DAsync(factors)", __FILE__, __LINE__);
         }
         g.uploads++;
         if (f->id[0]) {
@@ -267,8 +303,10 @@ static int resident(const ss_factors *f, const float **dU, const float **dW) {
             g.temps = e;
         }
     }
-    *dU = e->d;
-    *dW = e->d + (size_t)e->m * (size_t)e->rank;
+    job->U = e->d;
+    job->W = e->d + e->lay.w_off;
+    job->ldu = e->lay.ldu;
+    job->ldw = e->lay.ldw;
     return 0;
 }
 
@@ -311,10 +349,10 @@ static int run_locked(int use_cublas, ss_gpu_item *items, const int *idx, int nj
         const ss_gpu_item *it = &items[idx[j]];
         ss_gm_job *job = &c->h_jobs[j];
         memset(job, 0, sizeof *job);
-        if ((rc = resident(it->f, &job->U, &job->W))) return rc;
+        if ((rc = resident(it->f, job))) return rc;
         job->m = it->f->m;
         job->n = it->f->n;
-        job->ldu = it->f->rank;
+        job->ldc = ss_gm_ldc(job->n);
         job->k = it->k;
         job->maxval = it->f->bit_depth == 8 ? 255 : 65535;
         job->out_bytes = it->f->bit_depth == 8 ? 1 : 2; /* 8-bit: half the bytes over PCIe */
@@ -325,6 +363,11 @@ static int run_locked(int use_cublas, ss_gpu_item *items, const int *idx, int nj
     size_t oh = c->out_cap, od = c->out_cap;
     if ((rc = ss_gpu_grow_host((void **)&c->h_out, &oh, out_total))) return rc;
     if ((rc = ss_gpu_grow_dev((void **)&c->d_out, &od, out_total))) return rc;
+    /* The copy back takes the padding between jobs' outputs, which no kernel
+     * writes: zero a new buffer (a grown one has a new capacity; its address
+     * may be the old one's) once, so that copy reads defined bytes
+     * (compute-sanitizer initcheck). */
+    if (od != c->out_cap) SS_CU(cudaMemsetAsync(c->d_out, 0, od, c->stream));
     c->out_cap = oh < od ? oh : od;
     size_t cfl = 0;
     for (int j = 0; j < nj; j++) {
@@ -332,8 +375,7 @@ static int run_locked(int use_cublas, ss_gpu_item *items, const int *idx, int nj
         job->out = c->d_out + job->out_off;
         if (use_cublas) {
             job->C = (const float *)(uintptr_t)cfl; /* offset until d_c is sized */
-            size_t px = (size_t)job->m * (size_t)job->n;
-            cfl += (px + SS_GPU_C_ALIGN - 1) / SS_GPU_C_ALIGN * SS_GPU_C_ALIGN;
+            cfl += ss_gm_c_floats(job->m, job->n);
         }
     }
     if (use_cublas) {
@@ -341,6 +383,7 @@ static int run_locked(int use_cublas, ss_gpu_item *items, const int *idx, int nj
         if ((rc = ss_gpu_grow_dev((void **)&c->d_c, &cb, cfl * sizeof(float)))) return rc;
         c->c_cap = cb / sizeof(float);
         for (int j = 0; j < nj; j++) c->h_jobs[j].C = c->d_c + (uintptr_t)c->h_jobs[j].C;
+        if ((rc = ss_gpu_prepare_cublas(c, nj))) return rc; /* set-up outside the timed region */
     }
     SS_CU(cudaMemcpyAsync(c->d_jobs, c->h_jobs, (size_t)nj * sizeof(ss_gm_job), cudaMemcpyHostToDevice, c->stream));
     SS_CU(cudaEventRecord(c->ev0, c->stream));
@@ -371,14 +414,14 @@ extern "C" int ss_gpu_run_batch(const ss_backend *b, ss_gpu_item *items, int n, 
     if (device_ms) *device_ms = 0;
     if (n < 0 || (n > 0 && !items)) return ss_fail(SS_EINVAL, "bad batch");
     int use_cublas;
-    if (b == &ss_backend_cublas) use_cublas = 1;
-    else if (b == &ss_backend_cuda) use_cublas = 0;
+    if (b == &ss_backend_cublas) use_cublas = SS_GF_CUBLAS;
+    else if (b == &ss_backend_cuda) use_cublas = SS_GF_CUDA;
     else {
         for (int i = 0; i < n; i++) items[i].status = SS_EINVAL;
         return ss_fail(SS_EINVAL, "backend %s is not a GPU backend", b ? b->name : "(null)");
     }
     const char *reason = NULL;
-    if (!ss_gpu_available(&reason)) {
+    if (!ss_gpu_backend_available(use_cublas, &reason)) {
         for (int i = 0; i < n; i++) items[i].status = SS_EUNAVAIL;
         return ss_fail(SS_EUNAVAIL, "%s", reason);
     }
@@ -395,21 +438,27 @@ extern "C" int ss_gpu_run_batch(const ss_backend *b, ss_gpu_item *items, int n, 
     int rc = 0;
     if (nj > 0) {
         pthread_mutex_lock(&g_mu);
-        if (g.failed) rc = ss_fail(SS_EUNAVAIL, "%s", g.fail_reason);
+        g.pend_msg[0] = '\0';
+        if (ss_gf_failed(&g.fail, use_cublas, &reason)) rc = ss_fail(SS_EUNAVAIL, "%s", reason);
         else rc = run_locked(use_cublas, items, idx, nj, device_ms);
         /* A failed batch may have left copies queued (factor uploads, the
-         * descriptors from pinned memory): let them finish before end_batch
-         * frees this batch's temporary factors and before the next batch
-         * rewrites the pinned buffers. */
-        if (rc && g.ready) {
-            cudaError_t e = cudaStreamSynchronize(g.ctx.stream);
-            if (e != cudaSuccess) {
-                char msg[200];
-                snprintf(msg, sizeof msg, "cudaStreamSynchronize after a failed batch: %s (%s)",
-                         cudaGetErrorString(e), cudaGetErrorName(e));
-                mark_failed(msg); /* keeps the thread's first error message */
-                cudaGetLastError();
-            }
+         * descriptors from pinned memory): the synchronise lets them finish
+         * before end_batch frees this batch's temporary factors and before
+         * the next batch rewrites the pinned buffers, and it tells whether
+         * the context survived: a bad batch fails alone, a kernel the GPU
+         * cannot run stops its backend, a broken context stops both. */
+        if (rc && g.pend_msg[0]) {
+            cudaError_t why = cudaSuccess;
+            int ok = !g.ready || context_ok(&why);
+            char msg[320];
+            if (ok) snprintf(msg, sizeof msg, "%s", g.pend_msg);
+            else
+                snprintf(msg, sizeof msg, "%s; then the context broke: %s (%s)", g.pend_msg, cudaGetErrorString(why),
+                         cudaGetErrorName(why));
+            ss_gf_apply(&g.fail, ss_gf_decide(g.pend_class, ok), use_cublas, msg);
+        } else if (rc && g.ready) {
+            cudaStreamSynchronize(g.ctx.stream); /* an SS_ENOMEM or SS_EINVAL batch: only drain */
+            cudaGetLastError();
         }
         end_batch();
         pthread_mutex_unlock(&g_mu);
@@ -443,7 +492,8 @@ extern "C" void ss_gpu_release(void) {
     if (g.ready) {
         ss_gpu_ctx *c = &g.ctx;
         cudaStreamSynchronize(c->stream);
-        if (c->blas) cublasDestroy(c->blas);
+        ss_gpu_release_cublas(c);
+        free(c->keys);
         cudaFreeHost(c->h_jobs);
         cudaFree(c->d_jobs);
         cudaFreeHost(c->h_out);

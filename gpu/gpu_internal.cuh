@@ -1,12 +1,20 @@
 /* gpu_internal.cuh - state and error macros shared by the CUDA translation units (never seen by C code) */
 #ifndef SS_GPU_INTERNAL_CUH
 #define SS_GPU_INTERNAL_CUH
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
+/* SS_GPU_NO_CUBLAS: a build where cuBLAS could not be linked (the harness
+ * on a machine without it): the cublas backend reports itself unavailable
+ * and our own kernel is still built and checked. */
+#ifdef SS_GPU_NO_CUBLAS
+typedef void *cublasHandle_t;
+#else
+#include <cublas_v2.h>
+#endif
 
 extern "C" {
 #include "util/error.h"
 #include "gpu/gpu.h"
+#include "gpu/gpu_fail.h"
 #include "gpu/gpu_math.h"
 }
 
@@ -14,7 +22,7 @@ extern "C" {
  * cuBLAS handle, grow-only buffers reused by every batch. */
 typedef struct ss_gpu_ctx {
     cudaStream_t stream;
-    cublasHandle_t blas;        /* created on the cublas backend's first batch */
+    cublasHandle_t blas;        /* created by the cublas backend's first batch, before its timing */
     cudaEvent_t ev0, ev1;
     ss_gm_job *h_jobs, *d_jobs; /* pinned host / device job descriptors */
     size_t jobs_cap;            /* in jobs */
@@ -24,13 +32,22 @@ typedef struct ss_gpu_ctx {
     size_t c_cap;               /* in floats */
     const float **h_ptrs, **d_ptrs; /* cuBLAS pointer arrays: 3 per job */
     size_t ptrs_cap;            /* in pointers */
+    ss_gm_gkey *keys;           /* cuBLAS groups of the batch (malloc) */
+    size_t keys_cap;            /* in keys */
 } ss_gpu_ctx;
 
 /* Map a CUDA / cuBLAS failure to an engine error with file:line in the
- * message: allocation failures are SS_ENOMEM, anything else SS_EUNAVAIL and
- * marks the device failed (a sticky error poisons the context). */
+ * message: allocation failures are SS_ENOMEM, anything else SS_EUNAVAIL.
+ * Nothing is marked failed here: the batch's end decides (gpu_fail.h) from
+ * the class noted by ss_gpu_note_failure and a synchronise whether the
+ * batch, its backend or the whole context is lost. */
 int ss_gpu_cuda_fail(cudaError_t e, const char *what, const char *file, int line);
+/* Backend SS_GF_CUDA or SS_GF_CUBLAS usable (ss_gpu_available: either is). Lock-free. */
+extern "C" int ss_gpu_backend_available(int b, const char **reason);
+void ss_gpu_note_failure(ss_gf_class cls, const char *msg);
+#ifndef SS_GPU_NO_CUBLAS
 int ss_gpu_blas_fail(cublasStatus_t s, const char *what, const char *file, int line);
+#endif
 
 #define SS_CU(call)                                                              \
     do {                                                                         \
@@ -51,9 +68,15 @@ int ss_gpu_grow_dev(void **p, size_t *cap_bytes, size_t bytes);
 
 /* Backend launchers: jobs are packed (tile0, out_off, out set) and already
  * copied to ctx->d_jobs; they enqueue work on ctx->stream between the
- * events and return 0 or an engine error. */
+ * events and return 0 or an engine error. The cublas backend's set-up (the
+ * handle on first use, grouping, the pointer arrays' upload) runs before
+ * the first event (ss_gpu_prepare_cublas), so its timing is the GEMMs and
+ * the conversion alone. */
 int ss_gpu_launch_recon(ss_gpu_ctx *ctx, int njobs, long long tiles);
+int ss_gpu_prepare_cublas(ss_gpu_ctx *ctx, int njobs);
 int ss_gpu_launch_cublas(ss_gpu_ctx *ctx, int njobs, long long tiles);
+/* Destroys the cuBLAS handle, if any (ss_gpu_release). */
+void ss_gpu_release_cublas(ss_gpu_ctx *ctx);
 /* The fused float -> pixel conversion of C products (cuBLAS path). */
 int ss_gpu_launch_convert(ss_gpu_ctx *ctx, int njobs, long long tiles);
 

@@ -37,6 +37,16 @@
 #define SS_GM_LOADS_W ((SS_GM_TK * SS_GM_TN) / SS_GM_THREADS)
 /* Byte alignment of each job's output region in the batch's staging buffer. */
 #define SS_GM_OUT_ALIGN 256
+/* Pad of the U slab's rows (TM + pad floats): stores by a warp hit 32
+ * distinct banks with 34 (33 gives 2-way conflicts; tests/test_gpu_math.c
+ * models the banks). */
+#define SS_GM_UPAD 2
+/* Device layout of factors and cuBLAS products: every matrix starts on
+ * SS_GM_BASE_ALIGN bytes and every row on SS_GM_LD_ALIGN floats (16 bytes),
+ * so cuBLAS sees aligned pointers and leading dimensions (a 4-byte-aligned W
+ * at d + m*rank with lda = 170 sends it to slower kernels). */
+#define SS_GM_BASE_ALIGN 256
+#define SS_GM_LD_ALIGN 4
 
 /* One job of a batch launch, as the kernel reads it from device memory.
  * Pointers are device addresses; out holds m*n samples of out_bytes each
@@ -44,17 +54,42 @@
  * (m x n, ld n) for the cuBLAS path's conversion kernel, else NULL. */
 typedef struct ss_gm_job {
     const float *U;      /* m x ldu, row-major; columns 0..k-1 used */
-    const float *W;      /* >= k x n, row-major */
-    const float *C;      /* m x n floats to convert (cuBLAS path) or NULL */
+    const float *W;      /* >= k x ldw, row-major; columns 0..n-1 used */
+    const float *C;      /* m x ldc floats to convert (cuBLAS path) or NULL */
     void *out;           /* device output (set by the caller from out_off) */
     long long tile0;     /* first flat tile index of this job in the launch */
     size_t out_off;      /* byte offset of this job's output in the staging buffer */
     int m, n, ldu, k;
+    int ldw, ldc;        /* row strides of W and C (>= n) */
     int maxval;          /* 255 or 65535 */
     int out_bytes;       /* 1 or 2 */
 } ss_gm_job;
 
 SS_GM_FN int ss_gm_cdiv(int a, int b) { return (a + b - 1) / b; }
+SS_GM_FN size_t ss_gm_align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+/* Where one slice's factors live in their device allocation: U (m x ldu) at
+ * float 0, W (rank x ldw) at float w_off; `floats` in all. */
+typedef struct ss_gm_layout {
+    int ldu, ldw;
+    size_t w_off, floats;
+} ss_gm_layout;
+
+SS_GM_FN ss_gm_layout ss_gm_factor_layout(int m, int n, int rank) {
+    ss_gm_layout l;
+    l.ldu = (int)ss_gm_align_up((size_t)rank, SS_GM_LD_ALIGN);
+    l.ldw = (int)ss_gm_align_up((size_t)n, SS_GM_LD_ALIGN);
+    l.w_off = ss_gm_align_up((size_t)m * (size_t)l.ldu, SS_GM_BASE_ALIGN / sizeof(float));
+    l.floats = l.w_off + (size_t)rank * (size_t)l.ldw;
+    return l;
+}
+
+/* Row stride of a cuBLAS product (m x n) and the floats it takes in the
+ * batch's product buffer, so that the next one starts aligned too. */
+SS_GM_FN int ss_gm_ldc(int n) { return (int)ss_gm_align_up((size_t)n, SS_GM_LD_ALIGN); }
+SS_GM_FN size_t ss_gm_c_floats(int m, int n) {
+    return ss_gm_align_up((size_t)m * (size_t)ss_gm_ldc(n), SS_GM_BASE_ALIGN / sizeof(float));
+}
 
 /* Tiles of an m x n output; row-major order of tiles. */
 SS_GM_FN long long ss_gm_tiles(int m, int n) {
@@ -121,9 +156,11 @@ SS_GM_FN uint16_t ss_gm_pixel(float v, int maxval) {
 /* The kernel's three phases, one thread's share each (the kernel puts a
  * barrier between them; tests/test_gpu_math.c runs them on the host for
  * every thread of every block and compares with the float64 reference).
- * Us holds the U slab transposed with a pad column: stores by consecutive
- * threads (consecutive kk) and reads (broadcast) are bank-conflict free. */
-typedef float ss_gm_uslab[SS_GM_TK][SS_GM_TM + 1];
+ * Us holds the U slab transposed with SS_GM_UPAD pad columns: stores by
+ * consecutive threads (consecutive kk) and reads (broadcast) are
+ * bank-conflict free. The job is passed by pointer to a copy the kernel
+ * holds in registers. */
+typedef float ss_gm_uslab[SS_GM_TK][SS_GM_TM + SS_GM_UPAD];
 typedef float ss_gm_wslab[SS_GM_TK][SS_GM_TN];
 
 /* Stage the slab k0..k0+TK-1 of tile (r0, c0); zeros outside the matrix or past k. */
@@ -141,7 +178,7 @@ SS_GM_FN void ss_gm_stage(const ss_gm_job *jb, int r0, int c0, int k0, int lin, 
         int kk, cc;
         ss_gm_load_w(lin, e, &kk, &cc);
         int col = c0 + cc, p = k0 + kk;
-        Ws[kk][cc] = (col < jb->n && p < jb->k) ? SS_GM_LDG(&jb->W[(size_t)p * jb->n + col]) : 0.0f;
+        Ws[kk][cc] = (col < jb->n && p < jb->k) ? SS_GM_LDG(&jb->W[(size_t)p * jb->ldw + col]) : 0.0f;
     }
 }
 
@@ -194,8 +231,7 @@ SS_GM_FN void ss_gm_convert(const ss_gm_job *jb, int r0, int c0, int tx, int ty)
         for (int j = 0; j < SS_GM_RN; j++) {
             int col = ss_gm_thread_col(c0, tx, j);
             if (col < jb->n) {
-                size_t o = (size_t)row * jb->n + col;
-                ss_gm_put(jb, o, SS_GM_LDG(&jb->C[o]));
+                ss_gm_put(jb, (size_t)row * jb->n + col, SS_GM_LDG(&jb->C[(size_t)row * jb->ldc + col]));
             }
         }
     }
@@ -221,13 +257,13 @@ SS_GM_FN long long ss_gm_pack(ss_gm_job *jobs, int n, size_t *out_bytes_total) {
 /* ---- the cublas backend's GEMM calls (host side) ------------------------- */
 
 /* cuBLAS is column-major. The row-major product C = U[:, :k] W[:k, :]
- * (m x n, ld n) is, read column-major, C^T (n x m, ld n) = W^T U^T: the
- * row-major W (ld n) read column-major is W^T (n x rank, ld n) and the
+ * (m x n, ld ldc) is, read column-major, C^T (n x m, ld ldc) = W^T U^T: the
+ * row-major W (ld ldw) read column-major is W^T (n x rank, ld ldw) and the
  * row-major U (ld ldu) is U^T (ldu x m, ld ldu), of which the first k rows
  * are used. So cublasSgemm(N, N, rows, cols, k, A = W, lda, B = U, ldb, C, ldc). */
 typedef struct ss_gm_gemm {
     int rows, cols, k; /* of C^T: n x m; k */
-    int lda, ldb, ldc; /* n, ldu, n */
+    int lda, ldb, ldc; /* ldw, ldu, ldc: multiples of SS_GM_LD_ALIGN */
 } ss_gm_gemm;
 
 SS_GM_FN ss_gm_gemm ss_gm_gemm_args(const ss_gm_job *jb) {
@@ -235,15 +271,15 @@ SS_GM_FN ss_gm_gemm ss_gm_gemm_args(const ss_gm_job *jb) {
     g.rows = jb->n;
     g.cols = jb->m;
     g.k = jb->k;
-    g.lda = jb->n;
+    g.lda = jb->ldw;
     g.ldb = jb->ldu;
-    g.ldc = jb->n;
+    g.ldc = jb->ldc;
     return g;
 }
 
 /* Jobs with the same GEMM shape share one cublasSgemmBatched call. */
 typedef struct ss_gm_gkey {
-    int m, n, k, ldu, j; /* j: the job's index in the batch */
+    int m, n, k, ldu, ldw, ldc, j; /* j: the job's index in the batch */
 } ss_gm_gkey;
 
 static inline int ss_gm_gkey_cmp(const void *a, const void *b) {
@@ -252,6 +288,8 @@ static inline int ss_gm_gkey_cmp(const void *a, const void *b) {
     if (x->n != y->n) return x->n < y->n ? -1 : 1;
     if (x->k != y->k) return x->k < y->k ? -1 : 1;
     if (x->ldu != y->ldu) return x->ldu < y->ldu ? -1 : 1;
+    if (x->ldw != y->ldw) return x->ldw < y->ldw ? -1 : 1;
+    if (x->ldc != y->ldc) return x->ldc < y->ldc ? -1 : 1;
     return x->j - y->j;
 }
 
@@ -266,6 +304,8 @@ static inline void ss_gm_group(const ss_gm_job *jobs, int nj, ss_gm_gkey *keys, 
         keys[j].n = jobs[j].n;
         keys[j].k = jobs[j].k;
         keys[j].ldu = jobs[j].ldu;
+        keys[j].ldw = jobs[j].ldw;
+        keys[j].ldc = jobs[j].ldc;
         keys[j].j = j;
     }
     qsort(keys, (size_t)nj, sizeof *keys, ss_gm_gkey_cmp);
@@ -281,7 +321,7 @@ static inline void ss_gm_group(const ss_gm_job *jobs, int nj, ss_gm_gkey *keys, 
 static inline int ss_gm_group_end(const ss_gm_gkey *keys, int nj, int s) {
     int e = s + 1;
     while (e < nj && keys[e].m == keys[s].m && keys[e].n == keys[s].n && keys[e].k == keys[s].k &&
-           keys[e].ldu == keys[s].ldu)
+           keys[e].ldu == keys[s].ldu && keys[e].ldw == keys[s].ldw && keys[e].ldc == keys[s].ldc)
         e++;
     return e;
 }

@@ -6,17 +6,22 @@
  * slices of different shapes and k share a launch with no idle blocks. The
  * k loop stages a TM x TK slab of U and a TK x TN slab of W in shared
  * memory; each thread accumulates a RM x RN register tile in float and
- * writes rounded, clamped samples straight to the uint8/uint16 staging. */
+ * writes rounded, clamped samples straight to the uint8/uint16 staging.
+ * Kernel names start with svdslice_ so compute-sanitizer can be limited to
+ * ours (--kernel-name kns=svdslice_), not cuBLAS's. */
 __global__ void
-ss_recon_kernel(const ss_gm_job *__restrict__ jobs, int njobs) {
-    __shared__ ss_gm_job jb;
+svdslice_recon_kernel(const ss_gm_job *__restrict__ jobs, int njobs) {
+    __shared__ ss_gm_job sjob;
     __shared__ ss_gm_uslab Us;
     __shared__ ss_gm_wslab Ws;
 
     const int tx = threadIdx.x, ty = threadIdx.y, lin = ty * SS_GM_TX + tx;
     const long long tile = blockIdx.x;
-    if (lin == 0) jb = jobs[ss_gm_find_job(jobs, njobs, tile)];
+    if (lin == 0) sjob = jobs[ss_gm_find_job(jobs, njobs, tile)];
     __syncthreads();
+    /* Each thread's own copy: the fields live in registers instead of being
+     * re-read from shared memory in every slab and store. */
+    const ss_gm_job jb = sjob;
     int r0, c0;
     ss_gm_tile_origin(tile - jb.tile0, jb.n, &r0, &c0);
 
@@ -37,12 +42,12 @@ ss_recon_kernel(const ss_gm_job *__restrict__ jobs, int njobs) {
 
 int ss_gpu_launch_recon(ss_gpu_ctx *ctx, int njobs, long long tiles) {
     dim3 block(SS_GM_TX, SS_GM_TY);
-    ss_recon_kernel<<<(unsigned)tiles, block, 0, ctx->stream>>>(ctx->d_jobs, njobs);
+    svdslice_recon_kernel<<<(unsigned)tiles, block, 0, ctx->stream>>>(ctx->d_jobs, njobs);
     SS_CU_LAUNCHED();
     return 0;
 }
 
-static int cuda_available(const char **reason) { return ss_gpu_available(reason); }
+static int cuda_available(const char **reason) { return ss_gpu_backend_available(SS_GF_CUDA, reason); }
 
 /* A batch of one, for the CLI, the bench and direct callers. */
 static int cuda_reconstruct(const ss_factors *f, int k, uint16_t *out, ss_workspace *ws) {

@@ -20,6 +20,25 @@ static const int k_shapes[][2] = {{1, 1},   {1, 37},  {37, 1},  {31, 33}, {32, 3
                                   {64, 65}, {256, 170}, {217, 181}, {7, 300}, {300, 7}};
 #define N_SHAPES (int)(sizeof k_shapes / sizeof k_shapes[0])
 
+/* f's factors in the device layout (ss_gm_factor_layout), the pads filled
+ * with NaN so that a read of a pad shows in the pixels; sets the job's U, W,
+ * ldu, ldw. Returns the buffer (free it). */
+static float *device_layout(const ss_factors *f, ss_gm_job *jb) {
+    ss_gm_layout l = ss_gm_factor_layout(f->m, f->n, f->rank);
+    float *d = malloc(l.floats * sizeof *d);
+    assert_non_null(d);
+    for (size_t i = 0; i < l.floats; i++) d[i] = NAN;
+    for (int i = 0; i < f->m; i++)
+        memcpy(d + (size_t)i * l.ldu, f->U + (size_t)i * f->rank, (size_t)f->rank * sizeof(float));
+    for (int p = 0; p < f->rank; p++)
+        memcpy(d + l.w_off + (size_t)p * l.ldw, f->W + (size_t)p * f->n, (size_t)f->n * sizeof(float));
+    jb->U = d;
+    jb->W = d + l.w_off;
+    jb->ldu = l.ldu;
+    jb->ldw = l.ldw;
+    return d;
+}
+
 /* Every output pixel is written by exactly one (tile, thread, i, j) of the
  * kernel's walk, and no write lands outside the matrix. */
 static void test_tiles_cover_each_pixel_once(void **state) {
@@ -156,7 +175,7 @@ static void simulate_recon(ss_gm_job *jobs, int nj, long long tiles) {
         for (int k0 = 0; k0 < jb->k; k0 += SS_GM_TK) {
             for (int lin = 0; lin < SS_GM_THREADS; lin++) ss_gm_stage(jb, r0, c0, k0, lin, Us, Ws);
             for (int lin = 0; lin < SS_GM_THREADS; lin++)
-                ss_gm_accumulate(lin % SS_GM_TX, lin / SS_GM_TX, (const float(*)[SS_GM_TM + 1])Us,
+                ss_gm_accumulate(lin % SS_GM_TX, lin / SS_GM_TX, (const float(*)[SS_GM_TM + SS_GM_UPAD])Us,
                                  (const float(*)[SS_GM_TN])Ws, acc[lin]);
         }
         for (int lin = 0; lin < SS_GM_THREADS; lin++) ss_gm_store(jb, r0, c0, lin % SS_GM_TX, lin / SS_GM_TX, acc[lin]);
@@ -175,16 +194,16 @@ static void test_kernel_phases_match_reference(void **state) {
                                   {256, 170, 50, 8}, {7, 300, 7, 16}, {100, 3, 2, 8}};
     ss_factors *fs[NJ];
     ss_gm_job jobs[NJ];
+    float *dev[NJ];
     for (int j = 0; j < NJ; j++) {
         int m = sh[j][0], n = sh[j][1], r = m < n ? m : n;
         fs[j] = tu_random_factors(m, n, r, sh[j][3], 40 + j);
         assert_non_null(fs[j]);
         memset(&jobs[j], 0, sizeof jobs[j]);
-        jobs[j].U = fs[j]->U;
-        jobs[j].W = fs[j]->W;
+        dev[j] = device_layout(fs[j], &jobs[j]);
         jobs[j].m = m;
         jobs[j].n = n;
-        jobs[j].ldu = r;
+        jobs[j].ldc = ss_gm_ldc(n);
         jobs[j].k = sh[j][2];
         jobs[j].maxval = sh[j][3] == 8 ? 255 : 65535;
         jobs[j].out_bytes = sh[j][3] / 8;
@@ -200,8 +219,9 @@ static void test_kernel_phases_match_reference(void **state) {
         const ss_factors *f = fs[j];
         size_t px = (size_t)f->m * f->n;
         double *C = malloc(px * sizeof *C);
-        float *Cf = malloc(px * sizeof *Cf);
+        float *Cf = malloc(px * sizeof *Cf), *Cp = malloc(ss_gm_c_floats(f->m, f->n) * sizeof *Cp);
         uint16_t *want = malloc(px * sizeof *want);
+        assert_non_null(Cp);
         assert_non_null(C);
         assert_non_null(Cf);
         assert_non_null(want);
@@ -213,10 +233,14 @@ static void test_kernel_phases_match_reference(void **state) {
             if (abs(got - (int)r) > 1) fail_msg("job %d pixel %zu: kernel %d, reference %.0f", j, p, got, r);
             Cf[p] = (float)C[p];
         }
-        /* The conversion kernel's walk over the same tiles. */
+        /* The conversion kernel's walk over the same tiles, from the product
+         * in its padded layout (row stride ldc, pads NaN). */
         ss_pixels_from_float(Cf, px, jobs[j].maxval, want);
+        for (size_t q = 0; q < ss_gm_c_floats(f->m, f->n); q++) Cp[q] = NAN;
+        for (int i = 0; i < f->m; i++)
+            memcpy(Cp + (size_t)i * jobs[j].ldc, Cf + (size_t)i * f->n, (size_t)f->n * sizeof(float));
         memset(jobs[j].out, 0xA5, px * (size_t)jobs[j].out_bytes);
-        jobs[j].C = Cf;
+        jobs[j].C = Cp;
         for (long long t = 0; t < ss_gm_tiles(f->m, f->n); t++) {
             int r0, c0;
             ss_gm_tile_origin(t, f->n, &r0, &c0);
@@ -229,10 +253,14 @@ static void test_kernel_phases_match_reference(void **state) {
         jobs[j].C = NULL;
         free(C);
         free(Cf);
+        free(Cp);
         free(want);
     }
     free(stage);
-    for (int j = 0; j < NJ; j++) ss_factors_free(fs[j]);
+    for (int j = 0; j < NJ; j++) {
+        ss_factors_free(fs[j]);
+        free(dev[j]);
+    }
 }
 
 /* cuBLAS's column-major sgemm, N/N, as the reference BLAS defines it:
@@ -264,21 +292,20 @@ static void test_cublas_calls_emulated(void **state) {
                                   {256, 170, 17}, {65, 64, 64},  {31, 33, 31}, {1, 1, 1}};
     ss_factors *fs[NJ];
     ss_gm_job jobs[NJ];
-    float *C[NJ];
+    float *C[NJ], *dev[NJ];
     for (int j = 0; j < NJ; j++) {
         int m = sh[j][0], n = sh[j][1], r = m < n ? m : n;
         fs[j] = tu_random_factors(m, n, r, 8, 900 + j);
         assert_non_null(fs[j]);
-        C[j] = malloc((size_t)m * n * sizeof(float));
+        C[j] = malloc(ss_gm_c_floats(m, n) * sizeof(float));
         assert_non_null(C[j]);
-        for (size_t p = 0; p < (size_t)m * n; p++) C[j][p] = NAN;
+        for (size_t p = 0; p < ss_gm_c_floats(m, n); p++) C[j][p] = NAN;
         memset(&jobs[j], 0, sizeof jobs[j]);
-        jobs[j].U = fs[j]->U;
-        jobs[j].W = fs[j]->W;
+        dev[j] = device_layout(fs[j], &jobs[j]);
         jobs[j].C = C[j];
         jobs[j].m = m;
         jobs[j].n = n;
-        jobs[j].ldu = r;
+        jobs[j].ldc = ss_gm_ldc(n);
         jobs[j].k = sh[j][2];
     }
     ss_gm_gkey keys[NJ];
@@ -294,7 +321,13 @@ static void test_cublas_calls_emulated(void **state) {
             const ss_gm_job *jb = &jobs[keys[q].j];
             seen[keys[q].j]++;
             assert_true(jb->m == jobs[keys[s].j].m && jb->n == jobs[keys[s].j].n && jb->k == g.k &&
-                        jb->ldu == jobs[keys[s].j].ldu);
+                        jb->ldu == g.ldb && jb->ldw == g.lda && jb->ldc == g.ldc);
+            /* cuBLAS gets 256-byte-aligned matrices and 16-byte rows (the
+             * test's buffers are malloc'd: check the offsets' alignment). */
+            assert_int_equal(g.lda % SS_GM_LD_ALIGN, 0);
+            assert_int_equal(g.ldb % SS_GM_LD_ALIGN, 0);
+            assert_int_equal(g.ldc % SS_GM_LD_ALIGN, 0);
+            assert_int_equal(((size_t)(ptrs[q] - jb->U) * sizeof(float)) % SS_GM_BASE_ALIGN, 0);
             colmajor_sgemm_nn(g.rows, g.cols, g.k, ptrs[q], g.lda, ptrs[NJ + q], g.ldb, (float *)ptrs[2 * NJ + q],
                               g.ldc);
         }
@@ -308,13 +341,112 @@ static void test_cublas_calls_emulated(void **state) {
         double *ref = malloc(px * sizeof *ref);
         assert_non_null(ref);
         ss_reference_f64(fs[j], jobs[j].k, ref);
-        for (size_t p = 0; p < px; p++)
-            if (!(fabs(C[j][p] - ref[p]) <= 1e-3 * (1.0 + fabs(ref[p]))))
+        for (size_t p = 0; p < px; p++) {
+            float got = C[j][(p / jobs[j].n) * jobs[j].ldc + p % jobs[j].n];
+            if (!(fabs(got - ref[p]) <= 1e-3 * (1.0 + fabs(ref[p]))))
                 fail_msg("job %d (%dx%d k=%d) element %zu: %g, reference %g", j, jobs[j].m, jobs[j].n, jobs[j].k,
-                         p, (double)C[j][p], ref[p]);
+                         p, (double)got, ref[p]);
+        }
         free(ref);
         free(C[j]);
+        free(dev[j]);
         ss_factors_free(fs[j]);
+    }
+}
+
+/* Shared-memory bank model (32 banks of 4 bytes): the degree of a warp's
+ * access is the most distinct words that fall in one bank (1: conflict
+ * free; equal words are a broadcast). addr[t] are word offsets, t < 32. */
+static int bank_degree(const int *addr) {
+    int worst = 0;
+    for (int b = 0; b < 32; b++) {
+        int words[32], nw = 0;
+        for (int t = 0; t < 32; t++) {
+            if (addr[t] % 32 != b) continue;
+            int seen = 0;
+            for (int q = 0; q < nw; q++) seen |= words[q] == addr[t];
+            if (!seen) words[nw++] = addr[t];
+        }
+        if (nw > worst) worst = nw;
+    }
+    return worst;
+}
+
+/* Worst degree of the U slab's stores (ss_gm_stage) with rows of TM + pad floats. */
+static int uslab_store_degree(int pad) {
+    int worst = 0;
+    for (int w = 0; w < SS_GM_THREADS / 32; w++)
+        for (int e = 0; e < SS_GM_LOADS_U; e++) {
+            int addr[32];
+            for (int t = 0; t < 32; t++) {
+                int rr, kk;
+                ss_gm_load_u(32 * w + t, e, &rr, &kk);
+                addr[t] = kk * (SS_GM_TM + pad) + rr;
+            }
+            int d = bank_degree(addr);
+            if (d > worst) worst = d;
+        }
+    return worst;
+}
+
+/* The slabs' stores and the accumulation's loads are conflict free with
+ * SS_GM_UPAD; a pad of one (the old 33-float rows) gives the U stores
+ * 2-way conflicts, so the model can tell. */
+static void test_slab_banks_conflict_free(void **state) {
+    (void)state;
+    assert_int_equal(uslab_store_degree(SS_GM_UPAD), 1);
+    assert_int_equal(uslab_store_degree(1), 2);
+    assert_int_equal((int)(sizeof(ss_gm_uslab) / sizeof(float)), SS_GM_TK * (SS_GM_TM + SS_GM_UPAD));
+    for (int w = 0; w < SS_GM_THREADS / 32; w++) {
+        for (int e = 0; e < SS_GM_LOADS_W; e++) { /* W stores */
+            int addr[32];
+            for (int t = 0; t < 32; t++) {
+                int kk, cc;
+                ss_gm_load_w(32 * w + t, e, &kk, &cc);
+                addr[t] = kk * SS_GM_TN + cc;
+            }
+            assert_int_equal(bank_degree(addr), 1);
+        }
+        for (int kk = 0; kk < SS_GM_TK; kk++) { /* ss_gm_accumulate's loads */
+            for (int i = 0; i < SS_GM_RM; i++) {
+                int addr[32];
+                for (int t = 0; t < 32; t++) addr[t] = kk * (SS_GM_TM + SS_GM_UPAD) + (32 * w + t) / SS_GM_TX + i * SS_GM_TY;
+                assert_int_equal(bank_degree(addr), 1);
+            }
+            for (int j = 0; j < SS_GM_RN; j++) {
+                int addr[32];
+                for (int t = 0; t < 32; t++) addr[t] = kk * SS_GM_TN + (32 * w + t) % SS_GM_TX + j * SS_GM_TX;
+                assert_int_equal(bank_degree(addr), 1);
+            }
+        }
+    }
+}
+
+/* The device layout gives cuBLAS 256-byte-aligned matrices and 16-byte rows
+ * and holds everything it must: W after U, products one after another. The
+ * study's 217x181 slices are the case the old layout (W at d + m*rank,
+ * lda = n) left 4-byte aligned. */
+static void test_factor_layout_aligned(void **state) {
+    (void)state;
+    static const int sh[][3] = {{217, 181, 181}, {256, 170, 170}, {256, 170, 50}, {1, 1, 1},
+                                {1, 37, 1}, {37, 1, 1}, {181, 217, 181}, {33, 31, 31}, {512, 512, 512}};
+    assert_true(((size_t)217 * 181 * sizeof(float)) % SS_GM_BASE_ALIGN != 0); /* the old W offset */
+    for (size_t s = 0; s < sizeof sh / sizeof sh[0]; s++) {
+        int m = sh[s][0], n = sh[s][1], rank = sh[s][2];
+        ss_gm_layout l = ss_gm_factor_layout(m, n, rank);
+        assert_true(l.ldu >= rank && l.ldu < rank + SS_GM_LD_ALIGN);
+        assert_true(l.ldw >= n && l.ldw < n + SS_GM_LD_ALIGN);
+        assert_int_equal(((size_t)l.ldu * sizeof(float)) % 16, 0);
+        assert_int_equal(((size_t)l.ldw * sizeof(float)) % 16, 0);
+        assert_int_equal((l.w_off * sizeof(float)) % SS_GM_BASE_ALIGN, 0);
+        assert_true(l.w_off >= (size_t)m * l.ldu);
+        assert_true(l.w_off < (size_t)m * l.ldu + SS_GM_BASE_ALIGN / sizeof(float));
+        assert_true(l.floats == l.w_off + (size_t)rank * l.ldw);
+        int ldc = ss_gm_ldc(n);
+        assert_true(ldc >= n && ldc % SS_GM_LD_ALIGN == 0);
+        size_t cf = ss_gm_c_floats(m, n);
+        assert_true(cf >= (size_t)m * ldc);
+        assert_int_equal((cf * sizeof(float)) % SS_GM_BASE_ALIGN, 0);
     }
 }
 
@@ -326,6 +458,8 @@ int main(void) {
         cmocka_unit_test(test_pixel_matches_engine),
         cmocka_unit_test(test_kernel_phases_match_reference),
         cmocka_unit_test(test_cublas_calls_emulated),
+        cmocka_unit_test(test_slab_banks_conflict_free),
+        cmocka_unit_test(test_factor_layout_aligned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
