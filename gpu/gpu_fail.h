@@ -42,7 +42,7 @@ typedef struct ss_gf_state {
 /* Marks backend b failed with msg; the first failure's message stays. */
 static inline void ss_gf_mark(ss_gf_state *s, int b, const char *msg) {
     if (__atomic_load_n(&s->failed[b], __ATOMIC_RELAXED)) return;
-    snprintf(s->reason[b], sizeof s->reason[b], "GPU failed: %s", msg);
+    snprintf(s->reason[b], sizeof s->reason[b], "GPU failed: %.240s", msg);
     __atomic_store_n(&s->failed[b], 1, __ATOMIC_RELEASE);
 }
 

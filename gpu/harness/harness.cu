@@ -10,6 +10,11 @@
  * After the bench, a crossover sweep times single requests against an
  * estimated CPU time (env CPU_GFLOPS, QUEUE_WAIT_MS, SWEEP_REPS,
  * SWEEP_BUDGET_S; see crossover_sweep) for SS_AUTO_GPU_MIN_WORK.
+ * The volume batch: 181 slices of 217x181 (the shapes of ITK's 181x217x181
+ * KmeansTest volume, generated here: the device machine has no data) at
+ * k=50 through each backend in one batch, checked, then timed.
+ * Built with -DSS_GPU_NO_CUBLAS (cuBLAS not linkable), the cublas backend
+ * says why it is missing and only cuda is checked and timed.
  * Exit status: 0 all checks passed, 1 a check failed, 2 usage, 3 no usable GPU.
  */
 #include <dirent.h>
@@ -544,6 +549,80 @@ static void crossover_sweep(const ss_backend *const *bk) {
     say("sweep: %.1f s\n", (now_ms() - t_start) / 1e3);
 }
 
+/* ---- the volume batch --------------------------------------------------- */
+
+/* 181 slices of 217x181 (the 181x217x181 volume cut along its third axis),
+ * stored at full rank, reconstructed at k=50 in one batch per backend.
+ * check=1: every 20th slice against the float64 reference (the volume's
+ * first run, a check like the others); check=0: timed (cold with uploads,
+ * then warm, median) and printed with the goals. Generated factors: the
+ * device machine has neither the file nor the CLI to factorise it. */
+enum { VOL_SLICES = 181, VOL_M = 217, VOL_N = 181, VOL_K = 50 };
+static double g_vol_ms[2];
+
+static void volume_batch(const ss_backend *const *bk, int nb, int check) {
+    static ss_factors *vol[VOL_SLICES];
+    if (!vol[0])
+        for (int i = 0; i < VOL_SLICES; i++) {
+            char id[32];
+            snprintf(id, sizeof id, "volume-%d", i);
+            vol[i] = random_factors(VOL_M, VOL_N, VOL_N, 8, id);
+            if (!vol[i]) {
+                say("FAIL volume: out of host memory\n");
+                g_fail++;
+                return;
+            }
+        }
+    if (check) {
+        for (int b = 0; b < nb; b++) {
+            ss_gpu_item *items = (ss_gpu_item *)calloc(VOL_SLICES, sizeof *items);
+            int bad = 0, worst = 0;
+            for (int i = 0; i < VOL_SLICES; i++) {
+                items[i].f = vol[i];
+                items[i].k = VOL_K;
+                items[i].out = (uint16_t *)malloc((size_t)VOL_M * VOL_N * sizeof(uint16_t));
+            }
+            int rc = ss_gpu_run_batch(bk[b], items, VOL_SLICES, NULL);
+            for (int i = 0; i < VOL_SLICES; i++) {
+                if (items[i].status) bad = 1;
+                else if (i % 20 == 0 || i == VOL_SLICES - 1) {
+                    int e = max_err(vol[i], VOL_K, items[i].out);
+                    if (e > worst) worst = e;
+                }
+                free(items[i].out);
+            }
+            free(items);
+            if (rc || bad || worst > 1) {
+                g_fail++;
+                say("FAIL %-6s volume 181 x 217x181 k=%d in one batch: rc=%d max_err=%d %s\n", bk[b]->name, VOL_K,
+                    rc, worst, rc ? ss_error() : "");
+            } else {
+                g_pass++;
+                say("ok   %-6s volume 181 x 217x181 k=%d in one batch (max_err %d on 10 slices)\n", bk[b]->name, VOL_K,
+                    worst);
+            }
+        }
+        return;
+    }
+    say("\nvolume: 181 slices of 217x181 (rank 181, 8-bit, generated), k=%d, one batch\n", VOL_K);
+    for (int b = 0; b < nb; b++) {
+        timing t = {0, 0, 0, 0};
+        if (bench(bk[b], vol, VOL_SLICES, VOL_K, 30, &t)) {
+            say("FAIL %s volume batch: %s\n", bk[b]->name, ss_error());
+            g_fail++;
+            continue;
+        }
+        g_vol_ms[bk[b] == &ss_backend_cublas] = t.dev_med;
+        double gflop = 2.0 * VOL_M * VOL_N * VOL_K * VOL_SLICES / 1e9;
+        say("volume %-6s device %.4f ms (min %.4f), wall %.4f ms, cold %.3f ms, %.1f GFLOP/s\n", bk[b]->name,
+            t.dev_med, t.dev_min, t.wall_med, t.cold_wall, gflop / (t.dev_med * 1e-3));
+    }
+    for (int i = 0; i < VOL_SLICES; i++) {
+        factors_free(vol[i]);
+        vol[i] = NULL;
+    }
+}
+
 int main(int argc, char **argv) {
     int checks_only = argc == 4 && !strcmp(argv[3], "--checks-only");
     if (argc < 3 || (argc == 4 && !checks_only) || argc > 4) {
@@ -571,7 +650,20 @@ int main(int argc, char **argv) {
     say("device: %s, sm_%d%d, %d SMs, %.1f GiB; driver %d, runtime %d\n", prop.name, prop.major, prop.minor,
         prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, drv, rt);
     ss_gpu_set_cache_bytes((size_t)4 << 30);
-    const ss_backend *bk[2] = {&ss_backend_cuda, &ss_backend_cublas};
+    /* The backends that can run; one that cannot (cuBLAS not linked, say)
+     * is reported and the other still checked and timed. */
+    const ss_backend *all[2] = {&ss_backend_cuda, &ss_backend_cublas}, *bk[2] = {NULL, NULL};
+    int nb = 0;
+    for (int b = 0; b < 2; b++) {
+        const char *r = NULL;
+        if (all[b]->available(&r)) bk[nb++] = all[b];
+        else say("backend %s: missing (%s)\n", all[b]->name, r ? r : "unavailable");
+    }
+    if (nb == 0) {
+        say("no backend can run\n");
+        fclose(g_out);
+        return 3;
+    }
 
     /* Real slices from the prepared folder. */
     enum { MAXREAL = 64 };
@@ -596,7 +688,7 @@ int main(int argc, char **argv) {
     /* ---- correctness ---- */
     static const int shapes[][2] = {{1, 1}, {1, 40}, {40, 1}, {31, 33}, {33, 31}, {64, 64},
                                     {100, 7}, {7, 100}, {256, 170}, {300, 301}, {512, 512}};
-    for (int b = 0; b < 2; b++) {
+    for (int b = 0; b < nb; b++) {
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (int bits = 8; bits <= 16; bits += 8) {
                 int m = shapes[s][0], n = shapes[s][1], r = m < n ? m : n;
@@ -635,7 +727,9 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 4; i++) factors_free(rnd[i]);
     }
     check_available_during_batches(bk[0]);
-    say("checks: %d passed, %d failed\n", g_pass, g_fail);
+    if (!checks_only) volume_batch(bk, nb, 1);
+    say("checks: %d passed, %d failed (backends: %s%s%s)\n", g_pass, g_fail, bk[0]->name, nb > 1 ? ", " : "",
+        nb > 1 ? bk[1]->name : "");
     if (g_fail) {
         say("not timing: a backend is wrong\n");
         fclose(g_out);
@@ -663,7 +757,7 @@ int main(int argc, char **argv) {
     const int sizes[] = {1, 8, 64, 181, 512};
     double devms[2][5] = {{0}};
     for (int s = 0; s < 5; s++)
-        for (int b = 0; b < 2; b++) {
+        for (int b = 0; b < nb; b++) {
             timing t = {0, 0, 0, 0};
             int reps = sizes[s] >= 181 ? 30 : 100;
             if (bench(bk[b], vol, sizes[s], 50, reps, &t)) {
@@ -671,16 +765,27 @@ int main(int argc, char **argv) {
                 g_fail++;
                 continue;
             }
-            devms[b][s] = t.dev_med;
+            devms[bk[b] == &ss_backend_cublas][s] = t.dev_med;
             say("%-7s %-12s %6d %12.4f %12.4f %12.4f %12.3f %14.2f\n", bk[b]->name,
                 sizes[s] == 181 ? "volume" : sizes[s] == 1 ? "single" : "batch", sizes[s], t.dev_med, t.dev_min,
                 t.wall_med, t.cold_wall, t.dev_med * 1e3 / sizes[s]);
         }
+    volume_batch(bk, nb, 0);
     say("\ngoals:\n");
-    say("volume of 181 slices at k=50, one batch, device time < 1 ms: cuda %.4f ms %s, cublas %.4f ms %s\n",
-        devms[0][3], devms[0][3] < 1.0 ? "PASS" : "MISS", devms[1][3], devms[1][3] < 1.0 ? "PASS" : "MISS");
+    say("volume 181 x 217x181 at k=50, one batch, device time < 1 ms: cuda %.4f ms %s, cublas %.4f ms %s\n",
+        g_vol_ms[0], g_vol_ms[0] > 0 && g_vol_ms[0] < 1.0 ? "PASS" : "MISS", g_vol_ms[1],
+        g_vol_ms[1] > 0 && g_vol_ms[1] < 1.0 ? "PASS" : "MISS");
+    if (g_vol_ms[0] > 0 && g_vol_ms[1] > 0)
+        say("volume cuda / cublas device time: %.2fx %s (goal: within 2x)\n", g_vol_ms[0] / g_vol_ms[1],
+            g_vol_ms[0] / g_vol_ms[1] <= 2.0 ? "PASS" : "MISS");
+    else
+        say("volume cuda / cublas device time: n/a (a backend was not timed)\n");
     for (int s = 0; s < 5; s++) {
-        double ratio = devms[1][s] > 0 ? devms[0][s] / devms[1][s] : 0;
+        if (!(devms[0][s] > 0 && devms[1][s] > 0)) {
+            say("cuda / cublas device time, batch %3d: n/a (a backend was not timed)\n", sizes[s]);
+            continue;
+        }
+        double ratio = devms[0][s] / devms[1][s];
         say("cuda / cublas device time, batch %3d: %.2fx %s (goal: within 2x)\n", sizes[s], ratio,
             ratio <= 2.0 ? "PASS" : "MISS");
     }
@@ -693,7 +798,8 @@ int main(int argc, char **argv) {
         st.resident_bytes / 1048576.0, st.uploads, st.hits, st.evictions);
     for (int i = 0; i < NB; i++) factors_free(vol[i]); /* 512 slices: 88 MiB the sweep does not need */
     free(vol);
-    crossover_sweep(bk);
+    if (nb == 2) crossover_sweep(bk);
+    else say("crossover sweep: not run (cuBLAS missing: auto's first choice)\n");
     ss_gpu_release();
     for (int i = 0; i < nreal; i++) factors_free(real[i]);
     fclose(g_out);
