@@ -18,7 +18,9 @@ int ss_gpu_register(void);
 /* One request of a batch: rank-k reconstruction of f into out (m*n samples,
  * 0..2^bit_depth-1). status is set by ss_gpu_run_batch: 0, SS_EINVAL (bad k
  * or factors), SS_ENOMEM (device or host memory), or SS_EUNAVAIL (no GPU,
- * or a CUDA/cuBLAS failure, which also marks the GPU unavailable). */
+ * or a CUDA/cuBLAS failure: the batch alone, unless the backend cannot run
+ * here or the context broke, which marks one or both backends unavailable;
+ * docs/GPU.md "Errors"). */
 typedef struct ss_gpu_item {
     const ss_factors *f;
     int k;
@@ -37,8 +39,8 @@ typedef struct ss_gpu_item {
  * handle for the process). */
 int ss_gpu_run_batch(const ss_backend *b, ss_gpu_item *items, int n, double *device_ms);
 
-/* 1 when a CUDA device can be used, else 0 with *reason (static string).
- * Probed once, thread-safe. */
+/* 1 while a CUDA device can be used by either backend, else 0 with *reason
+ * (static string). Probed once, thread-safe, lock-free. */
 int ss_gpu_available(const char **reason);
 
 /* Byte budget of the device-resident factors (default 256 MiB). A batch may

@@ -266,7 +266,7 @@ static void test_kernel_phases_match_reference(void **state) {
 /* cuBLAS's column-major sgemm, N/N, as the reference BLAS defines it:
  * C[r + c*ldc] = sum_p A[r + p*lda] * B[p + c*ldb] for r < rows, c < cols.
  * It also checks the argument rules cuBLAS enforces (an INVALID_VALUE there
- * would mark the GPU failed). */
+ * would fail every batch of that shape). */
 static void colmajor_sgemm_nn(int rows, int cols, int k, const float *A, int lda, const float *B, int ldb,
                               float *C, int ldc) {
     assert_true(rows >= 1 && cols >= 1 && k >= 1);
