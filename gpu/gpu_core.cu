@@ -322,6 +322,10 @@ static void end_batch(void) {
 
 /* ---- the batch ----------------------------------------------------------- */
 
+#ifdef SS_GPU_FAULT_INJECTION
+int ss_gpu_fault_next = SS_GPU_FAULT_NONE;
+#endif
+
 static int valid_item(const ss_gpu_item *it) {
     const ss_factors *f = it->f;
     if (!f || !f->U || !f->W || f->m <= 0 || f->n <= 0 || f->rank <= 0)
@@ -385,6 +389,18 @@ static int run_locked(int use_cublas, ss_gpu_item *items, const int *idx, int nj
         for (int j = 0; j < nj; j++) c->h_jobs[j].C = c->d_c + (uintptr_t)c->h_jobs[j].C;
         if ((rc = ss_gpu_prepare_cublas(c, nj))) return rc; /* set-up outside the timed region */
     }
+#ifdef SS_GPU_FAULT_INJECTION
+    {
+        int fault = ss_gpu_fault_next;
+        ss_gpu_fault_next = SS_GPU_FAULT_NONE;
+        if (fault == SS_GPU_FAULT_CALL)
+            return ss_gpu_cuda_fail(cudaErrorInvalidValue, "injected fault", __FILE__, __LINE__);
+        if (fault == SS_GPU_FAULT_BACKEND)
+            return ss_gpu_cuda_fail(cudaErrorNoKernelImageForDevice, "injected fault", __FILE__, __LINE__);
+        if (fault == SS_GPU_FAULT_CONTEXT) /* the kernel reads an unmapped address: a sticky illegal address */
+            for (int j = 0; j < nj; j++) c->h_jobs[j].U = (const float *)(uintptr_t)256;
+    }
+#endif
     SS_CU(cudaMemcpyAsync(c->d_jobs, c->h_jobs, (size_t)nj * sizeof(ss_gm_job), cudaMemcpyHostToDevice, c->stream));
     SS_CU(cudaEventRecord(c->ev0, c->stream));
     rc = use_cublas ? ss_gpu_launch_cublas(c, nj, tiles) : ss_gpu_launch_recon(c, nj, tiles);

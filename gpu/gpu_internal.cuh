@@ -62,6 +62,15 @@ int ss_gpu_blas_fail(cublasStatus_t s, const char *what, const char *file, int l
 /* After every launch: configuration errors show up here, not at the call. */
 #define SS_CU_LAUNCHED() SS_CU(cudaGetLastError())
 
+/* Fault injection for the harness's check of the failure policy, compiled
+ * only there (-DSS_GPU_FAULT_INJECTION; never in the library): the next
+ * batch fails with a call's error, a backend's error, or a kernel that
+ * reads an unmapped address (the context breaks: the process's GPU is lost). */
+#ifdef SS_GPU_FAULT_INJECTION
+enum { SS_GPU_FAULT_NONE, SS_GPU_FAULT_CALL, SS_GPU_FAULT_BACKEND, SS_GPU_FAULT_CONTEXT };
+extern int ss_gpu_fault_next;
+#endif
+
 /* Grows a pinned host / device buffer to at least `bytes` (contents lost). */
 int ss_gpu_grow_host(void **p, size_t *cap_bytes, size_t bytes);
 int ss_gpu_grow_dev(void **p, size_t *cap_bytes, size_t bytes);

@@ -106,7 +106,9 @@ build() {
   mkdir -p "$(dirname "$bin")"
   # -x cu only for the .cu files; util/error.c is plain C for the host compiler.
   # shellcheck disable=SC2054 # -Xcompiler takes one comma-separated argument
+  # SS_GPU_FAULT_INJECTION: the harness's check of the failure policy (never in the library's build).
   local cmd=("$nvcc" -O3 -std=c++17 -arch="$arch" -lineinfo -Xptxas -v -Xcompiler -Wall,-Wextra,-Wshadow -I"$ROOT"
+             -DSS_GPU_FAULT_INJECTION
              -o "$bin" "$ROOT/gpu/harness/harness.cu" "$ROOT/gpu/gpu_core.cu" "$ROOT/gpu/recon.cu"
              "$ROOT/gpu/cublas.cu" "$ROOT/util/error.c" -lpthread)
   if mapfile -t cub < <(find_cublas "$home" "$major") && [ "${#cub[@]}" -eq 3 ]; then
@@ -182,7 +184,7 @@ pack_logs() {
 summary() {
   echo
   echo "===== summary (${SECONDS}s of ${BUDGET}s) ====="
-  grep -E '^(device:|no usable GPU|backend |checks:|FAIL|volume|cuda / cublas|crossover_work|recommend:|stage |compute-sanitizer|ctest|harness|not timing)' \
+  grep -E '^(device:|no usable GPU|backend |checks:|all checks:|ok   failure policy|FAIL|volume|cuda / cublas|crossover_work|recommend:|stage |compute-sanitizer|ctest|harness|not timing)' \
     "$RES" 2>/dev/null | cut -c1-300 | head -60 || true
   awk '/^bench:/{p=1} /^goals:/{p=0} p' "$RES" 2>/dev/null | head -14 || true
 }

@@ -634,6 +634,59 @@ static void volume_batch(const ss_backend *const *bk, int nb, int check) {
     }
 }
 
+/* ---- the failure policy (last: its final step breaks the context) --------- */
+
+/* One batch of one slice; status of the item, 0 when its pixels match. */
+static int one_batch(const ss_backend *b, ss_factors *f) {
+    ss_gpu_item it = {f, f->rank, (uint16_t *)malloc((size_t)f->m * f->n * sizeof(uint16_t)), 99};
+    int rc = ss_gpu_run_batch(b, &it, 1, NULL);
+    int st = rc ? rc : it.status;
+    if (!st && max_err(f, f->rank, it.out) > 1) st = 1;
+    free(it.out);
+    return st;
+}
+
+static void policy_result(int ok, const char *what) {
+    if (ok) g_pass++;
+    else g_fail++;
+    say("%s failure policy: %s\n", ok ? "ok  " : "FAIL", what);
+}
+
+/* gpu/gpu_fail.h on the device, with injected faults: a call's error fails
+ * its batch alone (the backend runs the next one); a backend's error stops
+ * that backend alone; a kernel reading an unmapped address breaks the
+ * context and stops both. */
+static void check_failure_policy(const ss_backend *const *bk, int nb) {
+    ss_factors *f = random_factors(40, 33, 33, 8, "policy");
+    const char *why = NULL;
+    int cu = bk[0] == &ss_backend_cuda ? 0 : -1, cb = nb > 1 ? 1 : -1;
+    if (cu < 0) {
+        say("skip failure policy: the cuda backend is not running\n");
+        factors_free(f);
+        return;
+    }
+    ss_gpu_fault_next = SS_GPU_FAULT_CALL;
+    int st = one_batch(bk[cu], f);
+    policy_result(st == SS_EUNAVAIL && bk[cu]->available(NULL) && one_batch(bk[cu], f) == 0,
+                  "an injected call error (cudaErrorInvalidValue) failed its batch alone; cuda ran the next one");
+    if (cb > 0) {
+        ss_gpu_fault_next = SS_GPU_FAULT_BACKEND;
+        st = one_batch(bk[cb], f);
+        int down = !bk[cb]->available(&why);
+        policy_result(st == SS_EUNAVAIL && down && why && strstr(why, "NoKernelImage") &&
+                          bk[cu]->available(NULL) && one_batch(bk[cu], f) == 0,
+                      "an injected backend error (cudaErrorNoKernelImageForDevice) stopped cublas alone; cuda ran on");
+        if (down) say("     cublas now says: %s\n", why);
+    }
+    ss_gpu_fault_next = SS_GPU_FAULT_CONTEXT;
+    st = one_batch(bk[cu], f);
+    int cuda_down = !bk[cu]->available(&why);
+    policy_result(st == SS_EUNAVAIL && cuda_down && !ss_backend_cublas.available(NULL) && !ss_gpu_available(NULL),
+                  "a kernel reading an unmapped address broke the context and stopped both backends");
+    if (cuda_down) say("     cuda now says: %s\n", why);
+    factors_free(f);
+}
+
 int main(int argc, char **argv) {
     int checks_only = argc == 4 && !strcmp(argv[3], "--checks-only");
     if (argc < 3 || (argc == 4 && !checks_only) || argc > 4) {
@@ -811,6 +864,9 @@ int main(int argc, char **argv) {
     free(vol);
     if (nb == 2) crossover_sweep(bk);
     else say("crossover sweep: not run (cuBLAS missing: auto's first choice)\n");
+    say("\n");
+    check_failure_policy(bk, nb);
+    say("all checks: %d passed, %d failed\n", g_pass, g_fail);
     ss_gpu_release();
     for (int i = 0; i < nreal; i++) factors_free(real[i]);
     fclose(g_out);

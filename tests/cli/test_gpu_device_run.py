@@ -91,6 +91,7 @@ class DeviceRun(unittest.TestCase):
         self.assertNotIn("-lcublas", calls[0])
         self.assertNotIn("SS_GPU_NO_CUBLAS", calls[0])
         self.assertIn("-Xptxas -v", calls[0])
+        self.assertIn("-DSS_GPU_FAULT_INJECTION", calls[0])  # the harness's failure-policy check
         # Only versioned files: the binary's SONAME names are made beside it, on the rpath.
         links = os.path.join(self.tmp, "h", "cublas-links")
         self.assertEqual(os.path.realpath(os.path.join(links, "libcublas.so.13")), real)
