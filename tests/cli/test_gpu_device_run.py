@@ -72,6 +72,25 @@ class DeviceRun(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.assertEqual(out.split(), [real, real_lt, os.path.join(self.cuda, "lib64")])
 
+    def test_find_cublas_in_pips_layout_beside_a_pip_nvcc(self):
+        # nvidia/cuda_nvcc/bin/nvcc with nvidia/cublas/{lib,include} beside it.
+        nv = os.path.join(self.tmp, "site", "nvidia")
+        os.makedirs(os.path.join(nv, "cuda_nvcc", "bin"))
+        os.makedirs(os.path.join(nv, "cublas", "lib"))
+        os.makedirs(os.path.join(nv, "cublas", "include"))
+        shutil.copy(os.path.join(self.cuda, "bin", "nvcc"), os.path.join(nv, "cuda_nvcc", "bin", "nvcc"))
+        for name in ("libcublas.so.13", "libcublasLt.so.13", os.path.join("..", "include", "cublas_v2.h")):
+            open(os.path.join(nv, "cublas", "lib", name), "wb").close()
+        env = dict(self.env, NVCC=os.path.join(nv, "cuda_nvcc", "bin", "nvcc"))
+        rc, out, err = self.script("--find-cublas", env=env)
+        self.assertEqual(rc, 0, err)
+        lib = os.path.join(nv, "cublas", "lib")
+        self.assertEqual(out.split(), [os.path.join(lib, "libcublas.so.13"), os.path.join(lib, "libcublasLt.so.13"),
+                                       lib, os.path.join(nv, "cublas", "include")])
+        rc, out, err = self.script("--build", os.path.join(self.tmp, "harness"), env=env)
+        self.assertEqual(rc, 0, err)
+        self.assertIn(f"-I{os.path.join(nv, 'cublas', 'include')}", read(self.args_log))
+
     def test_find_cublas_none(self):
         self.lib("libcublas.so.13.1.0.3")  # no cuBLASLt beside it: not linkable
         rc, out, _ = self.script("--find-cublas")
@@ -204,6 +223,23 @@ class DeviceRun(unittest.TestCase):
             member = next(m for m in tf.getmembers() if m.name.endswith("sanitizer-memcheck.txt"))
             log = tf.extractfile(member).read().decode()
         self.assertIn("--kernel-name kns=svdslice_ --leak-check full", log)
+
+    def test_a_refused_sanitizer_stops_the_other_tools(self):
+        harness, _ = self.fake_tools(0, 0)
+        san = os.path.join(self.tmp, "refusing-sanitizer")
+        write_exe(san, """\
+            [ "$1" = --help ] && { echo "--kernel-name"; exit 0; }
+            echo "========= Error: Device not supported"; exit 1
+            """)
+        out = os.path.join(self.tmp, "out")
+        env = dict(self.env, OUT=out, SS_DEVICE_HARNESS=harness, SS_DEVICE_SANITIZER=san, SS_DEVICE_CTEST="0",
+                   PATH="/usr/bin:/bin")
+        rc, stdout, err = self.script("--run", env=env)
+        self.assertEqual(rc, 0, stdout + err)
+        self.assertIn("compute-sanitizer memcheck: exit 1", stdout)
+        self.assertIn("compute-sanitizer: refused here (========= Error: Device not supported); the other tools skipped",
+                      stdout)
+        self.assertNotIn("compute-sanitizer racecheck", stdout)
 
     def test_dry_run_shows_the_commands(self):
         self.lib("libcublas.so.13.1.0.3")
