@@ -14,6 +14,11 @@ double ss_psnr(double mse, double range);
  * defaults (7x7 uniform window, reflect padding, sample covariance, crop 3).
  * Returns 0 and *out, or SS_EINVAL when min(h, w) < 7 (null in the API). */
 int ss_ssim(const uint16_t *a, const uint16_t *b, int h, int w, double range, double *out);
+/* ss_ssim for double samples in 2D (d0 = 1) or 3D (d0 x d1 x d2, C order):
+ * skimage's structural_similarity(a, b, data_range=range) with its defaults,
+ * the 7-wide window along every axis of the array. Returns 0 and *out, or
+ * SS_EINVAL when an axis (d1, d2, and d0 unless 1) is under 7, SS_ENOMEM. */
+int ss_ssim_f64(const double *a, const double *b, int d0, int d1, int d2, double range, double *out);
 /* skimage.metrics.hausdorff_distance on the nonzero pixels of each image:
  * 0 if both are empty. Returns 0 and *out, or 1 when exactly one image has no
  * nonzero pixel (infinite: null in the API). Exact and O(h*w) or near it. */

@@ -37,6 +37,13 @@ typedef struct ss_factors {
  * allocation. Thread-safe. */
 int ss_svd_factor(const ss_image *img, int rank, int keep_original, ss_factors **out);
 void ss_factors_free(ss_factors *f); /* NULL-safe */
+/* The same from float values (row-major m x n, any range: a volume's scaled
+ * slice): float32 sgesdd, or float64 dgesdd when use_f64 (wider data types,
+ * whose full-rank float32 error would reach a unit); bit_depth (8 or 16) is
+ * only the label kept in the factors. No original is kept and the id is "".
+ * Same returns as ss_svd_factor, and SS_EINVAL for a non-finite value. */
+int ss_svd_factor_values(const float *a, int m, int n, int bit_depth, int rank, int use_f64,
+                         ss_factors **out);
 
 /* Allocates zeroed factors of the given shape (U, S, Vt, W, and orig when
  * with_orig) with id "" and created 0, for loaders and tests that fill the

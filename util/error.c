@@ -30,6 +30,8 @@ const char *ss_strcode(int code) {
     case SS_ENOSPC: return "no space";
     case SS_EBUSY: return "busy";
     case SS_ETIMEDOUT: return "timed out";
+    case SS_ENOTNIFTI: return "not a NIfTI file";
+    case SS_EUNSUPPORTED: return "unsupported";
     default: return "unknown error";
     }
 }

@@ -17,6 +17,8 @@ enum {
     SS_ENOSPC = -9,     /* disk full or quota exceeded */
     SS_EBUSY = -10,     /* queue full: try again later */
     SS_ETIMEDOUT = -11, /* a queued job passed its deadline */
+    SS_ENOTNIFTI = -12,    /* input is not a NIfTI-1/-2 file (sizeof_hdr, magic) */
+    SS_EUNSUPPORTED = -13, /* a valid input svdslice does not handle (data type, 5D, NaN) */
 };
 
 /* printf-style; always returns `code` so callers can `return ss_fail(...)`. */
