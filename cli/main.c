@@ -7,6 +7,7 @@
 #include "cli/bench.h"
 #include "cli/cli.h"
 #include "cli/serve.h"
+#include "cli/volume.h"
 #include "gpu/gpu.h"
 
 /* The commands as data: name and handler (argv[0] is the command's name). */
@@ -20,6 +21,8 @@ static const struct {
     {"quality", ss_cmd_quality},
     {"bench", ss_cmd_bench},
     {"backends", ss_cmd_backends},
+    {"compress-volume", ss_cmd_compress_volume},
+    {"reconstruct-volume", ss_cmd_reconstruct_volume},
 };
 
 int main(int argc, char **argv) {

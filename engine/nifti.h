@@ -101,6 +101,15 @@ int ss_nifti_decode(const void *buf, size_t len, int t, const ss_nifti_limits *l
 int ss_nifti_encode(const ss_nifti_info *info, const void *voxels, int gzip, unsigned char **out,
                     size_t *out_len);
 
+/* The header ss_nifti_encode writes for info (little-endian, the header and
+ * its 4 extension bytes: 352 or 544 bytes) into h. Returns its length, 0 for
+ * a bad info. Deterministic: the same volume gives the same bytes. */
+size_t ss_nifti_write_header(const ss_nifti_info *info, unsigned char h[SS_NII_HDR_MAX + 4]);
+/* ss_nifti_probe's checks of a header alone, without the data-length check:
+ * for a stored copy of info->hdr (which is in native order). */
+int ss_nifti_check_header(const void *hdr, size_t len, int t, const ss_nifti_limits *lim,
+                          ss_nifti_info *out);
+
 /* "uint8", "int16", ... for a SS_NII_* code; "unsupported" otherwise. */
 const char *ss_nifti_type_name(int datatype);
 /* Bytes per voxel of an accepted type, 0 otherwise. */

@@ -306,19 +306,24 @@ long long ss_svd_workspace_bytes(int m, int n, int bit_depth) {
     return b + 12 * 4096; /* the allocator rounds each of the (at most 12) blocks up, by a page at most */
 }
 
-/* Full-p factors of img into float arrays. 8-bit images are factorised in
- * float32 (full-rank error ~1e-3 of a level on real slices). For 16-bit ones
- * float32's backward error, ~eps * ||A|| = 6e-8 * (65535 * sqrt(m n)), reaches
- * half a level, so they go through float64 (about 1.3x the time) and only the
- * results are rounded to float32. */
-static int factor_image(const ss_image *img, float *S, float *Ufull, float *Vtfull) {
-    const int m = img->height, n = img->width, p = m < n ? m : n;
+/* Full-p factors of an m x n array into float arrays: the samples come from
+ * px (u16) or fx (float), whichever is not NULL. 8-bit images are factorised
+ * in float32 (full-rank error ~1e-3 of a level on real slices). For 16-bit
+ * ones float32's backward error, ~eps * ||A|| = 6e-8 * (65535 * sqrt(m n)),
+ * reaches half a level, so they go through float64 (about 1.3x the time) and
+ * only the results are rounded to float32. */
+static int factor_full(const uint16_t *px, const float *fx, int m, int n, int use_f64, float *S,
+                       float *Ufull, float *Vtfull) {
+    const int p = m < n ? m : n;
     const size_t mn = (size_t)m * (size_t)n;
     int rc;
-    if (img->bit_depth == 8) {
+    if (!use_f64) {
         float *a = malloc(sizeof(float) * mn * 2); /* a and its copy for the fallback */
         if (!a) return ss_fail(SS_ENOMEM, "out of memory factorising a %dx%d image", m, n);
-        for (size_t i = 0; i < mn; i++) a[i] = (float)img->px[i];
+        if (px)
+            for (size_t i = 0; i < mn; i++) a[i] = (float)px[i];
+        else
+            memcpy(a, fx, sizeof(float) * mn);
         memcpy(a + mn, a, sizeof(float) * mn);
         rc = svd_full_f32(a, a + mn, m, n, S, Ufull, Vtfull);
         free(a);
@@ -328,7 +333,10 @@ static int factor_image(const ss_image *img, float *S, float *Ufull, float *Vtfu
     double *a = malloc(sizeof(double) * (mn * 2 + pu + pv + (size_t)p));
     if (!a) return ss_fail(SS_ENOMEM, "out of memory factorising a %dx%d image", m, n);
     double *a_copy = a + mn, *Ud = a_copy + mn, *Vtd = Ud + pu, *Sd = Vtd + pv;
-    for (size_t i = 0; i < mn; i++) a[i] = (double)img->px[i];
+    if (px)
+        for (size_t i = 0; i < mn; i++) a[i] = (double)px[i];
+    else
+        for (size_t i = 0; i < mn; i++) a[i] = (double)fx[i];
     memcpy(a_copy, a, sizeof(double) * mn);
     rc = svd_full_f64(a, a_copy, m, n, Sd, Ud, Vtd);
     if (rc == 0) {
@@ -340,29 +348,24 @@ static int factor_image(const ss_image *img, float *S, float *Ufull, float *Vtfu
     return rc;
 }
 
-int ss_svd_factor(const ss_image *img, int rank, int keep_original, ss_factors **out) {
-    *out = NULL;
-    if (!img || !img->px || img->width <= 0 || img->height <= 0 ||
-        (img->bit_depth != 8 && img->bit_depth != 16))
-        return ss_fail(SS_EINVAL, "bad image to factorise");
-    const int m = img->height, n = img->width, p = m < n ? m : n;
-    const size_t mn = (size_t)m * (size_t)n;
+/* Factors at `rank` of px or fx (see factor_full), without id or original. */
+static int factor_into(const uint16_t *px, const float *fx, int m, int n, int bit_depth, int rank,
+                       int use_f64, int keep_original, ss_factors **out) {
+    const int p = m < n ? m : n;
     if (!lapack_can_count(m, n))
         return ss_fail(SS_ETOOLARGE, "a %dx%d image is over what LAPACK's %d-bit interface can factorise", n, m,
                        (int)(8 * sizeof(lapack_int)));
     rank = norm_rank(rank, p);
-
     ss_factors *f;
-    int rc = ss_factors_alloc(m, n, rank, img->bit_depth, keep_original, &f);
+    int rc = ss_factors_alloc(m, n, rank, bit_depth, keep_original, &f);
     if (rc) return rc;
-
     float *Ufull = malloc(sizeof(float) * (size_t)m * (size_t)p);
     float *Vtfull = malloc(sizeof(float) * (size_t)p * (size_t)n);
     if (!Ufull || !Vtfull) {
         rc = ss_fail(SS_ENOMEM, "out of memory factorising a %dx%d image", m, n);
         goto done;
     }
-    rc = factor_image(img, f->S, Ufull, Vtfull);
+    rc = factor_full(px, fx, m, n, use_f64, f->S, Ufull, Vtfull);
     if (rc) goto done;
     for (int i = 0; i < p; i++) {
         if (!isfinite(f->S[i])) {
@@ -370,15 +373,10 @@ int ss_svd_factor(const ss_image *img, int rank, int keep_original, ss_factors *
             goto done;
         }
     }
-
     for (int i = 0; i < m; i++)
-        memcpy(f->U + (size_t)i * (size_t)rank, Ufull + (size_t)i * (size_t)p,
-               sizeof(float) * (size_t)rank);
+        memcpy(f->U + (size_t)i * (size_t)rank, Ufull + (size_t)i * (size_t)p, sizeof(float) * (size_t)rank);
     memcpy(f->Vt, Vtfull, sizeof(float) * (size_t)rank * (size_t)n);
     ss_factors_update_w(f);
-    if (keep_original) memcpy(f->orig, img->px, sizeof(uint16_t) * mn);
-    ss_content_id(img, rank, f->id);
-
 done:
     free(Ufull);
     free(Vtfull);
@@ -386,6 +384,32 @@ done:
         ss_factors_free(f);
         return rc;
     }
+    *out = f;
+    return SS_OK;
+}
+
+int ss_svd_factor_values(const float *a, int m, int n, int bit_depth, int rank, int use_f64,
+                         ss_factors **out) {
+    *out = NULL;
+    if (!a || m <= 0 || n <= 0 || (bit_depth != 8 && bit_depth != 16))
+        return ss_fail(SS_EINVAL, "bad values to factorise");
+    const size_t mn = (size_t)m * (size_t)n;
+    for (size_t i = 0; i < mn; i++)
+        if (!isfinite(a[i])) return ss_fail(SS_EINVAL, "non-finite value to factorise");
+    return factor_into(NULL, a, m, n, bit_depth, rank, use_f64, 0, out);
+}
+
+int ss_svd_factor(const ss_image *img, int rank, int keep_original, ss_factors **out) {
+    *out = NULL;
+    if (!img || !img->px || img->width <= 0 || img->height <= 0 ||
+        (img->bit_depth != 8 && img->bit_depth != 16))
+        return ss_fail(SS_EINVAL, "bad image to factorise");
+    const int m = img->height, n = img->width;
+    ss_factors *f;
+    int rc = factor_into(img->px, NULL, m, n, img->bit_depth, rank, img->bit_depth != 8, keep_original, &f);
+    if (rc) return rc;
+    if (keep_original) memcpy(f->orig, img->px, sizeof(uint16_t) * (size_t)m * (size_t)n);
+    ss_content_id(img, f->rank, f->id);
     *out = f;
     return SS_OK;
 }

@@ -69,6 +69,13 @@ int ss_volume_factor_slice(ss_volume *v, int index);
 /* Every slice not yet factorised, over nthreads threads (<= 0: one per core);
  * for the CLI and tests. First error wins. */
 int ss_volume_factor_all(ss_volume *v, int nthreads);
+/* Runs fn(arg, s, ws) for s in 0..count-1 over nthreads threads (<= 0: one
+ * per core; the caller's thread is one of them), slices handed out one at a
+ * time, each thread with its own workspace; the first error stops the rest
+ * and is returned with its message. What ss_volume_factor_all and
+ * ss_volume_rebuild run on; for the bench's baseline run the same way. */
+typedef int (*ss_slice_fn)(void *arg, int s, ss_workspace *ws);
+int ss_volume_for_each_slice(int count, int nthreads, ss_slice_fn fn, void *arg);
 /* 1 when every slice is factorised. */
 int ss_volume_complete(const ss_volume *v);
 /* Peak bytes one ss_volume_factor_slice call allocates (for memory budgets). */

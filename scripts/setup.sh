@@ -19,11 +19,14 @@ build   libpng-dev zlib1g-dev libdeflate-dev       # PNG decoding and encoding
 build   libjansson-dev                             # JSON
 build   libmicrohttpd-dev                          # the HTTP server
 build   nettle-dev                                 # SHA-256 content ids
+build   libnifti2-dev                              # NIfTI-1/-2 volume headers (nifticlib)
 build   libcmocka-dev                              # unit tests (small; CMake wants it unless -DBUILD_TESTING=OFF)
 slices  insighttoolkit4-examples                   # real MRI slices (7 MB): the demo slice and test data
 ref     python3 python3-numpy python3-skimage python3-pil   # references of the unit tests: float64 SVD, scikit-image
+ref     python3-nibabel                            # volume references: NIfTI read and written by nibabel
 demo    curl                                       # run.sh loads the demo slice through the API
 test    python3 python3-numpy python3-skimage python3-pil python3-yaml curl   # CLI and HTTP tests
+test    python3-nibabel                            # volume tests: NIfTI references read and written by nibabel
 test    python3-prometheus-client                  # /metrics read by the Prometheus parser itself
 browser chromium fonts-dejavu-core nodejs npm      # browser tests: Node drives Debian Chromium
 bench   wrk gunicorn                               # bench/load: load generator, Python baseline
