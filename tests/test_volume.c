@@ -1,0 +1,363 @@
+/* test_volume.c - volumes: slice layout, factorisation in parallel, k clamping, rebuild, the .svv form and its corruption, quality */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/kernels.h"
+#include "engine/nifti.h"
+#include "engine/quality.h"
+#include "engine/volume.h"
+#include "util/error.h"
+#include "util/testutil.h"
+#include "util/tu_nifti.h"
+
+enum { NX = 13, NY = 9, NZ = 11 };
+
+/* An int16 volume whose voxel (i, j, k) is coded from its coordinates plus noise, so a
+ * misplaced voxel shows; scaled by slope/inter. Factorised along `axis`. */
+static ss_volume *make_volume(int version, int axis, double slope, double inter, int factor) {
+    int16_t data[NX * NY * NZ];
+    uint64_t seed = 42;
+    for (int k = 0; k < NZ; k++)
+        for (int j = 0; j < NY; j++)
+            for (int i = 0; i < NX; i++)
+                data[i + NX * (j + NY * k)] = (int16_t)(i + 20 * j + 400 * k + (int)(tu_rand_uniform(&seed) * 7));
+    tu_nii h = tu_nii_3d(version, NX, NY, NZ, SS_NII_INT16, 2);
+    h.slope = slope;
+    h.inter = inter;
+    size_t len;
+    unsigned char *b = tu_nifti_build(&h, data, sizeof data, 2, &len);
+    assert_non_null(b);
+    ss_volume_opts o = {.axis = axis, .t = 0};
+    ss_volume *v;
+    assert_int_equal(ss_volume_from_nifti(b, len, &o, &v), 0);
+    free(b);
+    if (factor) assert_int_equal(ss_volume_factor_all(v, 3), 0);
+    return v;
+}
+
+static int16_t vox_at(const ss_volume *v, int i, int j, int k) {
+    return ((const int16_t *)v->voxels)[i + NX * (j + NY * k)];
+}
+
+static void test_slice_layout(void **state) {
+    (void)state;
+    const int want[3][3] = {{NZ, NY, NX}, {NZ, NX, NY}, {NY, NX, NZ}}; /* rows, cols, count */
+    for (int axis = 0; axis < 3; axis++) {
+        ss_volume *v = make_volume(1, axis, 1, 0, 1);
+        int rows, cols, count;
+        ss_volume_slice_dims(&v->nii, axis, &rows, &cols, &count);
+        assert_int_equal(rows, want[axis][0]);
+        assert_int_equal(cols, want[axis][1]);
+        assert_int_equal(count, want[axis][2]);
+        assert_int_equal(v->m, rows);
+        assert_int_equal(v->n, cols);
+        assert_int_equal(v->nslices, count);
+        ss_workspace *ws = ss_workspace_new();
+        double *out = malloc(sizeof(double) * (size_t)rows * (size_t)cols);
+        const int s = count / 2;
+        /* Full rank (k clamped to it) along the factorisation axis: the original, laid out as documented. */
+        assert_int_equal(ss_volume_slice(v, NULL, axis, s, 1 << 30, ss_backend_find("blas"), ws, out), 0);
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) {
+                int i, j, k;
+                if (axis == 2) i = c, j = r, k = s;      /* rows j, columns i */
+                else if (axis == 1) i = c, j = s, k = r; /* rows k, columns i */
+                else i = s, j = c, k = r;                /* rows k, columns j */
+                assert_true(out[r * cols + c] == vox_at(v, i, j, k));
+            }
+        /* The slice's factors hold the same array: U S Vt at full rank is it. */
+        const ss_factors *f = v->slices[s];
+        double *ref = malloc(sizeof(double) * (size_t)rows * (size_t)cols);
+        ss_reference_f64(f, f->rank, ref);
+        for (int q = 0; q < rows * cols; q++) assert_true(fabs(ref[q] - out[q]) < 0.05);
+        free(ref);
+        free(out);
+        ss_workspace_free(ws);
+        ss_volume_free(v);
+    }
+}
+
+static void test_other_axis_needs_the_rebuilt_volume(void **state) {
+    (void)state;
+    ss_volume *v = make_volume(2, 2, 1, 0, 1);
+    const ss_backend *b = ss_backend_find("blas");
+    ss_workspace *ws = ss_workspace_new();
+    double out[NX * NZ], direct[NX * NY];
+    assert_int_equal(ss_volume_slice(v, NULL, 1, 3, 4, b, ws, out), SS_EINVAL);
+    int16_t *rebuilt = malloc(ss_volume_voxel_bytes(v));
+    assert_int_equal(ss_volume_rebuild(v, 4, b, 2, rebuilt), 0);
+    assert_int_equal(ss_volume_slice(v, rebuilt, 1, 3, 4, b, ws, out), 0);
+    for (int k = 0; k < NZ; k++)
+        for (int i = 0; i < NX; i++) assert_true(out[k * NX + i] == rebuilt[i + NX * (3 + NY * k)]);
+    /* Along the factorisation axis the direct slice equals the rebuilt volume's. */
+    assert_int_equal(ss_volume_slice(v, NULL, 2, 5, 4, b, ws, direct), 0);
+    for (int j = 0; j < NY; j++)
+        for (int i = 0; i < NX; i++) assert_true(direct[j * NX + i] == rebuilt[i + NX * (j + NY * 5)]);
+    assert_int_equal(ss_volume_slice(v, rebuilt, 0, NX, 4, b, ws, out), SS_EINVAL); /* index past the end */
+    assert_int_equal(ss_volume_slice(v, rebuilt, 3, 0, 4, b, ws, out), SS_EINVAL);  /* no axis 3 */
+    free(rebuilt);
+    ss_workspace_free(ws);
+    ss_volume_free(v);
+}
+
+/* The rebuild at k against a float64 product of each slice's factors, scaled back and rounded. */
+static void test_rebuild_matches_float64_and_clamps_k(void **state) {
+    (void)state;
+    ss_volume *v = make_volume(1, 0, 0.5, 100, 1); /* slices 11 x 9 along i: rank 9 */
+    const int nsv = v->m < v->n ? v->m : v->n;
+    int16_t *out = malloc(ss_volume_voxel_bytes(v));
+    double *ref = malloc(sizeof(double) * (size_t)v->m * (size_t)v->n);
+    const char *names[] = {"blas", "blocked", "threads", "loops2"};
+    const int ks[] = {1, 3, nsv - 1};
+    for (size_t bi = 0; bi < 4; bi++)
+        for (size_t ki = 0; ki < 3; ki++) {
+            const int k = ks[ki];
+            assert_int_equal(ss_volume_rebuild(v, k, ss_backend_find(names[bi]), bi == 2 ? 1 : 3, out), 0);
+            for (int s = 0; s < v->nslices; s++) {
+                ss_reference_f64(v->slices[s], k, ref);
+                for (int r = 0; r < v->m; r++)
+                    for (int c = 0; c < v->n; c++) {
+                        double x = (ref[r * v->n + c] - 100) / 0.5;
+                        double want = x < 0 ? -floor(-x + 0.5) : floor(x + 0.5);
+                        double got = out[s + NX * (c + NY * r)];
+                        if (fabs(got - want) > 1)
+                            fail_msg("%s k %d slice %d (%d,%d): %g vs %g", names[bi], k, s, r, c, got, want);
+                    }
+            }
+        }
+    /* k at or over the rank of every slice: the original, exactly. */
+    for (int k = nsv; k <= nsv + 1; k++) {
+        assert_int_equal(ss_volume_rebuild(v, k, ss_backend_find("blas"), 2, out), 0);
+        assert_memory_equal(out, v->voxels, ss_volume_voxel_bytes(v));
+    }
+    assert_int_equal(ss_volume_rebuild(v, 1 << 30, ss_backend_find("blas"), 2, out), 0);
+    assert_memory_equal(out, v->voxels, ss_volume_voxel_bytes(v));
+    /* k < 1, a backend without float output or unavailable. */
+    assert_int_equal(ss_volume_rebuild(v, 0, ss_backend_find("blas"), 2, out), SS_EINVAL);
+    assert_int_equal(ss_volume_rebuild(v, -3, ss_backend_find("blas"), 2, out), SS_EINVAL);
+    const ss_backend *cuda = ss_backend_find("cuda");
+    if (!cuda->available(NULL)) assert_int_equal(ss_volume_rebuild(v, 2, cuda, 2, out), SS_EUNAVAIL);
+    /* The quality's per-slice k is the clamped one. */
+    ss_volume_quality vq, *sq = calloc((size_t)v->nslices, sizeof *sq);
+    assert_int_equal(ss_volume_rebuild(v, 50, ss_backend_find("blas"), 2, out), 0);
+    assert_int_equal(ss_volume_quality_compute(v, 50, out, &vq, sq), 0);
+    assert_int_equal(vq.k, 50);
+    assert_int_equal(sq[0].k, nsv);
+    assert_true(vq.mse == 0 && vq.psnr_null && vq.energy == 1.0);
+    free(sq);
+    free(ref);
+    free(out);
+    ss_volume_free(v);
+}
+
+static void test_factorise_in_parallel_equals_one_by_one(void **state) {
+    (void)state;
+    ss_volume *a = make_volume(1, 2, 1, 0, 1); /* factor_all on 3 threads */
+    ss_volume *b = make_volume(1, 2, 1, 0, 0);
+    for (int s = b->nslices - 1; s >= 0; s--) assert_int_equal(ss_volume_factor_slice(b, s), 0);
+    assert_int_equal(ss_volume_factor_slice(b, 0), SS_EINVAL); /* done already */
+    assert_int_equal(ss_volume_factor_slice(b, b->nslices), SS_EINVAL);
+    assert_true(ss_volume_complete(a) && ss_volume_complete(b));
+    assert_string_equal(a->id, b->id);
+    for (int s = 0; s < a->nslices; s++) {
+        const ss_factors *x = a->slices[s], *y = b->slices[s];
+        assert_int_equal(x->rank, y->rank);
+        assert_memory_equal(x->S, y->S, sizeof(float) * (size_t)x->nsv);
+        assert_memory_equal(x->U, y->U, sizeof(float) * (size_t)x->m * (size_t)x->rank);
+        assert_int_equal(x->bit_depth, 16);
+        assert_null(x->orig);
+    }
+    ss_volume_free(a);
+    ss_volume_free(b);
+}
+
+static void serialize(const ss_volume *v, unsigned char **buf, size_t *len) {
+    assert_int_equal(ss_volume_serialize(v, buf, len), 0);
+}
+
+static void test_svv_round_trip(void **state) {
+    (void)state;
+    for (int version = 1; version <= 2; version++) {
+        ss_volume *v = make_volume(version, version == 1 ? 1 : 2, 2.0, -5, 1);
+        snprintf(v->name, sizeof v->name, "head %d", version);
+        v->created = 1700000000 + version;
+        unsigned char *buf;
+        size_t len;
+        serialize(v, &buf, &len);
+        /* Not before every slice is factorised. */
+        ss_volume *partial = make_volume(version, 2, 1, 0, 0);
+        unsigned char *pb;
+        size_t pl;
+        assert_int_equal(ss_volume_serialize(partial, &pb, &pl), SS_EINVAL);
+        ss_volume_free(partial);
+
+        ss_volume *w;
+        assert_int_equal(ss_volume_deserialize(buf, len, &w), 0);
+        assert_string_equal(w->id, v->id);
+        assert_string_equal(w->name, v->name);
+        assert_int_equal(w->created, v->created);
+        assert_int_equal(w->axis, v->axis);
+        assert_int_equal(w->nslices, v->nslices);
+        assert_int_equal(w->nii.version, version);
+        assert_true(w->vmin == v->vmin && w->vmax == v->vmax);
+        assert_memory_equal(w->voxels, v->voxels, ss_volume_voxel_bytes(v));
+        assert_memory_equal(w->nii.hdr, v->nii.hdr, v->nii.hdr_bytes);
+        /* The same rebuild from both, and the same bytes when encoded again. */
+        void *r1 = malloc(ss_volume_voxel_bytes(v)), *r2 = malloc(ss_volume_voxel_bytes(v));
+        assert_int_equal(ss_volume_rebuild(v, 3, ss_backend_find("blas"), 2, r1), 0);
+        assert_int_equal(ss_volume_rebuild(w, 3, ss_backend_find("blas"), 2, r2), 0);
+        assert_memory_equal(r1, r2, ss_volume_voxel_bytes(v));
+        unsigned char *buf2;
+        size_t len2;
+        serialize(w, &buf2, &len2);
+        assert_int_equal(len2, len);
+        assert_memory_equal(buf2, buf, len);
+        /* The index alone: a prefix of the blob is enough. */
+        ss_volume h;
+        const size_t head = ss_svv_sections_offset(v->nslices);
+        assert_int_equal(ss_volume_read_header(buf, head, len, &h), 0);
+        assert_string_equal(h.id, v->id);
+        assert_int_equal(h.nslices, v->nslices);
+        assert_null(h.voxels);
+        assert_int_equal(ss_volume_read_header(buf, head - 1, len, &h), SS_ECORRUPT);
+        assert_int_equal(ss_volume_verify(buf, len), 0);
+        free(buf2);
+        free(r1);
+        free(r2);
+        free(buf);
+        ss_volume_free(w);
+        ss_volume_free(v);
+    }
+}
+
+static void test_svv_corruption_detected(void **state) {
+    (void)state;
+    ss_volume *v = make_volume(1, 2, 1, 0, 1);
+    unsigned char *buf;
+    size_t len;
+    serialize(v, &buf, &len);
+    const size_t secs = ss_svv_sections_offset(v->nslices);
+    /* One byte in every header field region, the index, its checksum, and inside every section. */
+    size_t spots[64];
+    int n = 0;
+    for (size_t off = 0; off < 1024; off += 37) spots[n++] = off;
+    spots[n++] = 1024 + 5;                 /* index entry 0 */
+    spots[n++] = secs - 2;                 /* index checksum */
+    while (n > 60) n--;
+    const unsigned char *idx = buf + 1024;
+    int secn = 0;
+    for (int e = 0; e <= v->nslices && n < 64; e++, idx += SS_SVV_INDEX_ENTRY_BYTES) {
+        uint64_t o = 0, l = 0;
+        for (int i = 7; i >= 0; i--) o = o << 8 | idx[i], l = l << 8 | idx[8 + i];
+        spots[n++] = (size_t)(o + l / 2);
+        secn++;
+    }
+    assert_int_equal(secn, v->nslices + 1);
+    for (int i = 0; i < n; i++) {
+        buf[spots[i]] ^= 0x10;
+        ss_volume *w = NULL;
+        int rc = ss_volume_deserialize(buf, len, &w);
+        if (rc != SS_ECORRUPT) fail_msg("a flipped byte at %zu of %zu: %d (%s)", spots[i], len, rc, ss_error());
+        assert_null(w);
+        assert_int_equal(ss_volume_verify(buf, len), SS_ECORRUPT);
+        buf[spots[i]] ^= 0x10;
+    }
+    /* Every truncation and one byte of padding. */
+    for (size_t cut = 0; cut < len; cut += len / 97 + 1) {
+        ss_volume *w = NULL;
+        assert_int_equal(ss_volume_deserialize(buf, cut, &w), SS_ECORRUPT);
+    }
+    unsigned char *pad = malloc(len + 1);
+    memcpy(pad, buf, len);
+    pad[len] = 0;
+    ss_volume *w = NULL;
+    assert_int_equal(ss_volume_deserialize(pad, len + 1, &w), SS_ECORRUPT);
+    assert_int_equal(ss_volume_deserialize(buf, len, &w), 0);
+    ss_volume_free(w);
+    free(pad);
+    free(buf);
+    ss_volume_free(v);
+}
+
+static void test_ids(void **state) {
+    (void)state;
+    ss_volume *a = make_volume(1, 2, 1, 0, 0), *b = make_volume(1, 2, 1, 0, 0);
+    ss_volume *c = make_volume(1, 1, 1, 0, 0), *d = make_volume(1, 2, 2, 0, 0), *e = make_volume(2, 2, 1, 0, 0);
+    assert_int_equal(strlen(a->id), 64);
+    assert_string_equal(a->id, b->id);
+    assert_string_not_equal(a->id, c->id); /* axis */
+    assert_string_not_equal(a->id, d->id); /* scaling */
+    assert_string_not_equal(a->id, e->id); /* NIfTI version */
+    ss_volume_free(a);
+    ss_volume_free(b);
+    ss_volume_free(c);
+    ss_volume_free(d);
+    ss_volume_free(e);
+}
+
+static void test_pixels_and_window(void **state) {
+    (void)state;
+    ss_volume *v = make_volume(1, 2, 2.0, 10, 0);
+    const double vals[] = {v->vmin, v->vmax, 0.5 * (v->vmin + v->vmax), v->vmin - 5, v->vmax + 5};
+    uint16_t px[5];
+    assert_int_equal(ss_volume_pixels(v, vals, 5, px), 16);
+    assert_int_equal(px[0], 0);
+    assert_int_equal(px[1], 65535);
+    assert_int_equal(px[2], 32768); /* 32767.5 rounds up */
+    assert_int_equal(px[3], 0);
+    assert_int_equal(px[4], 65535);
+    /* The window reads scaled values: stored 45 -> 100 with slope 2, inter 10. */
+    const double w[] = {45, 20, 70};
+    ss_volume_window(v, w, 3, 100, 100, px);
+    assert_int_equal(px[0], 128); /* 127.5 */
+    assert_int_equal(px[1], 0);
+    assert_int_equal(px[2], 255);
+    ss_volume_free(v);
+}
+
+/* ss_ssim_f64 in 2D agrees with the 16-bit ss_ssim (itself checked against scikit-image). */
+static void test_ssim_f64_matches_ss_ssim(void **state) {
+    (void)state;
+    enum { H = 23, W = 31 };
+    uint16_t a[H * W], b[H * W];
+    double da[H * W], db[H * W];
+    uint64_t seed = 9;
+    for (int i = 0; i < H * W; i++) {
+        a[i] = (uint16_t)(tu_rand_uniform(&seed) * 255);
+        b[i] = (uint16_t)(a[i] / 2 + tu_rand_uniform(&seed) * 40);
+        da[i] = a[i];
+        db[i] = b[i];
+    }
+    double s16, s64;
+    assert_int_equal(ss_ssim(a, b, H, W, 255, &s16), 0);
+    assert_int_equal(ss_ssim_f64(da, db, 1, H, W, 255, &s64), 0);
+    assert_true(fabs(s16 - s64) < 1e-12);
+    assert_int_equal(ss_ssim_f64(da, da, 1, H, W, 255, &s64), 0);
+    assert_true(fabs(s64 - 1) < 1e-12);
+    assert_int_equal(ss_ssim_f64(da, db, 1, 6, W, 255, &s64), SS_EINVAL);
+    assert_int_equal(ss_ssim_f64(da, db, 6, 7, 7, 255, &s64), SS_EINVAL);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_slice_layout),
+        cmocka_unit_test(test_other_axis_needs_the_rebuilt_volume),
+        cmocka_unit_test(test_rebuild_matches_float64_and_clamps_k),
+        cmocka_unit_test(test_factorise_in_parallel_equals_one_by_one),
+        cmocka_unit_test(test_svv_round_trip),
+        cmocka_unit_test(test_svv_corruption_detected),
+        cmocka_unit_test(test_ids),
+        cmocka_unit_test(test_pixels_and_window),
+        cmocka_unit_test(test_ssim_f64_matches_ss_ssim),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
