@@ -403,6 +403,22 @@ static int deflate_voxels(const ss_volume *v, unsigned char **out, size_t *out_l
     return SS_OK;
 }
 
+/* Each slice's .svd encoding and its crc, one slice per call: run over the cores. */
+typedef struct enc_job {
+    const ss_volume *v;
+    unsigned char **enc;
+    size_t *len;
+    uint32_t *crc;
+} enc_job;
+
+static int encode_one(void *arg, int s, ss_workspace *ws) {
+    (void)ws;
+    const enc_job *j = arg;
+    int rc = ss_svd_serialize(j->v->slices[s], &j->enc[s], &j->len[s]);
+    if (rc == SS_OK) j->crc[s + 1] = (uint32_t)crc32_z(0, j->enc[s], j->len[s]);
+    return rc;
+}
+
 int ss_volume_serialize(const ss_volume *v, unsigned char **out, size_t *out_len) {
     *out = NULL;
     *out_len = 0;
@@ -414,15 +430,19 @@ int ss_volume_serialize(const ss_volume *v, unsigned char **out, size_t *out_len
     if (rc) return rc;
     unsigned char **enc = calloc((size_t)ns, sizeof *enc);
     size_t *elen = calloc((size_t)ns, sizeof *elen);
-    if (!enc || !elen) rc = ss_fail(SS_ENOMEM, "out of memory serialising a volume");
-    size_t total = ss_svv_sections_offset(ns) + zl;
-    for (int s = 0; rc == SS_OK && s < ns; s++) {
-        rc = ss_svd_serialize(v->slices[s], &enc[s], &elen[s]);
-        total += elen[s];
+    uint32_t *crc = calloc((size_t)ns + 1, sizeof *crc);
+    if (!enc || !elen || !crc) rc = ss_fail(SS_ENOMEM, "out of memory serialising a volume");
+    if (rc == SS_OK) {
+        enc_job ej = {v, enc, elen, crc};
+        rc = ss_volume_for_each_slice(ns, 0, encode_one, &ej);
+        crc[0] = (uint32_t)crc32_z(0, z, zl);
     }
-    unsigned char *b = rc ? NULL : calloc(1, total);
+    size_t total = ss_svv_sections_offset(ns) + zl;
+    for (int s = 0; rc == SS_OK && s < ns; s++) total += elen[s];
+    unsigned char *b = rc ? NULL : malloc(total);
     if (!rc && !b) rc = ss_fail(SS_ENOMEM, "out of memory for a %zu-byte volume", total);
     if (rc == SS_OK) {
+        memset(b, 0, ss_svv_sections_offset(ns));
         memcpy(b + H_MAGIC, SVV_MAGIC, 8);
         put_u32(b + H_VERSION, SVV_VERSION);
         put_u32(b + H_HDRSIZE, SS_SVV_HEADER_BYTES);
@@ -450,7 +470,7 @@ int ss_volume_serialize(const ss_volume *v, unsigned char **out, size_t *out_len
             memcpy(b + off, src, n);
             put_u64(idx, off);
             put_u64(idx + 8, n);
-            put_u32(idx + 16, (uint32_t)crc32_z(0, src, n));
+            put_u32(idx + 16, crc[e]);
             off += n;
         }
         put_u32(idx, (uint32_t)crc32_z(0, b + SS_SVV_HEADER_BYTES, (size_t)(ns + 1) * SS_SVV_INDEX_ENTRY_BYTES));
@@ -461,6 +481,7 @@ int ss_volume_serialize(const ss_volume *v, unsigned char **out, size_t *out_len
         for (int s = 0; s < ns; s++) free(enc[s]);
     free(enc);
     free(elen);
+    free(crc);
     free(z);
     return rc;
 }

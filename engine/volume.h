@@ -110,7 +110,8 @@ long long ss_volume_memory_bytes(const ss_nifti_info *info, int axis);
 size_t ss_svv_sections_offset(int nslices);
 
 /* The volume must be complete. Returns 0 and *out (malloc'd) / *out_len,
- * SS_EINVAL (incomplete) or SS_ENOMEM. Thread-safe (reads v only). */
+ * SS_EINVAL (incomplete) or SS_ENOMEM. Thread-safe (reads v only); encodes
+ * the slices on one thread per core. */
 int ss_volume_serialize(const ss_volume *v, unsigned char **out, size_t *out_len);
 /* Returns 0 and *out (complete; free with ss_volume_free), SS_ECORRUPT or
  * SS_ENOMEM. Thread-safe. */
