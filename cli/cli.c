@@ -224,7 +224,7 @@ static int load_png(const char *cmd, const char *path, ss_image *img) {
 }
 
 /* Prints a JSON document on stdout with a final newline; consumes j. */
-static int print_json(const char *cmd, json_t *j) {
+int ss_cli_print_json(const char *cmd, json_t *j) {
     if (!j) return ss_cli_error(cmd, SS_EXIT_FAIL, "out of memory building the JSON output");
     int rc = json_dumpf(j, stdout, JSON_INDENT(2));
     json_decref(j);
@@ -268,13 +268,13 @@ int ss_cmd_compress(int argc, char **argv) {
     if (ss_svd_save(pos[1], f)) {
         rc = ss_cli_error(cmd, SS_EXIT_FAIL, "cannot write %s: %s", pos[1], ss_error());
     } else {
-        rc = print_json(cmd, ss_json_slice_info(f)) ? SS_EXIT_FAIL : SS_EXIT_OK;
+        rc = ss_cli_print_json(cmd, ss_json_slice_info(f)) ? SS_EXIT_FAIL : SS_EXIT_OK;
     }
     ss_factors_free(f);
     return rc;
 }
 
-static int write_file(const char *path, const unsigned char *buf, size_t len) {
+int ss_cli_write_file(const char *path, const unsigned char *buf, size_t len) {
     FILE *fp = fopen(path, "wb");
     if (!fp) return -1;
     int ok = fwrite(buf, 1, len, fp) == len;
@@ -326,13 +326,13 @@ int ss_cmd_reconstruct(int argc, char **argv) {
         ss_cli_error(cmd, SS_EXIT_FAIL, "PNG encode failed: %s", ss_error());
         goto out;
     }
-    if (write_file(pos[1], png, png_len)) {
+    if (ss_cli_write_file(pos[1], png, png_len)) {
         ss_cli_error(cmd, SS_EXIT_FAIL, "cannot write %s: %s", pos[1], strerror(errno));
         goto out;
     }
     json_t *j = json_pack("{s:s, s:i, s:s, s:i, s:i, s:i, s:f}", "output", pos[1], "k", k, "backend", b->name,
                           "bits", bits, "width", f->n, "height", f->m, "kernel_ms", ms);
-    rc = print_json(cmd, j) ? SS_EXIT_FAIL : SS_EXIT_OK;
+    rc = ss_cli_print_json(cmd, j) ? SS_EXIT_FAIL : SS_EXIT_OK;
 out:
     free(png);
     free(conv);
@@ -374,7 +374,7 @@ int ss_cmd_quality(int argc, char **argv) {
         ss_cli_error(cmd, SS_EXIT_FAIL, "quality failed: %s", ss_error());
         goto out;
     }
-    rc = print_json(cmd, ss_json_quality(f->id, b->name, &q)) ? SS_EXIT_FAIL : SS_EXIT_OK;
+    rc = ss_cli_print_json(cmd, ss_json_quality(f->id, b->name, &q)) ? SS_EXIT_FAIL : SS_EXIT_OK;
 out:
     free(px);
     ss_factors_free(f);
@@ -387,5 +387,5 @@ int ss_cmd_backends(int argc, char **argv) {
     const ss_opt opts[] = {{NULL, 0, 0, NULL, NULL}};
     if (ss_cli_parse(cmd, argc, argv, opts, pos, 0, &npos, &help)) return SS_EXIT_USAGE;
     if (help) return fputs(k_help_backends, stdout), SS_EXIT_OK;
-    return print_json(cmd, ss_json_backends()) ? SS_EXIT_FAIL : SS_EXIT_OK;
+    return ss_cli_print_json(cmd, ss_json_backends()) ? SS_EXIT_FAIL : SS_EXIT_OK;
 }

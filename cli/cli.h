@@ -1,6 +1,7 @@
 /* cli.h - the svdslice subcommands (compress, reconstruct, quality, backends) and their flag parser */
 #ifndef SS_CLI_H
 #define SS_CLI_H
+#include <stddef.h>
 
 /* Process exit codes of API.md "Command line". */
 enum { SS_EXIT_OK = 0, SS_EXIT_FAIL = 1, SS_EXIT_USAGE = 2 };
@@ -39,6 +40,13 @@ int ss_cli_parse(const char *cmd, int argc, char **argv, const ss_opt *opts,
 
 /* Strict positive int: digits only, 1..INT_MAX. Returns 1 if valid. */
 int ss_cli_posint(const char *s, int *out);
+
+/* Writes len bytes to path (created or truncated): 0, or -1 with errno. */
+int ss_cli_write_file(const char *path, const unsigned char *buf, size_t len);
+/* Prints the JSON document j (consumed; NULL means out of memory) on stdout with a
+ * final newline: 0, or SS_EXIT_FAIL after one line on stderr. */
+struct json_t;
+int ss_cli_print_json(const char *cmd, struct json_t *j);
 
 /* Prints "svdslice CMD: message" on stderr and returns code. */
 int ss_cli_error(const char *cmd, int code, const char *fmt, ...)

@@ -55,22 +55,6 @@ static const char k_help_reconstruct_volume[] =
     "               the threads backend parallelises itself and gets 1)\n"
     "  --quality    add {\"volume\": {mse, psnr, ssim, energy}, \"slices\": [...]}\n";
 
-static int write_file(const char *path, const unsigned char *buf, size_t len) {
-    FILE *fp = fopen(path, "wb");
-    if (!fp) return -1;
-    int ok = fwrite(buf, 1, len, fp) == len;
-    if (fclose(fp)) ok = 0;
-    return ok ? 0 : -1;
-}
-
-static int print_json(const char *cmd, json_t *j) {
-    if (!j) return ss_cli_error(cmd, SS_EXIT_FAIL, "out of memory building the JSON output");
-    int rc = json_dumpf(j, stdout, JSON_INDENT(2));
-    json_decref(j);
-    if (rc || fputc('\n', stdout) == EOF || fflush(stdout)) return ss_cli_error(cmd, SS_EXIT_FAIL, "cannot write to stdout");
-    return 0;
-}
-
 /* CPU time of the whole process (all threads), ms: next to wall time on a shared machine. */
 static double cpu_ms(void) {
     struct timespec ts;
@@ -151,7 +135,7 @@ int ss_cmd_compress_volume(int argc, char **argv) {
         goto out;
     }
     double ser_ms = ss_now_ms() - t0;
-    if (write_file(pos[1], svv, svv_len)) {
+    if (ss_cli_write_file(pos[1], svv, svv_len)) {
         ss_cli_error(cmd, SS_EXIT_FAIL, "cannot write %s: %s", pos[1], strerror(errno));
         goto out;
     }
@@ -166,7 +150,7 @@ int ss_cmd_compress_volume(int argc, char **argv) {
         json_object_set_new(j, "factor_cpu_ms", json_real(factor_cpu_ms));
         json_object_set_new(j, "serialize_ms", json_real(ser_ms));
     }
-    rc = print_json(cmd, j) ? SS_EXIT_FAIL : SS_EXIT_OK;
+    rc = ss_cli_print_json(cmd, j) ? SS_EXIT_FAIL : SS_EXIT_OK;
 out:
     free(svv);
     ss_volume_free(v);
@@ -313,7 +297,7 @@ int ss_cmd_reconstruct_volume(int argc, char **argv) {
         goto out;
     }
     double write_ms = ss_now_ms() - t0;
-    if (write_file(pos[1], out, out_len)) {
+    if (ss_cli_write_file(pos[1], out, out_len)) {
         ss_cli_error(cmd, SS_EXIT_FAIL, "cannot write %s: %s", pos[1], strerror(errno));
         goto out;
     }
@@ -337,7 +321,7 @@ int ss_cmd_reconstruct_volume(int argc, char **argv) {
         for (int s = 0; arr && s < v->nslices; s++) json_array_append_new(arr, quality_json(&sq[s], 1));
         json_object_set_new(j, "quality", json_pack("{s:o, s:o}", "volume", quality_json(&vq, 0), "slices", arr));
     }
-    rc = print_json(cmd, j) ? SS_EXIT_FAIL : SS_EXIT_OK;
+    rc = ss_cli_print_json(cmd, j) ? SS_EXIT_FAIL : SS_EXIT_OK;
     j = NULL;
 out:
     json_decref(j);
@@ -585,7 +569,7 @@ int ss_bench_volume(const char *path, const int *ks, int nk, const char *const *
         } else {
             json_decref(arr);
         }
-        if (print_json(cmd, doc)) goto done;
+        if (ss_cli_print_json(cmd, doc)) goto done;
     } else {
         printf("volume %dx%dx%d %s, %d slices of %dx%d along axis %d, %d threads, %s\n", v->nii.nx, v->nii.ny,
                v->nii.nz, ss_nifti_type_name(v->nii.datatype), v->nslices, v->m, v->n, v->axis, threads, cpu);

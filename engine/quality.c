@@ -42,6 +42,18 @@ static inline void channels(const uint16_t *a, const uint16_t *b, size_t p, doub
     v[4] = x * y;
 }
 
+/* skimage's SSIM at one point from the five local means, with the same operations in the
+ * same order, so the map matches it to the last bits. */
+static inline double ssim_point(double ux, double uy, double uxx, double uyy, double uxy, double cov_norm,
+                                double C1, double C2) {
+    double vx = cov_norm * (uxx - ux * ux);
+    double vy = cov_norm * (uyy - uy * uy);
+    double vxy = cov_norm * (uxy - ux * uy);
+    double A1 = 2 * ux * uy + C1, A2 = 2 * vxy + C2;
+    double B1 = ux * ux + uy * uy + C1, B2 = vx + vy + C2;
+    return (A1 * A2) / (B1 * B2);
+}
+
 /* uniform_filter1d over one extended line `ext` (n + WIN - 1 values) exactly
  * as scipy's NI_UniformFilter1D does it: the first window summed in order and
  * divided, then a running update (new - old) / size, so rounding follows
@@ -105,16 +117,8 @@ int ss_ssim(const uint16_t *a, const uint16_t *b, int h, int w, double range, do
         }
         const double *ux = u, *uy = u + W, *uxx = u + 2 * W, *uyy = u + 3 * W, *uxy = u + 4 * W;
         double rowsum = 0.0;
-        for (size_t j = HALF; j < W - HALF; j++) {
-            /* Same operations in the same order as skimage, so the map
-             * matches it to the last bits. */
-            double vx = cov_norm * (uxx[j] - ux[j] * ux[j]);
-            double vy = cov_norm * (uyy[j] - uy[j] * uy[j]);
-            double vxy = cov_norm * (uxy[j] - ux[j] * uy[j]);
-            double A1 = 2 * ux[j] * uy[j] + C1, A2 = 2 * vxy + C2;
-            double B1 = ux[j] * ux[j] + uy[j] * uy[j] + C1, B2 = vx + vy + C2;
-            rowsum += (A1 * A2) / (B1 * B2);
-        }
+        for (size_t j = HALF; j < W - HALF; j++)
+            rowsum += ssim_point(ux[j], uy[j], uxx[j], uyy[j], uxy[j], cov_norm, C1, C2);
         total += rowsum; /* per-row partial sums keep the error near numpy's pairwise sum */
     }
     free(buf);
@@ -180,8 +184,7 @@ int ss_ssim_f64(const double *a, const double *b, int d0, int d1, int d2, double
     const double cov_norm = np / (np - 1);
     const double C1 = (0.01 * range) * (0.01 * range), C2 = (0.03 * range) * (0.03 * range);
     double total = 0;
-    const int first = three ? 0 : 0, last = three ? d0 : 1;
-    for (int p = first; p < last; p++) {
+    for (int p = 0; p < (three ? d0 : 1); p++) {
         double *F = ring + (size_t)(p % nring) * NCH * f_ch;
         ssim_plane(a + (size_t)p * plane, b + (size_t)p * plane, d1, d2, R, F);
         const double *mean = F;
@@ -201,12 +204,7 @@ int ss_ssim_f64(const double *a, const double *b, int d0, int d1, int d2, double
             double rowsum = 0;
             for (int j = 0; j < o2; j++) {
                 const size_t q = (size_t)i * (size_t)o2 + (size_t)j;
-                double vx = cov_norm * (uxx[q] - ux[q] * ux[q]);
-                double vy = cov_norm * (uyy[q] - uy[q] * uy[q]);
-                double vxy = cov_norm * (uxy[q] - ux[q] * uy[q]);
-                double A1 = 2 * ux[q] * uy[q] + C1, A2 = 2 * vxy + C2;
-                double B1 = ux[q] * ux[q] + uy[q] * uy[q] + C1, B2 = vx + vy + C2;
-                rowsum += (A1 * A2) / (B1 * B2);
+                rowsum += ssim_point(ux[q], uy[q], uxx[q], uyy[q], uxy[q], cov_norm, C1, C2);
             }
             planesum += rowsum;
         }

@@ -101,6 +101,11 @@ int ss_svd_read_sv(const void *buf, int nsv, float *S);
 /* The checks of ss_svd_deserialize that need no allocation (header, sizes,
  * both checksums), with the header into *hdr: for a file served as stored. */
 int ss_svd_verify(const void *buf, size_t len, ss_factors *hdr);
+/* A fixed-size text field of a stored header (the .svd's and .svv's name and id):
+ * NUL-terminated within `size` bytes and shorter than max_len, zero-padded after it
+ * (one encoding per content), and for an id only [A-Za-z0-9_-]. Returns its length,
+ * or -1 and *why ("unterminated name", "bad id character", ...: static text). */
+long ss_stored_text_len(const unsigned char *field, size_t size, size_t max_len, int is_id, const char **why);
 int ss_svd_save(const char *path, const ss_factors *f); /* plain write, no fsync */
 int ss_svd_load(const char *path, ss_factors **out);
 

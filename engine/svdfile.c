@@ -69,6 +69,26 @@ static int id_char_ok(char c) {
            c == '_' || c == '-';
 }
 
+long ss_stored_text_len(const unsigned char *field, size_t size, size_t max_len, int is_id, const char **why) {
+    const size_t len = strnlen((const char *)field, size);
+    if (len == size || len >= max_len) {
+        *why = is_id ? "bad id length" : "unterminated name";
+        return -1;
+    }
+    for (size_t i = 0; is_id && i < len; i++)
+        if (!id_char_ok((char)field[i])) {
+            *why = "bad id character";
+            return -1;
+        }
+    /* Zero padding keeps the encoding canonical: one file per content. */
+    for (size_t i = len; i < size; i++)
+        if (field[i]) {
+            *why = is_id ? "bad id padding" : "bad name padding";
+            return -1;
+        }
+    return (long)len;
+}
+
 /* Payload bytes for a shape; all inputs are <= SVD_MAX_SIDE so nothing overflows. */
 static uint64_t payload_bytes(uint64_t m, uint64_t n, uint64_t rank, uint64_t nsv, int orig) {
     return 4 * (m * rank + nsv + rank * n) + (orig ? 2 * m * n : 0);
@@ -145,17 +165,10 @@ static int parse_header(const unsigned char *b, size_t len, ss_factors *out, uin
         return ss_fail(SS_ECORRUPT, ".svd: bad bit depth %u", (unsigned)bits);
     if (flags & ~FLAG_ORIG) return ss_fail(SS_ECORRUPT, ".svd: unknown flags 0x%x", (unsigned)flags);
     const unsigned char *name = b + OFF_NAME, *id = b + OFF_ID;
-    size_t namelen = strnlen((const char *)name, NAME_BYTES);
-    if (namelen == NAME_BYTES) return ss_fail(SS_ECORRUPT, ".svd: unterminated name");
-    /* Zero padding keeps the encoding canonical: one file per factors. */
-    for (size_t i = namelen; i < NAME_BYTES; i++)
-        if (name[i]) return ss_fail(SS_ECORRUPT, ".svd: bad name padding");
-    size_t idlen = strnlen((const char *)id, ID_BYTES);
-    if (idlen >= sizeof out->id) return ss_fail(SS_ECORRUPT, ".svd: bad id length");
-    for (size_t i = 0; i < idlen; i++)
-        if (!id_char_ok((char)id[i])) return ss_fail(SS_ECORRUPT, ".svd: bad id character");
-    for (size_t i = idlen; i < ID_BYTES; i++)
-        if (id[i]) return ss_fail(SS_ECORRUPT, ".svd: bad id padding");
+    const char *why;
+    if (ss_stored_text_len(name, NAME_BYTES, NAME_BYTES, 0, &why) < 0) return ss_fail(SS_ECORRUPT, ".svd: %s", why);
+    const long idlen = ss_stored_text_len(id, ID_BYTES, sizeof out->id, 1, &why);
+    if (idlen < 0) return ss_fail(SS_ECORRUPT, ".svd: %s", why);
 
     const int orig = (flags & FLAG_ORIG) != 0;
     const uint64_t plen = payload_bytes(m, n, rank, nsv, orig);
@@ -173,7 +186,7 @@ static int parse_header(const unsigned char *b, size_t len, ss_factors *out, uin
     out->nsv = (int)nsv;
     out->created = (int64_t)get_u64(b + OFF_CREATED);
     memcpy(out->name, name, NAME_BYTES); /* NUL inside, checked above */
-    memcpy(out->id, id, idlen);
+    memcpy(out->id, id, (size_t)idlen);
     *plen_out = plen;
     *has_orig = orig;
     return SS_OK;

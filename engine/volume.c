@@ -486,10 +486,6 @@ int ss_volume_serialize(const ss_volume *v, unsigned char **out, size_t *out_len
     return rc;
 }
 
-static int id_char_ok(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-}
-
 /* Header and index checks; fills out's scalars. buf holds buf_len bytes of a len-byte blob. */
 static int parse_svv(const unsigned char *b, size_t buf_len, size_t len, ss_volume *out) {
     memset(out, 0, sizeof *out);
@@ -520,16 +516,10 @@ static int parse_svv(const unsigned char *b, size_t buf_len, size_t len, ss_volu
         get_u32(b + H_N) != (uint32_t)g.cols || g.count > SVV_MAX_SLICES)
         return ss_fail(SS_ECORRUPT, ".svv: slice count or shape disagrees with the NIfTI header");
     const unsigned char *name = b + H_NAME, *id = b + H_ID;
-    size_t namelen = strnlen((const char *)name, NAME_BYTES);
-    if (namelen == NAME_BYTES) return ss_fail(SS_ECORRUPT, ".svv: unterminated name");
-    for (size_t i = namelen; i < NAME_BYTES; i++)
-        if (name[i]) return ss_fail(SS_ECORRUPT, ".svv: bad name padding");
-    size_t idlen = strnlen((const char *)id, ID_BYTES);
-    if (idlen >= sizeof out->id) return ss_fail(SS_ECORRUPT, ".svv: bad id length");
-    for (size_t i = 0; i < idlen; i++)
-        if (!id_char_ok((char)id[i])) return ss_fail(SS_ECORRUPT, ".svv: bad id character");
-    for (size_t i = idlen; i < ID_BYTES; i++)
-        if (id[i]) return ss_fail(SS_ECORRUPT, ".svv: bad id padding");
+    const char *why;
+    if (ss_stored_text_len(name, NAME_BYTES, NAME_BYTES, 0, &why) < 0) return ss_fail(SS_ECORRUPT, ".svv: %s", why);
+    const long idlen = ss_stored_text_len(id, ID_BYTES, sizeof out->id, 1, &why);
+    if (idlen < 0) return ss_fail(SS_ECORRUPT, ".svv: %s", why);
 
     const size_t secs = ss_svv_sections_offset(g.count);
     if (buf_len < secs) return ss_fail(SS_ECORRUPT, ".svv: %zu bytes, shorter than its index", buf_len);
@@ -556,7 +546,7 @@ static int parse_svv(const unsigned char *b, size_t buf_len, size_t len, ss_volu
     out->vmax = get_f64(b + H_VMAX);
     out->created = (int64_t)get_u64(b + H_CREATED);
     memcpy(out->name, name, NAME_BYTES);
-    memcpy(out->id, id, idlen);
+    memcpy(out->id, id, (size_t)idlen);
     return SS_OK;
 }
 
