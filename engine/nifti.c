@@ -245,6 +245,7 @@ static int check_header(const unsigned char *h, size_t have, int gzipped, int da
         nvox *= r.dim[i];
     }
     const int64_t nt = r.dim[4];
+    if (nt > INT32_MAX) return ss_fail(SS_ETOOLARGE, "NIfTI: %lld volumes in a 4D file", (long long)nt);
 
     const int bpv = ss_nifti_type_bytes(r.datatype);
     if (!bpv) {

@@ -69,8 +69,8 @@ void ss_nifti_scaling(const ss_nifti_info *info, double *slope, double *inter);
  *   SS_EUNSUPPORTED a data type or dimensionality svdslice does not handle
  *   SS_ETOOLARGE   over limits
  *   SS_EINVAL      t out of range or NULL arguments
- * with the reason in ss_error(). Thread-safe; never allocates more than a
- * fixed few KiB. */
+ * with the reason in ss_error(). Thread-safe; allocates nothing but zlib's
+ * inflate state (~40 KiB) for a gzip input. */
 int ss_nifti_probe(const void *buf, size_t len, int t, const ss_nifti_limits *lim,
                    ss_nifti_info *out);
 

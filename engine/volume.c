@@ -716,16 +716,73 @@ static int check_backend(const ss_backend *b) {
     return SS_OK;
 }
 
+static void job_init(rebuild_job *j, const ss_volume *v, int k, void *out) {
+    memset(j, 0, sizeof *j);
+    j->v = v;
+    j->k = k;
+    j->out = out;
+    geom(&v->nii, v->axis, &j->g);
+    ss_nifti_scaling(&v->nii, &j->slope, &j->inter);
+    ss_nifti_type_range(v->nii.datatype, &j->lo, &j->hi);
+}
+
 int ss_volume_rebuild(const ss_volume *v, int k, const ss_backend *b, int nthreads, void *out) {
     if (!v || !out || !ss_volume_complete(v)) return ss_fail(SS_EINVAL, "no factorised volume to rebuild");
     if (k < 1) return ss_fail(SS_EINVAL, "k must be >= 1, got %d", k);
     int rc = check_backend(b);
     if (rc) return rc;
-    rebuild_job j = {.v = v, .b = b, .k = k, .out = out};
-    geom(&v->nii, v->axis, &j.g);
-    ss_nifti_scaling(&v->nii, &j.slope, &j.inter);
-    ss_nifti_type_range(v->nii.datatype, &j.lo, &j.hi);
+    rebuild_job j;
+    job_init(&j, v, k, out);
+    j.b = b;
     return ss_volume_for_each_slice(v->nslices, nthreads, rebuild_one, &j);
+}
+
+int ss_volume_slice_full(const ss_volume *v, int s, int k) {
+    if (!v || !v->slices || s < 0 || s >= v->nslices || !v->slices[s]) return 0;
+    return clamp_k(v->slices[s], k) >= v->slices[s]->nsv;
+}
+
+int ss_volume_put_slice(const ss_volume *v, int s, int k, const float *C, void *out) {
+    if (!v || !out || !v->slices || s < 0 || s >= v->nslices || !v->slices[s] || k < 1)
+        return ss_fail(SS_EINVAL, "no slice %d at k %d to put", s, k);
+    rebuild_job j;
+    job_init(&j, v, k, out);
+    if (ss_volume_slice_full(v, s, k)) {
+        copy_original_slice(v, &j.g, s, out);
+        return SS_OK;
+    }
+    if (!C) return ss_fail(SS_EINVAL, "no product for slice %d", s);
+    scatter_slice(&j, s, C);
+    return SS_OK;
+}
+
+int ss_volume_pixels_exact(const ss_volume *v) {
+    double slope, inter;
+    ss_nifti_scaling(&v->nii, &slope, &inter);
+    return (v->nii.datatype == SS_NII_UINT8 || v->nii.datatype == SS_NII_UINT16) && slope == 1 && inter == 0;
+}
+
+int ss_volume_put_slice_pixels(const ss_volume *v, int s, int k, const uint16_t *px, void *out) {
+    if (!v || !ss_volume_pixels_exact(v)) return ss_fail(SS_EINVAL, "pixels are not this volume's stored values");
+    if (!out || !v->slices || s < 0 || s >= v->nslices || !v->slices[s] || k < 1)
+        return ss_fail(SS_EINVAL, "no slice %d at k %d to put", s, k);
+    rebuild_job j;
+    job_init(&j, v, k, out);
+    if (ss_volume_slice_full(v, s, k)) {
+        copy_original_slice(v, &j.g, s, out);
+        return SS_OK;
+    }
+    if (!px) return ss_fail(SS_EINVAL, "no pixels for slice %d", s);
+    const size_t base = (size_t)s * j.g.fixed;
+    for (int r = 0; r < j.g.rows; r++) {
+        size_t o = base + (size_t)r * j.g.row;
+        const uint16_t *row = px + (size_t)r * (size_t)j.g.cols;
+        for (int c = 0; c < j.g.cols; c++, o += j.g.col) {
+            if (v->nii.datatype == SS_NII_UINT8) ((uint8_t *)out)[o] = (uint8_t)row[c];
+            else ((uint16_t *)out)[o] = row[c];
+        }
+    }
+    return SS_OK;
 }
 
 int ss_volume_to_nifti(const ss_volume *v, const void *stored, unsigned char **out, size_t *out_len) {

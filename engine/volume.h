@@ -142,6 +142,24 @@ size_t ss_volume_voxel_bytes(const ss_volume *v);
  * cores. Returns 0, SS_EINVAL, SS_EUNAVAIL or SS_ENOMEM. Thread-safe. */
 int ss_volume_rebuild(const ss_volume *v, int k, const ss_backend *b, int nthreads, void *out);
 
+/* For a batch computed elsewhere (the server's GPU queue: gpu/gpu.h's
+ * ss_gpu_run_batch over every slice's factors in one launch), to assemble the
+ * volume ss_volume_rebuild would give, one slice at a time (thread-safe for
+ * different s into one out):
+ * ss_volume_slice_full(v, s, k): 1 when slice s at k (clamped) is at its full
+ * rank, so it is the original and needs no product.
+ * ss_volume_put_slice: slice s into out (ss_volume_voxel_bytes) from its product
+ * C = U[:, :k] W[:k, :] (m*n floats: scaled values), rounded and clamped to the
+ * type, or from the original when full (C may be NULL then).
+ * ss_volume_put_slice_pixels: the same from a backend's pixels (rounded and
+ * clamped to 0..2^bit_depth-1 of the slice's factors), which are the stored
+ * values exactly only when ss_volume_pixels_exact(v): uint8 or uint16 data
+ * without scaling; SS_EINVAL otherwise. Both return 0 or SS_EINVAL. */
+int ss_volume_slice_full(const ss_volume *v, int s, int k);
+int ss_volume_put_slice(const ss_volume *v, int s, int k, const float *C, void *out);
+int ss_volume_pixels_exact(const ss_volume *v);
+int ss_volume_put_slice_pixels(const ss_volume *v, int s, int k, const uint16_t *px, void *out);
+
 /* The whole volume at k (stored values as from ss_volume_rebuild) as a
  * .nii.gz in memory (ss_nifti_encode with gzip). */
 int ss_volume_to_nifti(const ss_volume *v, const void *stored, unsigned char **out, size_t *out_len);

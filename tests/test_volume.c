@@ -324,6 +324,60 @@ static void test_pixels_and_window(void **state) {
     ss_volume_free(v);
 }
 
+/* Assembling a volume slice by slice from products made elsewhere gives ss_volume_rebuild's bytes. */
+static void test_put_slices_equals_rebuild(void **state) {
+    (void)state;
+    const ss_backend *b = ss_backend_find("blas");
+    ss_workspace *ws = ss_workspace_new();
+    /* int16 with scaling: floats only; pixels are refused. */
+    ss_volume *v = make_volume(1, 1, 0.5, 3, 1);
+    void *want = malloc(ss_volume_voxel_bytes(v)), *got = calloc(1, ss_volume_voxel_bytes(v));
+    float *C = malloc(sizeof(float) * (size_t)v->m * (size_t)v->n);
+    const int nsv = v->m < v->n ? v->m : v->n;
+    for (int k = 2; k <= nsv; k += nsv - 2) {
+        assert_int_equal(ss_volume_rebuild(v, k, b, 2, want), 0);
+        for (int s = 0; s < v->nslices; s++) {
+            assert_int_equal(ss_volume_slice_full(v, s, k), k >= nsv);
+            if (!ss_volume_slice_full(v, s, k)) assert_int_equal(b->reconstruct_f32(v->slices[s], k, C, ws), 0);
+            assert_int_equal(ss_volume_put_slice(v, s, k, ss_volume_slice_full(v, s, k) ? NULL : C, got), 0);
+        }
+        assert_memory_equal(got, want, ss_volume_voxel_bytes(v));
+    }
+    assert_false(ss_volume_pixels_exact(v));
+    uint16_t px[NX * NY * NZ];
+    assert_int_equal(ss_volume_put_slice_pixels(v, 0, 2, px, got), SS_EINVAL);
+    assert_int_equal(ss_volume_put_slice(v, 0, 0, C, got), SS_EINVAL);
+    assert_int_equal(ss_volume_put_slice(v, v->nslices, 2, C, got), SS_EINVAL);
+    free(want);
+    free(got);
+    free(C);
+    ss_volume_free(v);
+
+    /* uint8 without scaling: a backend's pixels are the stored values. */
+    uint8_t data[NX * NY * NZ];
+    uint64_t seed = 5;
+    for (int i = 0; i < NX * NY * NZ; i++) data[i] = (uint8_t)(tu_rand_uniform(&seed) * 256);
+    tu_nii h = tu_nii_3d(2, NX, NY, NZ, SS_NII_UINT8, 1);
+    size_t len;
+    unsigned char *file = tu_nifti_build(&h, data, sizeof data, 1, &len);
+    assert_int_equal(ss_volume_from_nifti(file, len, NULL, &v), 0);
+    free(file);
+    assert_int_equal(ss_volume_factor_all(v, 2), 0);
+    assert_true(ss_volume_pixels_exact(v));
+    want = malloc(sizeof data);
+    got = calloc(1, sizeof data);
+    assert_int_equal(ss_volume_rebuild(v, 3, b, 1, want), 0);
+    for (int s = 0; s < v->nslices; s++) {
+        assert_int_equal(b->reconstruct(v->slices[s], 3, px, ws), 0);
+        assert_int_equal(ss_volume_put_slice_pixels(v, s, 3, px, got), 0);
+    }
+    assert_memory_equal(got, want, sizeof data);
+    free(want);
+    free(got);
+    ss_volume_free(v);
+    ss_workspace_free(ws);
+}
+
 /* ss_ssim_f64 in 2D agrees with the 16-bit ss_ssim (itself checked against scikit-image). */
 static void test_ssim_f64_matches_ss_ssim(void **state) {
     (void)state;
@@ -357,6 +411,7 @@ int main(void) {
         cmocka_unit_test(test_svv_corruption_detected),
         cmocka_unit_test(test_ids),
         cmocka_unit_test(test_pixels_and_window),
+        cmocka_unit_test(test_put_slices_equals_rebuild),
         cmocka_unit_test(test_ssim_f64_matches_ss_ssim),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
