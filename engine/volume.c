@@ -379,6 +379,15 @@ size_t ss_svv_sections_offset(int nslices) {
     return SS_SVV_HEADER_BYTES + ((size_t)nslices + 1) * SS_SVV_INDEX_ENTRY_BYTES + 4;
 }
 
+size_t ss_svv_head_bytes(const void *head, size_t n) {
+    const unsigned char *b = head;
+    if (!b || n < SS_SVV_HEADER_BYTES || memcmp(b, SVV_MAGIC, 8) != 0 ||
+        (uint32_t)crc32_z(0, b, H_CRC) != get_u32(b + H_CRC))
+        return 0;
+    const uint32_t ns = get_u32(b + H_NSLICES);
+    return ns >= 1 && ns <= SVV_MAX_SLICES ? ss_svv_sections_offset((int)ns) : 0;
+}
+
 /* The voxels as a zlib stream (level 1: the volume is stored once per upload, on the upload's clock). */
 static int deflate_voxels(const ss_volume *v, unsigned char **out, size_t *out_len) {
     const size_t nb = ss_volume_voxel_bytes(v);

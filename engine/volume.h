@@ -108,6 +108,10 @@ long long ss_volume_memory_bytes(const ss_nifti_info *info, int axis);
 #define SS_SVV_INDEX_ENTRY_BYTES 24
 /* Offset of the first section: header, nslices + 1 entries and the index crc. */
 size_t ss_svv_sections_offset(int nslices);
+/* From a blob's first SS_SVV_HEADER_BYTES bytes (header checksum verified):
+ * how many bytes ss_volume_read_header needs (ss_svv_sections_offset of its
+ * slice count), or 0 for a bad header. For an index that reads files in part. */
+size_t ss_svv_head_bytes(const void *head, size_t n);
 
 /* The volume must be complete. Returns 0 and *out (malloc'd) / *out_len,
  * SS_EINVAL (incomplete) or SS_ENOMEM. Thread-safe (reads v only); encodes

@@ -14,6 +14,7 @@
 
 #include "engine/nifti.h"
 #include "util/error.h"
+#include "util/testutil.h"
 #include "util/tu_nifti.h"
 
 /* The bounds every hostile case must keep: a second, and 32 MiB above the test's own peak. */
@@ -400,6 +401,60 @@ static void test_scaling_rule(void **state) {
     assert_true(s == 1 && c == 0);
 }
 
+/* Random bytes of valid files' headers changed, many times: every answer is a known code, and an
+ * accepted header describes what the buffer holds (the decode read it, under the caps). */
+static void test_mutated_headers(void **state) {
+    (void)state;
+    uint64_t rng = 0x9e3779b97f4a7c15ULL;
+    int accepted = 0, refused = 0;
+    for (int version = 1; version <= 2; version++) {
+        tu_nii h = tu_nii_3d(version, 6, 5, 4, SS_NII_INT16, 2);
+        h.dim[0] = 4;
+        h.dim[4] = 2;
+        size_t len;
+        unsigned char *good = build(&h, 6 * 5 * 4 * 2 * 2, &len);
+        unsigned char *b = malloc(len);
+        const size_t hb = version == 1 ? 348 : 540;
+        for (int it = 0; it < 4000; it++) {
+            memcpy(b, good, len);
+            const int flips = 1 + (int)(tu_rand_u64(&rng) % 4);
+            for (int f = 0; f < flips; f++) {
+                /* Mostly the fields that matter: sizeof_hdr, magic, dims, type, offset, scaling. */
+                size_t at = tu_rand_u64(&rng) % 3 ? tu_rand_u64(&rng) % (version == 1 ? 124u : 192u)
+                                                  : tu_rand_u64(&rng) % hb;
+                b[at] = (unsigned char)tu_rand_u64(&rng);
+            }
+            const int t = (int)(tu_rand_u64(&rng) % 3);
+            for (int gz = 0; gz <= (it % 8 == 0); gz++) {
+                size_t zl = len;
+                unsigned char *z = gz ? tu_gzip(b, len, &zl) : b;
+                ss_nifti_info info;
+                void *vox = NULL;
+                int rc = ss_nifti_decode(z, zl, t, NULL, &info, &vox);
+                if (rc == 0) {
+                    accepted++;
+                    assert_non_null(vox);
+                    assert_int_equal(info.nvox, (int64_t)info.nx * info.ny * info.nz);
+                    assert_true(info.t < info.nt);
+                    assert_true(info.vox_offset + (int64_t)info.nt * info.nvox * info.bytes_per_voxel <= (int64_t)len);
+                    free(vox);
+                } else {
+                    refused++;
+                    assert_true(rc == SS_ENOTNIFTI || rc == SS_ECORRUPT || rc == SS_EUNSUPPORTED ||
+                                rc == SS_ETOOLARGE || rc == SS_EINVAL);
+                    assert_null(vox);
+                }
+                if (gz) free(z);
+            }
+        }
+        free(b);
+        free(good);
+    }
+    /* Both outcomes happen: the mutations reach past the first check. */
+    assert_true(accepted > 100);
+    assert_true(refused > 100);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_file_decodes),
@@ -411,6 +466,7 @@ int main(void) {
         cmocka_unit_test(test_truncated_gzip_and_bombs),
         cmocka_unit_test(test_encode_round_trip),
         cmocka_unit_test(test_scaling_rule),
+        cmocka_unit_test(test_mutated_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

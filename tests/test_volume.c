@@ -224,6 +224,8 @@ static void test_svv_round_trip(void **state) {
         /* The index alone: a prefix of the blob is enough. */
         ss_volume h;
         const size_t head = ss_svv_sections_offset(v->nslices);
+        assert_int_equal(ss_svv_head_bytes(buf, SS_SVV_HEADER_BYTES), head);
+        assert_int_equal(ss_svv_head_bytes(buf, SS_SVV_HEADER_BYTES - 1), 0);
         assert_int_equal(ss_volume_read_header(buf, head, len, &h), 0);
         assert_string_equal(h.id, v->id);
         assert_int_equal(h.nslices, v->nslices);
