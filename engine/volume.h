@@ -214,8 +214,9 @@ typedef struct ss_volume_quality {
 
 double ss_volume_data_range(const ss_volume *v);
 /* rebuilt: the volume at k from ss_volume_rebuild. slices: nslices entries
- * (along v->axis) or NULL to skip them. Returns 0, SS_EINVAL or SS_ENOMEM.
- * Thread-safe. */
+ * (along v->axis) or NULL to skip them. Allocates two float64 copies of the
+ * volume (16 bytes per voxel) and the SSIM's plane buffers (~40 x 8 bytes per
+ * slice voxel). Returns 0, SS_EINVAL or SS_ENOMEM. Thread-safe. */
 int ss_volume_quality_compute(const ss_volume *v, int k, const void *rebuilt,
                               ss_volume_quality *vol, ss_volume_quality *slices);
 
