@@ -670,30 +670,53 @@ static void copy_original_slice(const ss_volume *v, const slice_geom *g, int s, 
     }
 }
 
-/* C (rows x cols scaled floats) of slice s into out as stored values. The
- * common cases (contiguous rows, uint8/int16 without scaling) get their own
- * loop, which vectorises: this pass is most of a rebuild's time after the GEMM. */
+/* Round half away from zero and clamp n floats to [lo, hi] into 8/16-bit integers (NaN -> 0),
+ * branch-free so it vectorises; cloned for wider vectors as ss_pixels_from_float is (not under
+ * TSan, whose runtime is not up when the clones' resolver runs). x - trunc(x) is exact here. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define SS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SS_CLONES
+#endif
+#define ROUND_INTO(NAME, T)                                                                   \
+    SS_CLONES static void NAME(const float *x, size_t n, float lo, float hi, T *out) {        \
+        for (size_t i = 0; i < n; i++) {                                                      \
+            float v = x[i] == x[i] ? x[i] : 0.0f;                                             \
+            v = v > lo ? v : lo;                                                              \
+            v = v < hi ? v : hi;                                                              \
+            int t = (int)v;                                                                   \
+            float f = v - (float)t;                                                           \
+            t += (f >= 0.5f) - (f <= -0.5f);                                                  \
+            out[i] = (T)t;                                                                    \
+        }                                                                                     \
+    }
+ROUND_INTO(round_u8, uint8_t)
+ROUND_INTO(round_i8, int8_t)
+ROUND_INTO(round_i16, int16_t)
+ROUND_INTO(round_u16, uint16_t)
+
+/* C (rows x cols scaled floats) of slice s into out as stored values. Without
+ * scaling, contiguous rows of the 8/16-bit types and float32 get a vectorised
+ * loop: this pass is most of a rebuild's time after the GEMM. */
 static void scatter_slice(const rebuild_job *j, int s, const float *C) {
     const slice_geom *g = &j->g;
     const int dt = j->v->nii.datatype;
     const size_t base = (size_t)s * g->fixed;
-    const int plain = j->slope == 1 && j->inter == 0;
+    const int fast = j->slope == 1 && j->inter == 0 && g->col == 1;
+    const float lo = (float)j->lo, hi = (float)j->hi;
     for (int r = 0; r < g->rows; r++) {
         const float *row = C + (size_t)r * (size_t)g->cols;
         size_t o = base + (size_t)r * g->row;
-        if (plain && g->col == 1 && dt == SS_NII_UINT8) {
-            uint16_t tmp[1024];
-            for (int c0 = 0; c0 < g->cols; c0 += 1024) {
-                int nn = g->cols - c0 < 1024 ? g->cols - c0 : 1024;
-                ss_pixels_from_float(row + c0, (size_t)nn, 255, tmp);
-                uint8_t *d = (uint8_t *)j->out + o + (size_t)c0;
-                for (int c = 0; c < nn; c++) d[c] = (uint8_t)tmp[c];
+        const size_t nc = (size_t)g->cols;
+        if (fast) {
+            switch (dt) {
+            case SS_NII_UINT8: round_u8(row, nc, lo, hi, (uint8_t *)j->out + o); continue;
+            case SS_NII_INT8: round_i8(row, nc, lo, hi, (int8_t *)j->out + o); continue;
+            case SS_NII_INT16: round_i16(row, nc, lo, hi, (int16_t *)j->out + o); continue;
+            case SS_NII_UINT16: round_u16(row, nc, lo, hi, (uint16_t *)j->out + o); continue;
+            case SS_NII_FLOAT32: memcpy((float *)j->out + o, row, sizeof(float) * nc); continue;
+            default: break;
             }
-            continue;
-        }
-        if (plain && g->col == 1 && dt == SS_NII_FLOAT32) {
-            memcpy((float *)j->out + o, row, sizeof(float) * (size_t)g->cols);
-            continue;
         }
         for (int c = 0; c < g->cols; c++, o += g->col)
             put_val(j->out, dt, o, to_stored(row[c], j->slope, j->inter, dt, j->lo, j->hi));

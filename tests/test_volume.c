@@ -29,7 +29,7 @@ static ss_volume *make_volume(int version, int axis, double slope, double inter,
     for (int k = 0; k < NZ; k++)
         for (int j = 0; j < NY; j++)
             for (int i = 0; i < NX; i++)
-                data[i + NX * (j + NY * k)] = (int16_t)(i + 20 * j + 400 * k + (int)(tu_rand_uniform(&seed) * 7));
+                data[i + NX * (j + NY * k)] = (int16_t)(i + 20 * j + 400 * k + (int)(tu_rand_uniform(&seed) * 7) - 2000);
     tu_nii h = tu_nii_3d(version, NX, NY, NZ, SS_NII_INT16, 2);
     h.slope = slope;
     h.inter = inter;
@@ -98,10 +98,14 @@ static void test_other_axis_needs_the_rebuilt_volume(void **state) {
     assert_int_equal(ss_volume_slice(v, rebuilt, 1, 3, 4, b, ws, out), 0);
     for (int k = 0; k < NZ; k++)
         for (int i = 0; i < NX; i++) assert_true(out[k * NX + i] == rebuilt[i + NX * (3 + NY * k)]);
-    /* Along the factorisation axis the direct slice equals the rebuilt volume's. */
-    assert_int_equal(ss_volume_slice(v, NULL, 2, 5, 4, b, ws, direct), 0);
-    for (int j = 0; j < NY; j++)
-        for (int i = 0; i < NX; i++) assert_true(direct[j * NX + i] == rebuilt[i + NX * (j + NY * 5)]);
+    /* Along the factorisation axis every direct slice equals the rebuilt volume's, exactly
+     * (the direct one rounds each value in double, the rebuild its vectorised float loop;
+     * the values span negative and positive). */
+    for (int s = 0; s < NZ; s++) {
+        assert_int_equal(ss_volume_slice(v, NULL, 2, s, 4, b, ws, direct), 0);
+        for (int j = 0; j < NY; j++)
+            for (int i = 0; i < NX; i++) assert_true(direct[j * NX + i] == rebuilt[i + NX * (j + NY * s)]);
+    }
     assert_int_equal(ss_volume_slice(v, rebuilt, 0, NX, 4, b, ws, out), SS_EINVAL); /* index past the end */
     assert_int_equal(ss_volume_slice(v, rebuilt, 3, 0, 4, b, ws, out), SS_EINVAL);  /* no axis 3 */
     free(rebuilt);
@@ -110,9 +114,8 @@ static void test_other_axis_needs_the_rebuilt_volume(void **state) {
 }
 
 /* The rebuild at k against a float64 product of each slice's factors, scaled back and rounded. */
-static void test_rebuild_matches_float64_and_clamps_k(void **state) {
-    (void)state;
-    ss_volume *v = make_volume(1, 0, 0.5, 100, 1); /* slices 11 x 9 along i: rank 9 */
+static void rebuild_vs_float64(double slope, double inter) {
+    ss_volume *v = make_volume(1, 0, slope, inter, 1); /* slices 11 x 9 along i: rank 9; negative values */
     const int nsv = v->m < v->n ? v->m : v->n;
     int16_t *out = malloc(ss_volume_voxel_bytes(v));
     double *ref = malloc(sizeof(double) * (size_t)v->m * (size_t)v->n);
@@ -126,7 +129,7 @@ static void test_rebuild_matches_float64_and_clamps_k(void **state) {
                 ss_reference_f64(v->slices[s], k, ref);
                 for (int r = 0; r < v->m; r++)
                     for (int c = 0; c < v->n; c++) {
-                        double x = (ref[r * v->n + c] - 100) / 0.5;
+                        double x = (ref[r * v->n + c] - inter) / slope;
                         double want = x < 0 ? -floor(-x + 0.5) : floor(x + 0.5);
                         double got = out[s + NX * (c + NY * r)];
                         if (fabs(got - want) > 1)
@@ -134,6 +137,18 @@ static void test_rebuild_matches_float64_and_clamps_k(void **state) {
                     }
             }
         }
+    free(ref);
+    free(out);
+    ss_volume_free(v);
+}
+
+static void test_rebuild_matches_float64_and_clamps_k(void **state) {
+    (void)state;
+    rebuild_vs_float64(0.5, 100); /* scaled: the general path */
+    rebuild_vs_float64(1, 0);     /* plain int16: the vectorised rounding */
+    ss_volume *v = make_volume(1, 0, 0.5, 100, 1);
+    const int nsv = v->m < v->n ? v->m : v->n;
+    int16_t *out = malloc(ss_volume_voxel_bytes(v));
     /* k at or over the rank of every slice: the original, exactly. */
     for (int k = nsv; k <= nsv + 1; k++) {
         assert_int_equal(ss_volume_rebuild(v, k, ss_backend_find("blas"), 2, out), 0);
@@ -154,7 +169,6 @@ static void test_rebuild_matches_float64_and_clamps_k(void **state) {
     assert_int_equal(sq[0].k, nsv);
     assert_true(vq.mse == 0 && vq.psnr_null && vq.energy == 1.0);
     free(sq);
-    free(ref);
     free(out);
     ss_volume_free(v);
 }
