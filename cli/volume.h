@@ -11,7 +11,9 @@ int ss_cmd_reconstruct_volume(int argc, char **argv);
  * 0) times a bare cblas_sgemm per slice of the same shapes run over the same
  * threads (GEMM only: the baseline) and every backend named (all when nb is 0)
  * rebuilding the whole volume, each checked against blas first; prints slices
- * per second, GFLOP/s (2 m n k per slice) and the ratio to the baseline, as a
+ * per second, GFLOP/s (2 m n k per slice) and the ratio to the baseline (each
+ * backend's runs alternate with baseline runs, the ratio is of those paired
+ * medians, so a shared machine's load falls on both alike), as a
  * table or JSON (format "table" or "json"), and the .nii.gz write speed. */
 int ss_bench_volume(const char *path, const int *ks, int nk, const char *const *names, int nb, int repeat,
                     int threads, const char *format);
