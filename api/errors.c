@@ -32,6 +32,10 @@ const ss_api_error ss_api_errors[] = {
      503,
      "queue full, job past its deadline, upload buffer or memory budget spent, or shutting down",
      {"Retry-After", "1", "integer", "Seconds to wait before retrying"}},
+    {"store_unavailable",
+     503,
+     "the shared store (--store postgres://...) cannot be reached or timed out (the message says why)",
+     {"Retry-After", "1", "integer", "Seconds to wait before retrying"}},
     {"insufficient_storage", 507, "the data directory is full or over its quota", {0}},
     {"internal", 500, "a bug: logged with a request id, which the message carries", {0}},
     {NULL, 0, NULL, {0}},
@@ -60,6 +64,7 @@ static const struct {
     {SS_ENOSPC, 0, "insufficient_storage"},
     {SS_EBUSY, 0, "overloaded"},
     {SS_ETIMEDOUT, 0, "overloaded"},
+    {SS_ESTORE, 0, "store_unavailable"},
     {SS_EUNAVAIL, SS_FROM_QUEUE, "overloaded"},
     {SS_EUNAVAIL, SS_FROM_KERNEL, "backend_unavailable"},
 };

@@ -246,7 +246,8 @@ enum MHD_Result ss_h_upload(ss_req *r) {
 enum MHD_Result ss_h_list(ss_req *r) {
     ss_slice_info *all = NULL;
     size_t n = 0;
-    if (ss_store_list(r->srv->store, &all, &n) != 0) return ss_reply_internal(r, ss_error());
+    int rc = ss_store_list(r->srv->store, &all, &n);
+    if (rc) return ss_reply_engine(r, rc, 0, "list");
     json_t *arr = json_array();
     for (size_t i = 0; arr && i < n; i++) json_array_append_new(arr, ss_json_info(&all[i], 0));
     free(all);

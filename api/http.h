@@ -86,7 +86,8 @@ typedef struct ss_req {
 typedef enum MHD_Result (*ss_handler)(ss_req *r);
 
 /* ---- the routes table (http.c): dispatch reads it, so does the OpenAPI generator */
-enum { R_BODY = 1, R_AUTH_WRITE = 2, R_AUTH_READ = 4 };
+/* R_STORE: reads or writes the store, so a shared store's outage is a 503 store_unavailable there */
+enum { R_BODY = 1, R_AUTH_WRITE = 2, R_AUTH_READ = 4, R_STORE = 8 };
 typedef struct ss_route {
     const char *pattern; /* "{id}" matches one path segment; "{asset}" an embedded asset */
     int methods;         /* M_* mask; HEAD wherever GET */

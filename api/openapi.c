@@ -142,6 +142,9 @@ static int finish_op(json_t *op, const ss_route *rt, const ss_config *cfg, const
     int auth =
         cfg->api_key[0] && ((rt->flags & R_AUTH_WRITE) || ((rt->flags & R_AUTH_READ) && cfg->auth_reads));
     if (auth) strncat(list, " unauthorized", sizeof list - strlen(list) - 1);
+    /* Only a shared store (postgres) can be away; a directory store never answers it. */
+    if ((rt->flags & R_STORE) && !strncmp(cfg->store, "postgres", 8))
+        strncat(list, " store_unavailable", sizeof list - strlen(list) - 1);
     for (char *save = NULL, *c = strtok_r(list, " ", &save); c; c = strtok_r(NULL, " ", &save)) {
         const ss_api_error *e = ss_api_error_find(c);
         if (!e) return fail("%s lists error code %s, which api/errors.c does not have", where, c);

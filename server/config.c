@@ -28,6 +28,11 @@ static const opt k_opts[] = {
     {"bind", OPT_STR, F(bind), 0, 0, "address to listen on (default 127.0.0.1)"},
     {"port", OPT_INT, F(port), 0, 65535, "TCP port; 0 picks a free one (default 8080)"},
     {"data", OPT_STR, F(data), 0, 0, "data directory (default ./data)"},
+    {"store", OPT_STR, F(store), 0, 0,
+     "where slices are stored: dir:PATH (one process; the default, dir:DATA) or postgres://... "
+     "(shared by replicas)"},
+    {"store-connections", OPT_INT, F(store_connections), 1, 1000,
+     "PostgreSQL connections each process holds at most (default 8)"},
     {"reuse-port", OPT_BOOL, F(reuse_port), 0, 1,
      "share the port with other servers (SO_REUSEPORT); without it a busy port is an error"},
     {"workers", OPT_INT, F(workers), 0, 1024, "worker threads; 0 = online cores (default 0)"},
@@ -80,6 +85,7 @@ static void set_defaults(ss_config *c) {
     snprintf(c->bind, sizeof c->bind, "127.0.0.1");
     c->port = 8080;
     snprintf(c->data, sizeof c->data, "./data");
+    c->store_connections = 8;
     c->cache_mb = 256;
     c->response_cache_mb = 64;
     c->max_body_mb = 32;

@@ -8,6 +8,8 @@ typedef struct ss_config {
     int port;
     int reuse_port;            /* SO_REUSEPORT: share the port on purpose */
     char data[1024];
+    char store[1024];          /* "" = dir:data; dir:PATH or postgres://... */
+    int store_connections;     /* PostgreSQL connection pool size */
     int workers;               /* 0 = online cores */
     int kernel_threads;        /* team of the `threads` backend; 0 = online cores */
     char api_key[256];         /* "" = no key */

@@ -146,6 +146,13 @@ void ss_respcache_purge_id(ss_respcache *c, const char *id) {
     pthread_mutex_unlock(&c->mu);
 }
 
+void ss_respcache_purge_all(ss_respcache *c) {
+    if (!c) return;
+    pthread_mutex_lock(&c->mu);
+    while (c->lru_head) detach(c, c->lru_head);
+    pthread_mutex_unlock(&c->mu);
+}
+
 void ss_respcache_get_stats(ss_respcache *c, ss_respcache_stats *st) {
     memset(st, 0, sizeof *st);
     if (!c) return;

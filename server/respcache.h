@@ -40,6 +40,8 @@ ss_rc_entry *ss_respcache_put(ss_respcache *c, const char *key, const char *id, 
 void ss_rc_entry_unref(ss_rc_entry *e); /* NULL-safe; any thread */
 /* Drops every entry of slice id (after DELETE). */
 void ss_respcache_purge_id(ss_respcache *c, const char *id);
+/* Drops every entry (when deletes by other replicas may have been missed). */
+void ss_respcache_purge_all(ss_respcache *c);
 
 typedef struct ss_respcache_stats {
     long long hits, misses, entries, bytes, max_bytes, evictions;

@@ -12,6 +12,11 @@ static int gpu_usable(void) {
     return ss_backend_find("cuda")->available(NULL) || ss_backend_find("cublas")->available(NULL);
 }
 
+static void purge_responses(void *arg, const char *id) {
+    if (id) ss_respcache_purge_id(arg, id);
+    else ss_respcache_purge_all(arg);
+}
+
 long long ss_server_upload_need(int width, int height, int bit_depth) {
     long long ws = ss_svd_workspace_bytes(height, width, bit_depth);
     return ws < 0 ? 0 : 2LL * width * height + ws;
@@ -28,19 +33,40 @@ int ss_server_open(ss_server *srv, const ss_config *cfg, const char *const *rout
     long long one = ss_server_upload_need(cfg->max_side, cfg->max_side, 16);
     if (srv->mem_budget < one) srv->mem_budget = one;
 
+    /* The response cache first: the store purges it when another replica deletes a slice. */
+    srv->rc = ss_respcache_new((size_t)cfg->response_cache_mb << 20);
+    if (!srv->rc) {
+        fprintf(stderr, "svdslice serve: out of memory\n");
+        return -1;
+    }
     ss_store_opts so = {.dir = cfg->data,
                         .cache_bytes = (size_t)cfg->cache_mb << 20,
-                        .quota_bytes = (long long)cfg->quota_mb << 20};
+                        .quota_bytes = (long long)cfg->quota_mb << 20,
+                        .connections = cfg->store_connections,
+                        .on_purge = purge_responses,
+                        .purge_arg = srv->rc};
+    const char *where = cfg->data; /* for messages: never the DSN, which may hold a password */
+    if (!strncmp(cfg->store, "dir:", 4) && cfg->store[4]) {
+        so.dir = where = cfg->store + 4;
+    } else if (!strncmp(cfg->store, "postgres://", 11) || !strncmp(cfg->store, "postgresql://", 13)) {
+        so.backend = "postgres";
+        so.dsn = cfg->store;
+        where = "PostgreSQL";
+    } else if (cfg->store[0]) {
+        fprintf(stderr, "svdslice serve: --store: want dir:PATH or postgres://..., not \"%.40s\"\n", cfg->store);
+        ss_server_close(srv);
+        return -1;
+    }
     if (ss_store_open(&so, &srv->store) != 0) {
-        fprintf(stderr, "svdslice serve: cannot open the store in %s: %s\n", cfg->data, ss_error());
+        fprintf(stderr, "svdslice serve: cannot open the store in %s: %s\n", where, ss_error());
+        ss_server_close(srv);
         return -1;
     }
     static const char *bnames[64];
     int nb = ss_backend_count() < 64 ? ss_backend_count() : 64;
     for (int i = 0; i < nb; i++) bnames[i] = ss_backend_at(i)->name;
     srv->metrics = ss_metrics_new(routes, nroutes, bnames, nb);
-    srv->rc = ss_respcache_new((size_t)cfg->response_cache_mb << 20);
-    if (!srv->metrics || !srv->rc) {
+    if (!srv->metrics) {
         fprintf(stderr, "svdslice serve: out of memory\n");
         goto fail;
     }

@@ -39,6 +39,10 @@ struct ss_store {
     cnode orphans; /* sentinel */
     size_t cache_bytes;
     long long disk_bytes, hits, misses;
+    int shared;          /* the backend is shared: the index is a cache of it */
+    unsigned long epoch; /* bumped by every purge: a fill that raced one is not kept */
+    void (*on_purge)(void *arg, const char *id);
+    void *purge_arg;
 };
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -194,6 +198,79 @@ static void entry_free(entry *e) {
     free(e);
 }
 
+/* Forgets a slice: index, cached factors (held ones live on as orphans), bytes. */
+static void forget_locked(ss_store *s, entry *e) {
+    remove_locked(s, e);
+    drop_node_locked(s, e);
+    s->disk_bytes -= e->info.file_bytes;
+    entry_free(e);
+}
+
+/* The entry of id, with s->mu held (it may be released meanwhile), or NULL
+ * and *rc (SS_EINVAL: no such slice). With a shared backend a miss asks the
+ * backend and fills the index, and while its deletes are not watched a hit
+ * is checked there too: a replica never serves what another one deleted. */
+static entry *lookup_locked(ss_store *s, const char *id, int *rc) {
+    *rc = SS_OK;
+    entry *e = find_locked(s, id);
+    if (!s->shared || (e && s->b->watching(s->b))) {
+        if (!e) *rc = ss_fail(SS_EINVAL, "no slice %s", id);
+        return e;
+    }
+    for (int tries = 0; tries < 3; tries++) {
+        unsigned long epoch = s->epoch;
+        pthread_mutex_unlock(&s->mu);
+        entry *fresh = calloc(1, sizeof *fresh);
+        int r = fresh ? s->b->info(s->b, id, &fresh->info) : ss_fail(SS_ENOMEM, "out of memory");
+        pthread_mutex_lock(&s->mu);
+        e = find_locked(s, id);
+        if (r != SS_OK) {
+            free(fresh);
+            if (r == SS_EINVAL && e && !e->deleting) forget_locked(s, e); /* deleted elsewhere */
+            *rc = r;
+            return NULL;
+        }
+        if (e) {
+            entry_free(fresh);
+            return e;
+        }
+        if (epoch == s->epoch) { /* no purge ran while we asked: the answer is current */
+            if (insert_locked(s, fresh) != SS_OK) {
+                entry_free(fresh);
+                *rc = ss_fail(SS_ENOMEM, "out of memory");
+                return NULL;
+            }
+            s->disk_bytes += fresh->info.file_bytes;
+            return fresh;
+        }
+        entry_free(fresh);
+    }
+    *rc = ss_fail(SS_ESTORE, "slice %s: the store kept changing while it was read; retry", id);
+    return NULL;
+}
+
+/* From the backend's watcher: another process deleted id (NULL: perhaps some). */
+static void purge_cb(void *arg, const char *id) {
+    ss_store *s = arg;
+    pthread_mutex_lock(&s->mu);
+    s->epoch++;
+    if (id) {
+        entry *e = find_locked(s, id);
+        if (e && !e->deleting) forget_locked(s, e);
+    } else {
+        for (size_t i = 0; i < s->nbuckets; i++) {
+            entry *e = s->buckets[i];
+            while (e) {
+                entry *nx = e->hnext;
+                if (!e->deleting) forget_locked(s, e);
+                e = nx;
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (s->on_purge) s->on_purge(s->purge_arg, id);
+}
+
 int ss_store_decode(const char *id, const unsigned char *buf, size_t len, ss_factors **out) {
     ss_factors *f = NULL;
     int rc = ss_svd_deserialize(buf, len, &f);
@@ -246,6 +323,7 @@ static const struct {
     int (*open)(const ss_store_opts *opts, ss_store_backend **out);
 } backends[] = {
     {"dir", ss_store_dir_open},
+    {"postgres", ss_store_pg_open},
 };
 
 /* Indexes one listed slice; a slice that does not verify is skipped, never served. */
@@ -290,11 +368,14 @@ int ss_store_open(const ss_store_opts *opts, ss_store **out) {
     s->b = b;
     s->cache_budget = opts->cache_bytes;
     s->quota = opts->quota_bytes;
+    s->shared = b->shared;
+    s->on_purge = opts->on_purge;
+    s->purge_arg = opts->purge_arg;
     s->lru.prev = s->lru.next = &s->lru;
     s->orphans.prev = s->orphans.next = &s->orphans;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->disk_mu, NULL);
-    if ((rc = grow_buckets(s)) == SS_OK) rc = b->list(b, index_one, s);
+    if ((rc = grow_buckets(s)) == SS_OK) rc = s->shared ? b->watch(b, purge_cb, s) : b->list(b, index_one, s);
     if (rc != SS_OK) {
         ss_store_close(s);
         return rc;
@@ -305,6 +386,8 @@ int ss_store_open(const ss_store_opts *opts, ss_store **out) {
 
 void ss_store_close(ss_store *s) {
     if (!s) return;
+    if (s->b) s->b->close(s->b); /* first: a shared backend's watcher calls into s */
+    s->b = NULL;
     for (size_t i = 0; i < s->nbuckets; i++) {
         entry *e = s->buckets[i];
         while (e) {
@@ -325,7 +408,6 @@ void ss_store_close(ss_store *s) {
         n = nx;
     }
     free(s->buckets);
-    if (s->b) s->b->close(s->b);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->disk_mu);
     free(s);
@@ -337,16 +419,18 @@ int ss_store_put(ss_store *s, const ss_factors *f, int *existed) {
     if (existed) *existed = 0;
     if (!f || !id_valid(f->id) || !f->orig)
         return ss_fail(SS_EINVAL, "slice has no valid id or original pixels");
+    int rc;
     pthread_mutex_lock(&s->mu);
-    int have = find_locked(s, f->id) != NULL;
+    int have = lookup_locked(s, f->id, &rc) != NULL;
     pthread_mutex_unlock(&s->mu);
     if (have) {
         if (existed) *existed = 1;
         return SS_OK;
     }
+    if (rc != SS_EINVAL) return rc; /* the shared store could not say */
     unsigned char *buf = NULL;
     size_t len = 0;
-    int rc = ss_svd_serialize(f, &buf, &len);
+    rc = ss_svd_serialize(f, &buf, &len);
     if (rc != SS_OK) return rc;
     entry *e = entry_from_factors(f, (long long)len);
     if (!e) {
@@ -361,6 +445,10 @@ int ss_store_put(ss_store *s, const ss_factors *f, int *existed) {
     int dup = find_locked(s, f->id) != NULL;
     long long used = s->disk_bytes;
     pthread_mutex_unlock(&s->mu);
+    long long nslices;
+    /* Shared: other processes store too; two of them may each pass the check
+     * with one upload, so the quota is exceeded by at most one upload each. */
+    if (!dup && s->shared && s->quota > 0 && (rc = s->b->usage(s->b, &nslices, &used)) != SS_OK) goto done;
     if (dup) {
         if (existed) *existed = 1;
         rc = SS_OK;
@@ -374,10 +462,12 @@ int ss_store_put(ss_store *s, const ss_factors *f, int *existed) {
     rc = s->b->put(s->b, f->id, buf, len);
     if (rc != SS_OK) goto done;
     pthread_mutex_lock(&s->mu);
-    rc = insert_locked(s, e);
-    if (rc == SS_OK) {
-        s->disk_bytes += (long long)len;
-        e = NULL;
+    if (!find_locked(s, f->id)) { /* shared: a lookup may have filled it meanwhile */
+        rc = insert_locked(s, e);
+        if (rc == SS_OK) {
+            s->disk_bytes += (long long)len;
+            e = NULL;
+        }
     }
     pthread_mutex_unlock(&s->mu);
 done:
@@ -389,19 +479,20 @@ done:
 
 int ss_store_delete(ss_store *s, const char *id) {
     if (!id_valid(id)) return ss_fail(SS_EINVAL, "invalid slice id");
+    int rc;
     pthread_mutex_lock(&s->disk_mu);
     pthread_mutex_lock(&s->mu);
-    entry *e = find_locked(s, id);
+    entry *e = lookup_locked(s, id, &rc);
     if (e) e->deleting = 1;
     pthread_mutex_unlock(&s->mu);
     if (!e) {
         pthread_mutex_unlock(&s->disk_mu);
-        return ss_fail(SS_EINVAL, "no slice %s", id);
+        return rc;
     }
     /* Removed from the index only once the backend has removed it: a failed
      * delete leaves the slice listed and served, as it still is stored. */
     int gone = 0;
-    int rc = s->b->del(s->b, id, &gone);
+    rc = s->b->del(s->b, id, &gone);
     pthread_mutex_lock(&s->mu);
     e = find_locked(s, id); /* acquire may have dropped it as corrupt meanwhile */
     if (e && (rc == SS_OK || gone)) {
@@ -423,10 +514,7 @@ int ss_store_delete(ss_store *s, const char *id) {
 /* A slice whose file no longer verifies is never served again (its file stays). */
 static void drop_corrupt_locked(ss_store *s, entry *e) {
     fprintf(stderr, "svdslice: store: dropping corrupt slice %s: %s\n", e->info.id, ss_error());
-    remove_locked(s, e);
-    drop_node_locked(s, e);
-    s->disk_bytes -= e->info.file_bytes;
-    entry_free(e);
+    forget_locked(s, e);
 }
 
 const ss_factors *ss_store_acquire(ss_store *s, const char *id, int *err) {
@@ -438,10 +526,9 @@ const ss_factors *ss_store_acquire(ss_store *s, const char *id, int *err) {
         return NULL;
     }
     pthread_mutex_lock(&s->mu);
-    entry *e = find_locked(s, id);
+    entry *e = lookup_locked(s, id, err);
     if (!e) {
         pthread_mutex_unlock(&s->mu);
-        *err = ss_fail(SS_EINVAL, "no slice %s", id);
         return NULL;
     }
     if (e->node) {
@@ -467,6 +554,10 @@ const ss_factors *ss_store_acquire(ss_store *s, const char *id, int *err) {
     }
     pthread_mutex_lock(&s->mu);
     e = find_locked(s, id);
+    if (rc == SS_EINVAL && e && s->shared) { /* deleted elsewhere */
+        forget_locked(s, e);
+        e = NULL;
+    }
     if (rc != SS_OK && (!e || e->deleting)) { /* deleted while we were reading it: just gone */
         pthread_mutex_unlock(&s->mu);
         *err = ss_fail(SS_EINVAL, "no slice %s", id);
@@ -516,6 +607,7 @@ const ss_factors *ss_store_acquire(ss_store *s, const char *id, int *err) {
 
 const ss_factors *ss_store_acquire_cached(ss_store *s, const char *id) {
     if (!id_valid(id)) return NULL;
+    if (s->shared && !s->b->watching(s->b)) return NULL; /* must ask the store: a worker does */
     pthread_mutex_lock(&s->mu);
     entry *e = find_locked(s, id);
     cnode *n = e ? e->node : NULL;
@@ -561,12 +653,10 @@ void ss_store_release(ss_store *s, const ss_factors *f) {
 int ss_store_info(ss_store *s, const char *id, ss_slice_info *out) {
     memset(out, 0, sizeof *out);
     if (!id_valid(id)) return ss_fail(SS_EINVAL, "invalid slice id");
+    int rc;
     pthread_mutex_lock(&s->mu);
-    entry *e = find_locked(s, id);
-    int rc = SS_OK;
-    if (!e) {
-        rc = ss_fail(SS_EINVAL, "no slice %s", id);
-    } else {
+    entry *e = lookup_locked(s, id, &rc);
+    if (e) {
         *out = e->info;
         out->singular_values = malloc((size_t)e->info.nsv * sizeof(float));
         if (!out->singular_values) rc = ss_fail(SS_ENOMEM, "out of memory");
@@ -578,24 +668,27 @@ int ss_store_info(ss_store *s, const char *id, ss_slice_info *out) {
 
 int ss_store_set_upload_bytes(ss_store *s, const char *id, long long bytes) {
     if (!id_valid(id)) return ss_fail(SS_EINVAL, "invalid slice id");
+    int rc;
     pthread_mutex_lock(&s->mu);
-    entry *e = find_locked(s, id);
+    entry *e = lookup_locked(s, id, &rc);
     if (e && !e->info.upload_bytes) e->info.upload_bytes = bytes;
     pthread_mutex_unlock(&s->mu);
-    return e ? SS_OK : ss_fail(SS_EINVAL, "no slice %s", id);
+    if (e && s->shared) rc = s->b->set_upload_bytes(s->b, id, bytes);
+    return rc;
 }
 
 int ss_store_info_scalars(ss_store *s, const char *id, ss_slice_info *out) {
     memset(out, 0, sizeof *out);
     if (!id_valid(id)) return ss_fail(SS_EINVAL, "invalid slice id");
+    int rc;
     pthread_mutex_lock(&s->mu);
-    entry *e = find_locked(s, id);
+    entry *e = lookup_locked(s, id, &rc);
     if (e) {
         *out = e->info;
         out->singular_values = NULL;
     }
     pthread_mutex_unlock(&s->mu);
-    return e ? SS_OK : ss_fail(SS_EINVAL, "no slice %s", id);
+    return rc;
 }
 
 void ss_slice_info_free(ss_slice_info *info) {
@@ -610,9 +703,40 @@ static int cmp_newest(const void *a, const void *b) {
     return strcmp(x->id, y->id);
 }
 
+typedef struct scan_acc {
+    ss_slice_info *arr;
+    size_t n, cap;
+} scan_acc;
+
+static int scan_one(void *arg, const ss_slice_info *info) {
+    scan_acc *a = arg;
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        ss_slice_info *p = realloc(a->arr, cap * sizeof *p);
+        if (!p) return ss_fail(SS_ENOMEM, "out of memory");
+        a->arr = p;
+        a->cap = cap;
+    }
+    a->arr[a->n] = *info;
+    a->arr[a->n++].singular_values = NULL;
+    return SS_OK;
+}
+
 int ss_store_list(ss_store *s, ss_slice_info **out, size_t *n) {
     *out = NULL;
     *n = 0;
+    if (s->shared) { /* the index holds only what this process has seen */
+        scan_acc a = {0};
+        int rc = s->b->scan(s->b, scan_one, &a);
+        if (rc != SS_OK) {
+            free(a.arr);
+            return rc;
+        }
+        if (a.n) qsort(a.arr, a.n, sizeof *a.arr, cmp_newest);
+        *out = a.arr ? a.arr : malloc(sizeof **out);
+        *n = a.n;
+        return *out ? SS_OK : ss_fail(SS_ENOMEM, "out of memory");
+    }
     pthread_mutex_lock(&s->mu);
     ss_slice_info *arr = malloc((s->count ? s->count : 1) * sizeof *arr);
     if (!arr) {
@@ -635,8 +759,9 @@ int ss_store_list(ss_store *s, ss_slice_info **out, size_t *n) {
 
 int ss_store_find_content(ss_store *s, const ss_image *img, int rank, char id[65]) {
     ss_content_id(img, rank, id);
+    int rc;
     pthread_mutex_lock(&s->mu);
-    int have = find_locked(s, id) != NULL;
+    int have = lookup_locked(s, id, &rc) != NULL;
     pthread_mutex_unlock(&s->mu);
     if (have) return 1;
     /* A slice stored before ids were SHA-256 keeps its old id. Its hash is not
@@ -645,7 +770,7 @@ int ss_store_find_content(ss_store *s, const ss_image *img, int rank, char id[65
     char old[65];
     ss_content_id_v1(img, rank, old);
     pthread_mutex_lock(&s->mu);
-    have = find_locked(s, old) != NULL;
+    have = lookup_locked(s, old, &rc) != NULL;
     pthread_mutex_unlock(&s->mu);
     if (!have) return 0;
     int err;
@@ -662,11 +787,12 @@ int ss_store_find_content(ss_store *s, const ss_image *img, int rank, char id[65
 
 int ss_store_read_file(ss_store *s, const char *id, unsigned char **buf, size_t *len) {
     if (!id_valid(id)) return ss_fail(SS_EINVAL, "invalid slice id");
+    int rc;
     pthread_mutex_lock(&s->mu);
-    int have = find_locked(s, id) != NULL;
+    int have = lookup_locked(s, id, &rc) != NULL;
     pthread_mutex_unlock(&s->mu);
-    if (!have) return ss_fail(SS_EINVAL, "no slice %s", id);
-    int rc = s->b->get(s->b, id, buf, len);
+    if (!have) return rc;
+    rc = s->b->get(s->b, id, buf, len);
     if (rc == SS_OK) { /* the index checked only its header and singular values */
         ss_factors h;
         rc = ss_svd_verify(*buf, *len, &h);
@@ -682,6 +808,10 @@ int ss_store_read_file(ss_store *s, const char *id, unsigned char **buf, size_t 
     if (rc != SS_OK) { /* deleted between the check and the read: simply gone */
         pthread_mutex_lock(&s->mu);
         entry *e = find_locked(s, id);
+        if (e && rc == SS_EINVAL && s->shared) { /* deleted elsewhere */
+            forget_locked(s, e);
+            e = NULL;
+        }
         have = e && !e->deleting;
         if (have && rc == SS_ECORRUPT) drop_corrupt_locked(s, e);
         pthread_mutex_unlock(&s->mu);
@@ -698,4 +828,9 @@ void ss_store_get_stats(ss_store *s, ss_store_stats *st) {
     st->cache_hits = s->hits;
     st->cache_misses = s->misses;
     pthread_mutex_unlock(&s->mu);
+    long long n, bytes; /* shared: what every process stored, when the store answers */
+    if (s->shared && s->b->usage(s->b, &n, &bytes) == SS_OK) {
+        st->slices = n;
+        st->disk_bytes = bytes;
+    }
 }

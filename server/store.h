@@ -14,7 +14,14 @@ typedef struct ss_store_opts {
     const char *dir;         /* data directory; created if missing */
     size_t cache_bytes;      /* bound on factors held in memory (LRU), e.g. 256 MiB */
     long long quota_bytes;   /* bound on the bytes of .svd files on disk; 0 = none */
-    const char *backend;     /* "dir" (also when NULL): files in dir */
+    const char *backend;     /* "dir" (also when NULL): files in dir; "postgres": shared, in dsn */
+    const char *dsn;         /* postgres: a libpq connection URI or keyword string */
+    int connections;         /* postgres: connection pool size (>= 1) */
+    /* Called (from any thread) after a slice another process deleted was
+     * dropped from the index and factors cache (id), or all of them (NULL):
+     * the server purges its response cache there. */
+    void (*on_purge)(void *arg, const char *id);
+    void *purge_arg;
     /* The dir backend's file calls (server/store_dir.h); NULL = POSIX. Tests
      * replace them to fail a chosen step. */
     const struct ss_fileops *fileops;
@@ -34,8 +41,8 @@ typedef struct ss_slice_info {
     float *singular_values;   /* nsv values */
 } ss_slice_info;
 
-/* Opens the backend (dir: creates dir) and reads every slice's info into the
- * index; a corrupt or unreadable slice is logged to stderr and skipped, never
+/* Opens the backend (dir: creates dir) and, for a private backend, reads every slice's info into the
+ * index (a shared one fills it on demand); a corrupt or unreadable slice is logged to stderr and skipped, never
  * served; leftover temp files are removed. A listing that fails fails the
  * open (SS_EIO), so a bad disk never looks like an empty store. Returns 0 and
  * *out, SS_EINVAL (no dir, unknown backend), SS_EIO or SS_ENOMEM. */

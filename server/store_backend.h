@@ -35,11 +35,32 @@ struct ss_store_backend {
      * read whole: ss_store_decode, ss_store_read_file). SS_ECORRUPT, SS_EIO,
      * SS_ENOMEM. */
     int (*info)(ss_store_backend *b, const char *id, ss_slice_info *out);
-    void (*close)(ss_store_backend *b); /* NULL-safe */
+    void (*close)(ss_store_backend *b); /* NULL-safe; stops watch's thread first */
+
+    /* A backend several processes share sets shared = 1 and every call below;
+     * the core's index is then only a cache of it: a miss asks info (where a
+     * missing id is SS_EINVAL and an unreachable store SS_ESTORE), listing and
+     * quota ask scan and usage, and watch keeps the caches from serving what
+     * another process deleted. A private backend (dir) leaves them 0/NULL. */
+    int shared;
+    /* each(arg, info) for every stored slice, singular_values NULL. */
+    int (*scan)(ss_store_backend *b, int (*each)(void *arg, const ss_slice_info *info), void *arg);
+    int (*usage)(ss_store_backend *b, long long *slices, long long *bytes);
+    /* Records the upload size of id unless one is recorded. */
+    int (*set_upload_bytes)(ss_store_backend *b, const char *id, long long bytes);
+    /* Starts a thread calling purge(arg, id) for every slice another process
+     * deletes, and purge(arg, NULL) when deletes may have been missed (after
+     * its connection to the store came back). */
+    int (*watch)(ss_store_backend *b, void (*purge)(void *arg, const char *id), void *arg);
+    /* 1 while watch delivers every delete, so cached slices may be trusted;
+     * 0 (store unreachable, reconnecting): every lookup asks the store. */
+    int (*watching)(ss_store_backend *b);
 };
 
 /* The directory backend (server/store_dir.c): opts->dir, opts->fileops. */
 int ss_store_dir_open(const ss_store_opts *opts, ss_store_backend **out);
+/* The PostgreSQL backend (server/store_pg.c): opts->dsn, opts->connections. */
+int ss_store_pg_open(const ss_store_opts *opts, ss_store_backend **out);
 
 /* For backends: the id rule, and decoding an encoding into verified factors
  * (its id must be id and it must carry the original pixels). */

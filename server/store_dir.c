@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -213,6 +216,8 @@ typedef struct dir_backend {
     ss_fileops *fault; /* owned, from SVDSLICE_TEST_FAULT; NULL normally */
     char *dir;
     int dirfd;
+    int lockfd; /* DIR/.lock, flock'ed for as long as the store is open */
+    unsigned long long tmp_tag; /* random per open: every container is PID 1 */
     unsigned long tmp_seq;
 } dir_backend;
 
@@ -229,7 +234,7 @@ static int slice_path(const dir_backend *d, const char *id, char *path, size_t n
 static int write_temp(dir_backend *d, const unsigned char *buf, size_t len, char *tmpname, size_t tn) {
     const ss_fileops *o = d->ops;
     unsigned long seq = __atomic_add_fetch(&d->tmp_seq, 1, __ATOMIC_SEQ_CST);
-    snprintf(tmpname, tn, ".tmp-%ld-%lu", (long)getpid(), seq);
+    snprintf(tmpname, tn, ".tmp-%016llx-%lu", d->tmp_tag, seq);
     int fd = o->open(o->ctx, d->dirfd, tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) return ss_fail(errno_code(errno), "create temp file: %s", strerror(errno));
     size_t off = 0;
@@ -368,6 +373,7 @@ static void dir_close(ss_store_backend *b) {
     dir_backend *d = (dir_backend *)b;
     if (!d) return;
     if (d->dirfd >= 0) d->ops->close(d->ops->ctx, d->dirfd);
+    if (d->lockfd >= 0) close(d->lockfd); /* releases the flock */
     ss_fileops_fault_free(d->fault);
     free(d->dir);
     free(d);
@@ -378,8 +384,9 @@ int ss_store_dir_open(const ss_store_opts *opts, ss_store_backend **out) {
     if (!opts->dir || !*opts->dir) return ss_fail(SS_EINVAL, "no data directory given");
     dir_backend *d = calloc(1, sizeof *d);
     if (!d) return ss_fail(SS_ENOMEM, "out of memory");
-    d->b = (ss_store_backend){"dir", dir_put, dir_get, dir_del, dir_list, dir_info, dir_close};
-    d->dirfd = -1;
+    d->b = (ss_store_backend){.name = "dir", .put = dir_put, .get = dir_get, .del = dir_del, .list = dir_list,
+                              .info = dir_info, .close = dir_close};
+    d->dirfd = d->lockfd = -1;
     d->ops = opts->fileops ? opts->fileops : &ss_fileops_posix;
     int rc = SS_OK;
     const char *spec = opts->fileops ? NULL : getenv("SVDSLICE_TEST_FAULT");
@@ -398,6 +405,20 @@ int ss_store_dir_open(const ss_store_opts *opts, ss_store_backend **out) {
     if (rc == SS_OK &&
         (d->dirfd = o->open(o->ctx, AT_FDCWD, opts->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)) < 0)
         rc = ss_fail(SS_EIO, "cannot open data directory %s: %s", opts->dir, strerror(errno));
+    /* One process per directory: the index, the quota and the clean-up of
+     * temp files at start are its own. A second one (another replica on the
+     * same volume) is refused here rather than answering 500s later;
+     * replicas share --store postgres://... instead. */
+    if (rc == SS_OK && (d->lockfd = openat(d->dirfd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
+        rc = ss_fail(SS_EIO, "cannot create %s/.lock: %s", opts->dir, strerror(errno));
+    if (rc == SS_OK && flock(d->lockfd, LOCK_EX | LOCK_NB) != 0)
+        rc = errno == EWOULDBLOCK
+                 ? ss_fail(SS_EIO, "data directory %s is in use by another svdslice process (it holds %s/.lock);"
+                                   " one process per directory: replicas share --store postgres://...",
+                           opts->dir, opts->dir)
+                 : ss_fail(SS_EIO, "cannot lock %s/.lock: %s", opts->dir, strerror(errno));
+    if (rc == SS_OK && getrandom(&d->tmp_tag, sizeof d->tmp_tag, GRND_NONBLOCK) != (ssize_t)sizeof d->tmp_tag)
+        d->tmp_tag = (unsigned long long)getpid() << 32 ^ (unsigned long long)time(NULL);
     if (rc != SS_OK) {
         dir_close(&d->b);
         return rc;

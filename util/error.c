@@ -32,6 +32,7 @@ const char *ss_strcode(int code) {
     case SS_ETIMEDOUT: return "timed out";
     case SS_ENOTNIFTI: return "not a NIfTI file";
     case SS_EUNSUPPORTED: return "unsupported";
+    case SS_ESTORE: return "store unavailable";
     default: return "unknown error";
     }
 }

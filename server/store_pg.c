@@ -1,0 +1,485 @@
+/* store_pg.c - the PostgreSQL store backend: one row per slice (metadata in columns, the .svd
+ * encoding as bytea) shared by every replica; deletes reach the others by LISTEN/NOTIFY */
+#include "util/error.h"
+#include "server/store_backend.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Every statement and connection attempt is bounded, so an unreachable or
+ * stuck PostgreSQL is a 503 within seconds, never a hung request. */
+#define PG_CONNECT_TIMEOUT_S "2"
+#define PG_OPTIONS "-c statement_timeout=5000 -c lock_timeout=2000 -c idle_in_transaction_session_timeout=10000"
+#define PG_WAIT_CONN_S 5    /* a request waits this long for a free pooled connection */
+#define PG_RETRY_MS 250     /* the watcher reconnects this often while PostgreSQL is away */
+#define PG_CHANNEL "svdslice_deleted"
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* Version 1. A later version adds its statements to k_migrations and bumps
+ * svdslice_schema.version: volumes (issue 10) would be svdslice_volumes plus
+ * one svdslice_slices row per volume slice, keyed by the slice's content id. */
+static const char *const k_migrations[] = {
+    "CREATE TABLE IF NOT EXISTS svdslice_slices ("
+    " id text PRIMARY KEY,"
+    " name text NOT NULL,"
+    " width integer NOT NULL, height integer NOT NULL, bit_depth integer NOT NULL,"
+    " rank integer NOT NULL, nsv integer NOT NULL,"
+    " created bigint NOT NULL,"            /* unix seconds, as in the encoding */
+    " file_bytes bigint NOT NULL,"         /* octet_length(svd) */
+    " upload_bytes bigint,"                /* PNG bytes it was uploaded as; NULL = unknown */
+    " singular_values bytea NOT NULL,"     /* float32 LE, as in the encoding: the index reads only these */
+    " svd bytea NOT NULL,"                 /* the whole .svd encoding, checked on every load */
+    " stored_at timestamptz NOT NULL DEFAULT now())",
+    /* Float factors do not compress: skip pglz, and let substring() read only the header's pages. */
+    "ALTER TABLE svdslice_slices ALTER COLUMN svd SET STORAGE EXTERNAL",
+};
+#define SCHEMA_VERSION 1
+
+typedef struct pg_backend {
+    ss_store_backend b; /* first: the core hands this pointer back */
+    char *dsn;
+    /* the pool: conns[i] NULL until first used; free[] is a stack of indexes */
+    PGconn **conns;
+    int *free_idx, nfree, nconns;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* the watcher */
+    pthread_t watcher;
+    int watcher_started, stop_fd[2];
+    int watching; /* atomic */
+    void (*purge)(void *arg, const char *id);
+    void *purge_arg;
+} pg_backend;
+
+/* The first line of libpq's message (they end in newlines and carry details). */
+static const char *pg_msg(const PGconn *c, char *buf, size_t n) {
+    snprintf(buf, n, "%s", c ? PQerrorMessage(c) : "out of memory");
+    buf[strcspn(buf, "\n")] = '\0';
+    return buf;
+}
+
+static PGconn *pg_connect(const char *dsn, int keepalive) {
+    const char *keys[] = {"dbname", "connect_timeout", "options", "application_name", "keepalives_idle",
+                          "keepalives_interval", "keepalives_count", NULL};
+    const char *vals[] = {dsn, PG_CONNECT_TIMEOUT_S, PG_OPTIONS, "svdslice", keepalive ? "5" : NULL,
+                          keepalive ? "2" : NULL, keepalive ? "2" : NULL, NULL};
+    if (!keepalive) keys[4] = NULL;
+    return PQconnectdbParams(keys, vals, 1);
+}
+
+/* ---- the pool ------------------------------------------------------------------- */
+
+/* A connected pooled connection in *idx, or SS_ESTORE / SS_EBUSY. */
+static int conn_take(pg_backend *p, int *idx) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += PG_WAIT_CONN_S;
+    pthread_mutex_lock(&p->mu);
+    while (p->nfree == 0)
+        if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT) {
+            pthread_mutex_unlock(&p->mu);
+            return ss_fail(SS_EBUSY, "all %d store connections busy for %d s (--store-connections)", p->nconns,
+                           PG_WAIT_CONN_S);
+        }
+    *idx = p->free_idx[--p->nfree];
+    pthread_mutex_unlock(&p->mu);
+    PGconn *c = p->conns[*idx];
+    if (c && PQstatus(c) == CONNECTION_OK) return SS_OK;
+    if (c) PQfinish(c);
+    p->conns[*idx] = c = pg_connect(p->dsn, 0);
+    if (c && PQstatus(c) == CONNECTION_OK) return SS_OK;
+    char m[300];
+    int rc = ss_fail(SS_ESTORE, "PostgreSQL store unreachable: %s", pg_msg(c, m, sizeof m));
+    PQfinish(c);
+    p->conns[*idx] = NULL;
+    pthread_mutex_lock(&p->mu);
+    p->free_idx[p->nfree++] = *idx;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+static void conn_give(pg_backend *p, int idx) {
+    pthread_mutex_lock(&p->mu);
+    p->free_idx[p->nfree++] = idx;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Runs one parameterised statement (binary results when binary). Returns the
+ * result with *rc = SS_OK, or NULL and *rc: SS_ESTORE when PostgreSQL cannot
+ * be reached, timed out or refused the statement. A connection found broken
+ * (PostgreSQL restarted since its last use) is reconnected and the statement
+ * run once more, so the first request after a restart succeeds. */
+static PGresult *run(pg_backend *p, const char *sql, int n, const char *const *vals, const int *lens,
+                     const int *fmts, int binary, int *rc) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int idx = 0;
+        if ((*rc = conn_take(p, &idx)) != SS_OK) return NULL;
+        PGconn *c = p->conns[idx];
+        PGresult *res = PQexecParams(c, sql, n, NULL, vals, lens, fmts, binary);
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+            conn_give(p, idx);
+            *rc = SS_OK;
+            return res;
+        }
+        char m[300];
+        const char *why = res && PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(c);
+        snprintf(m, sizeof m, "%s", why);
+        m[strcspn(m, "\n")] = '\0';
+        PQclear(res);
+        int broken = PQstatus(c) != CONNECTION_OK;
+        if (broken) {
+            PQfinish(c);
+            p->conns[idx] = NULL;
+        }
+        conn_give(p, idx);
+        *rc = ss_fail(SS_ESTORE, "PostgreSQL store: %s", m);
+        if (!broken) return NULL;
+    }
+    return NULL;
+}
+
+static PGresult *run1(pg_backend *p, const char *sql, const char *id, int binary, int *rc) {
+    const char *v[] = {id};
+    return run(p, sql, 1, v, NULL, NULL, binary, rc);
+}
+
+/* ---- the calls -------------------------------------------------------------------- */
+
+static int pg_put(ss_store_backend *b, const char *id, const unsigned char *buf, size_t len) {
+    pg_backend *p = (pg_backend *)b;
+    ss_slice_info info;
+    size_t sv_off = 0;
+    if (len < SS_SVD_HEADER_BYTES) return ss_fail(SS_EIO, "slice %s: encoding too short", id);
+    int rc = ss_store_decode_head(id, buf, len, &info, &sv_off);
+    if (rc != SS_OK) return rc;
+    size_t sv_len = sizeof(float) * (size_t)info.nsv;
+    if (sv_off + sv_len > len || len > 0x3fffffff) return ss_fail(SS_EIO, "slice %s: encoding malformed", id);
+    char w[16], h[16], d[16], r[16], ns[16], cr[24], fb[24];
+    snprintf(w, sizeof w, "%d", info.width);
+    snprintf(h, sizeof h, "%d", info.height);
+    snprintf(d, sizeof d, "%d", info.bit_depth);
+    snprintf(r, sizeof r, "%d", info.rank);
+    snprintf(ns, sizeof ns, "%d", info.nsv);
+    snprintf(cr, sizeof cr, "%" PRId64, info.created);
+    snprintf(fb, sizeof fb, "%zu", len);
+    const char *vals[] = {id, info.name, w, h, d, r, ns, cr, fb, (const char *)buf + sv_off, (const char *)buf};
+    const int lens[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, (int)sv_len, (int)len};
+    const int fmts[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1};
+    /* The content id is the key: the same upload stored by two replicas at
+     * once is one row, and both are told it is stored. Committed (and so
+     * durable, with PostgreSQL's default synchronous_commit) when this returns. */
+    PGresult *res = run(p,
+                        "INSERT INTO svdslice_slices (id, name, width, height, bit_depth, rank, nsv, created,"
+                        " file_bytes, singular_values, svd) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                        " ON CONFLICT (id) DO NOTHING",
+                        11, vals, lens, fmts, 0, &rc);
+    PQclear(res);
+    return rc;
+}
+
+static int pg_get(ss_store_backend *b, const char *id, unsigned char **buf, size_t *len) {
+    pg_backend *p = (pg_backend *)b;
+    *buf = NULL;
+    *len = 0;
+    int rc;
+    PGresult *res = run1(p, "SELECT svd FROM svdslice_slices WHERE id = $1", id, 1, &rc);
+    if (!res) return rc;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return ss_fail(SS_EINVAL, "no slice %s", id);
+    }
+    size_t n = (size_t)PQgetlength(res, 0, 0);
+    *buf = malloc(n ? n : 1);
+    if (!*buf) rc = ss_fail(SS_ENOMEM, "out of memory");
+    else {
+        memcpy(*buf, PQgetvalue(res, 0, 0), n);
+        *len = n;
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* The delete and its notification commit together: every replica listening
+ * hears of it, and one that is not (reconnecting) asks the store on each lookup. */
+static int pg_del(ss_store_backend *b, const char *id, int *gone) {
+    pg_backend *p = (pg_backend *)b;
+    *gone = 0;
+    int rc;
+    PGresult *res = run1(p,
+                         "WITH d AS (DELETE FROM svdslice_slices WHERE id = $1 RETURNING id)"
+                         " SELECT pg_notify('" PG_CHANNEL "', id) FROM d",
+                         id, 0, &rc);
+    if (!res) return rc;
+    int n = PQntuples(res);
+    PQclear(res);
+    *gone = 1;
+    return n == 1 ? SS_OK : ss_fail(SS_EINVAL, "no slice %s", id); /* another replica deleted it first */
+}
+
+static int pg_list(ss_store_backend *b, int (*each)(void *arg, const char *id), void *arg) {
+    pg_backend *p = (pg_backend *)b;
+    int rc;
+    PGresult *res = run(p, "SELECT id FROM svdslice_slices", 0, NULL, NULL, NULL, 0, &rc);
+    if (!res) return rc;
+    for (int i = 0; rc == SS_OK && i < PQntuples(res); i++) rc = each(arg, PQgetvalue(res, i, 0));
+    PQclear(res);
+    return rc;
+}
+
+/* The info from the encoding's checked header (its first bytes only) and the
+ * stored singular values, as the directory backend reads them. */
+static int pg_info(ss_store_backend *b, const char *id, ss_slice_info *out) {
+    pg_backend *p = (pg_backend *)b;
+    memset(out, 0, sizeof *out);
+    int rc;
+    PGresult *res = run1(p,
+                         "SELECT substring(svd FROM 1 FOR " STR(SS_SVD_HEADER_BYTES) "), octet_length(svd),"
+                         " singular_values, coalesce(upload_bytes, 0) FROM svdslice_slices WHERE id = $1",
+                         id, 1, &rc);
+    if (!res) return rc;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return ss_fail(SS_EINVAL, "no slice %s", id);
+    }
+    unsigned char head[SS_SVD_HEADER_BYTES] = {0};
+    size_t hl = (size_t)PQgetlength(res, 0, 0);
+    memcpy(head, PQgetvalue(res, 0, 0), hl < sizeof head ? hl : sizeof head);
+    const unsigned char *f = (const unsigned char *)PQgetvalue(res, 0, 1); /* binary int4/int8, big endian */
+    uint64_t file_len = 0, upload = 0;
+    int flen = PQgetlength(res, 0, 1);
+    for (int i = 0; i < flen; i++) file_len = file_len << 8 | f[i];
+    const unsigned char *u = (const unsigned char *)PQgetvalue(res, 0, 3);
+    for (int i = 0; i < PQgetlength(res, 0, 3); i++) upload = upload << 8 | u[i];
+    size_t sv_off;
+    rc = hl == sizeof head ? ss_store_decode_head(id, head, (size_t)file_len, out, &sv_off)
+                           : ss_fail(SS_ECORRUPT, "slice %s: stored encoding too short", id);
+    if (rc == SS_OK && (size_t)PQgetlength(res, 0, 2) != sizeof(float) * (size_t)out->nsv)
+        rc = ss_fail(SS_ECORRUPT, "slice %s: stored singular values do not match its header", id);
+    if (rc == SS_OK) rc = ss_store_decode_sv(id, (const unsigned char *)PQgetvalue(res, 0, 2), out);
+    if (rc == SS_OK) out->upload_bytes = (long long)upload;
+    PQclear(res);
+    return rc;
+}
+
+static int pg_scan(ss_store_backend *b, int (*each)(void *arg, const ss_slice_info *info), void *arg) {
+    pg_backend *p = (pg_backend *)b;
+    int rc;
+    PGresult *res = run(p,
+                        "SELECT id, name, width, height, bit_depth, rank, nsv, created, file_bytes,"
+                        " coalesce(upload_bytes, 0) FROM svdslice_slices",
+                        0, NULL, NULL, NULL, 0, &rc);
+    if (!res) return rc;
+    for (int i = 0; rc == SS_OK && i < PQntuples(res); i++) {
+        ss_slice_info in = {0};
+        snprintf(in.id, sizeof in.id, "%s", PQgetvalue(res, i, 0));
+        snprintf(in.name, sizeof in.name, "%s", PQgetvalue(res, i, 1));
+        in.width = atoi(PQgetvalue(res, i, 2));
+        in.height = atoi(PQgetvalue(res, i, 3));
+        in.bit_depth = atoi(PQgetvalue(res, i, 4));
+        in.rank = atoi(PQgetvalue(res, i, 5));
+        in.nsv = atoi(PQgetvalue(res, i, 6));
+        in.created = strtoll(PQgetvalue(res, i, 7), NULL, 10);
+        in.file_bytes = strtoll(PQgetvalue(res, i, 8), NULL, 10);
+        in.upload_bytes = strtoll(PQgetvalue(res, i, 9), NULL, 10);
+        rc = each(arg, &in);
+    }
+    PQclear(res);
+    return rc;
+}
+
+static int pg_usage(ss_store_backend *b, long long *slices, long long *bytes) {
+    pg_backend *p = (pg_backend *)b;
+    int rc;
+    PGresult *res = run(p, "SELECT count(*), coalesce(sum(file_bytes), 0) FROM svdslice_slices", 0, NULL, NULL,
+                        NULL, 0, &rc);
+    if (!res) return rc;
+    *slices = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    *bytes = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    PQclear(res);
+    return SS_OK;
+}
+
+static int pg_set_upload_bytes(ss_store_backend *b, const char *id, long long bytes) {
+    pg_backend *p = (pg_backend *)b;
+    char v[24];
+    snprintf(v, sizeof v, "%lld", bytes);
+    const char *vals[] = {id, v};
+    int rc;
+    PGresult *res = run(p, "UPDATE svdslice_slices SET upload_bytes = $2 WHERE id = $1 AND upload_bytes IS NULL", 2,
+                        vals, NULL, NULL, 0, &rc);
+    PQclear(res);
+    return rc;
+}
+
+/* ---- the watcher: LISTEN for deletes -------------------------------------------------- */
+
+/* Waits up to ms for fd to be readable or the stop pipe; returns 1 when told to stop. */
+static int wait_or_stop(pg_backend *p, int fd, int ms) {
+    struct pollfd pf[2] = {{p->stop_fd[0], POLLIN, 0}, {fd, POLLIN, 0}};
+    poll(pf, fd >= 0 ? 2 : 1, ms);
+    return (pf[0].revents & POLLIN) != 0;
+}
+
+static void *watcher_main(void *arg) {
+    pg_backend *p = arg;
+    int was_down = 0;
+    for (;;) {
+        PGconn *c = pg_connect(p->dsn, 1);
+        PGresult *res = PQstatus(c) == CONNECTION_OK ? PQexec(c, "LISTEN " PG_CHANNEL) : NULL;
+        int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+        if (ok) {
+            /* Listening from here on; deletes made while it was not are
+             * unknown, so every cached slice is forgotten, and only then are
+             * caches trusted again. */
+            p->purge(p->purge_arg, NULL);
+            __atomic_store_n(&p->watching, 1, __ATOMIC_SEQ_CST);
+            if (was_down) fprintf(stderr, "svdslice: store: PostgreSQL reachable again; caches flushed\n");
+            was_down = 0;
+            for (;;) {
+                if (wait_or_stop(p, PQsocket(c), 1000)) {
+                    PQfinish(c);
+                    return NULL;
+                }
+                if (!PQconsumeInput(c) || PQstatus(c) != CONNECTION_OK) break;
+                PGnotify *n;
+                while ((n = PQnotifies(c)) != NULL) {
+                    if (ss_store_id_valid(n->extra)) p->purge(p->purge_arg, n->extra);
+                    PQfreemem(n);
+                }
+            }
+        }
+        __atomic_store_n(&p->watching, 0, __ATOMIC_SEQ_CST);
+        if (!was_down) {
+            char m[300];
+            fprintf(stderr, "svdslice: store: lost PostgreSQL (%s); every lookup asks it until it is back\n",
+                    pg_msg(c, m, sizeof m));
+        }
+        was_down = 1;
+        PQfinish(c);
+        if (wait_or_stop(p, -1, PG_RETRY_MS)) return NULL;
+    }
+}
+
+static int pg_watch(ss_store_backend *b, void (*purge)(void *arg, const char *id), void *arg) {
+    pg_backend *p = (pg_backend *)b;
+    p->purge = purge;
+    p->purge_arg = arg;
+    if (pthread_create(&p->watcher, NULL, watcher_main, p) != 0)
+        return ss_fail(SS_ENOMEM, "cannot start the store's watcher thread");
+    p->watcher_started = 1;
+    return SS_OK;
+}
+
+static int pg_watching(ss_store_backend *b) {
+    return __atomic_load_n(&((pg_backend *)b)->watching, __ATOMIC_SEQ_CST);
+}
+
+static void pg_close(ss_store_backend *b) {
+    pg_backend *p = (pg_backend *)b;
+    if (!p) return;
+    if (p->watcher_started) {
+        ssize_t w = write(p->stop_fd[1], "x", 1);
+        (void)w;
+        pthread_join(p->watcher, NULL);
+    }
+    for (int i = 0; p->conns && i < p->nconns; i++) PQfinish(p->conns[i]);
+    if (p->stop_fd[0] >= 0) close(p->stop_fd[0]);
+    if (p->stop_fd[1] >= 0) close(p->stop_fd[1]);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p->conns);
+    free(p->free_idx);
+    free(p->dsn);
+    free(p);
+}
+
+/* Creates or migrates the schema; replicas starting together take turns. */
+static int migrate(pg_backend *p) {
+    char m[300];
+    PGconn *c = pg_connect(p->dsn, 0);
+    if (PQstatus(c) != CONNECTION_OK) {
+        int rc = ss_fail(SS_ESTORE, "cannot connect to PostgreSQL: %s", pg_msg(c, m, sizeof m));
+        PQfinish(c);
+        return rc;
+    }
+    int rc = SS_OK;
+    const char *setup[] = {
+        "SELECT pg_advisory_lock(7306234157)",
+        "CREATE TABLE IF NOT EXISTS svdslice_schema (version integer NOT NULL)",
+    };
+    for (size_t i = 0; rc == SS_OK && i < sizeof setup / sizeof *setup; i++) {
+        PGresult *res = PQexec(c, setup[i]);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+            rc = ss_fail(SS_ESTORE, "PostgreSQL schema: %s", pg_msg(c, m, sizeof m));
+        PQclear(res);
+    }
+    int version = 0;
+    if (rc == SS_OK) {
+        PGresult *res = PQexec(c, "SELECT coalesce(max(version), 0) FROM svdslice_schema");
+        if (PQresultStatus(res) == PGRES_TUPLES_OK) version = atoi(PQgetvalue(res, 0, 0));
+        else rc = ss_fail(SS_ESTORE, "PostgreSQL schema: %s", pg_msg(c, m, sizeof m));
+        PQclear(res);
+    }
+    if (rc == SS_OK && version > SCHEMA_VERSION)
+        rc = ss_fail(SS_EINVAL, "PostgreSQL schema version %d is newer than this svdslice knows (%d)", version,
+                     SCHEMA_VERSION);
+    if (rc == SS_OK && version < SCHEMA_VERSION) {
+        PGresult *res = PQexec(c, "BEGIN");
+        PQclear(res);
+        for (size_t i = 0; rc == SS_OK && i < sizeof k_migrations / sizeof *k_migrations; i++) {
+            res = PQexec(c, k_migrations[i]);
+            if (PQresultStatus(res) != PGRES_COMMAND_OK)
+                rc = ss_fail(SS_ESTORE, "PostgreSQL schema: %s", pg_msg(c, m, sizeof m));
+            PQclear(res);
+        }
+        res = PQexec(c, rc == SS_OK ? "DELETE FROM svdslice_schema; INSERT INTO svdslice_schema VALUES ("
+                                      STR(SCHEMA_VERSION) "); COMMIT"
+                                    : "ROLLBACK");
+        if (rc == SS_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+            rc = ss_fail(SS_ESTORE, "PostgreSQL schema: %s", pg_msg(c, m, sizeof m));
+        PQclear(res);
+    }
+    PQfinish(c); /* ends the session: the advisory lock goes with it */
+    return rc;
+}
+
+int ss_store_pg_open(const ss_store_opts *opts, ss_store_backend **out) {
+    *out = NULL;
+    if (!opts->dsn || !*opts->dsn) return ss_fail(SS_EINVAL, "no PostgreSQL connection string given");
+    if (PQisthreadsafe() != 1) return ss_fail(SS_EINVAL, "this libpq is not thread-safe");
+    pg_backend *p = calloc(1, sizeof *p);
+    if (!p) return ss_fail(SS_ENOMEM, "out of memory");
+    p->b = (ss_store_backend){"postgres", pg_put, pg_get, pg_del, pg_list, pg_info, pg_close,
+                              1, pg_scan, pg_usage, pg_set_upload_bytes, pg_watch, pg_watching};
+    p->stop_fd[0] = p->stop_fd[1] = -1;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->nconns = opts->connections > 0 ? opts->connections : 1;
+    p->dsn = strdup(opts->dsn);
+    p->conns = calloc((size_t)p->nconns, sizeof *p->conns);
+    p->free_idx = calloc((size_t)p->nconns, sizeof *p->free_idx);
+    int rc = SS_OK;
+    if (!p->dsn || !p->conns || !p->free_idx) rc = ss_fail(SS_ENOMEM, "out of memory");
+    if (rc == SS_OK && pipe(p->stop_fd) != 0) rc = ss_fail(SS_EIO, "pipe: %s", strerror(errno));
+    for (int i = 0; rc == SS_OK && i < p->nconns; i++) p->free_idx[p->nfree++] = i;
+    if (rc == SS_OK) rc = migrate(p);
+    if (rc != SS_OK) {
+        pg_close(&p->b);
+        return rc;
+    }
+    *out = &p->b;
+    return SS_OK;
+}

@@ -1,0 +1,354 @@
+"""test_scaleout.py - three `svdslice serve` replicas on one PostgreSQL store, behind nginx.
+
+A real PostgreSQL (initdb into a temporary directory, run as the `postgres` user when the test
+runs as root, listening on a unix socket only) and Debian's nginx with its own config (hash on
+the slice id, so each replica's caches stay warm). Checks: an upload through nginx is read from
+every replica directly; a delete through nginx is gone everywhere (also from each replica's
+response cache); two replicas storing the same upload at once give one row; with a replica
+killed nginx keeps answering; with PostgreSQL stopped the replicas answer 503 store_unavailable
+(never 500, never a hang) and within 10 s of its return requests succeed with nothing
+acknowledged lost. The OpenAPI document of a replica lists store_unavailable.
+
+Skips with exit code 77 (ctest: SKIP_RETURN_CODE) only when PostgreSQL's or nginx's binaries are
+not installed (scripts/setup.sh test installs postgresql and nginx).
+"""
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import util  # noqa: E402
+
+SKIP = 77
+REPLICAS = 3
+
+
+def pg_bindir():
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]))
+    for d in reversed(dirs):
+        if all(os.access(os.path.join(d, b), os.X_OK) for b in ("initdb", "pg_ctl", "psql")):
+            return d
+    return None
+
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Postgres:
+    """A throwaway cluster: trust auth, unix socket only, user `svdslice`."""
+
+    def __init__(self, bindir):
+        self.bindir = bindir
+        self.root = tempfile.mkdtemp(prefix="svdslice-pg-")
+        os.chmod(self.root, 0o755)
+        self.data = os.path.join(self.root, "data")
+        self.sock = os.path.join(self.root, "sock")
+        self.log = os.path.join(self.root, "pg.log")
+        self.port = free_port()
+        self.as_user = []
+        os.mkdir(self.sock)
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+            os.chown(self.sock, pw.pw_uid, pw.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.run("initdb", "-D", self.data, "-U", "svdslice", "-A", "trust", "--no-sync", "-E", "UTF8")
+        self.dsn = "postgresql://svdslice@/postgres?host=%s&port=%d" % (self.sock, self.port)
+
+    def run(self, tool, *args, check=True):
+        p = subprocess.run(self.as_user + [os.path.join(self.bindir, tool)] + list(args),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        if check and p.returncode != 0:
+            raise RuntimeError("%s %s failed: %s" % (tool, args, p.stdout.decode("utf-8", "replace")[-2000:]))
+        return p
+
+    def start(self):
+        opts = "-c listen_addresses='' -k %s -p %d" % (self.sock, self.port)
+        self.run("pg_ctl", "-D", self.data, "-l", self.log, "-o", opts, "-w", "-t", "30", "start")
+
+    def stop(self):
+        self.run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "30", "stop", check=False)
+
+    def sql(self, query):
+        p = subprocess.run([os.path.join(self.bindir, "psql"), "-h", self.sock, "-p", str(self.port),
+                            "-U", "svdslice", "-d", "postgres", "-tAc", query],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+        if p.returncode != 0:
+            raise RuntimeError("psql %r: %s" % (query, p.stdout.decode()))
+        return p.stdout.decode().strip()
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+NGINX_CONF = """
+daemon off;
+master_process on;
+worker_processes 1;
+pid %(root)s/nginx.pid;
+error_log %(root)s/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path %(root)s/body;
+    proxy_temp_path %(root)s/proxy;
+    fastcgi_temp_path %(root)s/fastcgi;
+    uwsgi_temp_path %(root)s/uwsgi;
+    scgi_temp_path %(root)s/scgi;
+    client_max_body_size 64m;
+    client_body_buffer_size 64m;
+    # The slice id picks the replica (path /slices/ID... or ?id=ID), so each one's factors and
+    # response caches stay warm; requests without an id (uploads, listings) spread.
+    map $uri $path_id { ~^/slices/(?<sid>[A-Za-z0-9_-]+) $sid; default ""; }
+    map "$path_id$arg_id" $slice_key { "" $request_id; default "$path_id$arg_id"; }
+    upstream svdslice {
+        hash $slice_key consistent;
+%(servers)s
+    }
+    server {
+        listen 127.0.0.1:%(port)d;
+        location / {
+            proxy_pass http://svdslice;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_connect_timeout 1s;
+            proxy_next_upstream error timeout;
+            proxy_next_upstream_tries 3;
+        }
+    }
+}
+"""
+
+
+class Nginx:
+    def __init__(self, ports):
+        self.root = tempfile.mkdtemp(prefix="svdslice-nginx-")
+        os.chmod(self.root, 0o755)
+        self.port = free_port()
+        servers = "\n".join("        server 127.0.0.1:%d max_fails=1 fail_timeout=30s;" % p for p in ports)
+        self.conf = os.path.join(self.root, "nginx.conf")
+        with open(self.conf, "w") as f:
+            f.write(NGINX_CONF % {"root": self.root, "servers": servers, "port": self.port})
+        self.proc = subprocess.Popen([NGINX, "-p", self.root, "-c", self.conf, "-e", self.root + "/error.log"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not util.wait_until(self.listening, 15):
+            why = self.log_tail()
+            self.stop()
+            raise RuntimeError("nginx did not listen: %s" % why)
+
+    def listening(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def request(self, method, path, body=None, headers=None):
+        return util.request("127.0.0.1", self.port, method, path, body, headers, timeout=30)
+
+    def log_tail(self):
+        try:
+            with open(os.path.join(self.root, "error.log")) as f:
+                return f.read()[-2000:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def phantom_png(seed, size=96):
+    return util.png_encode(util.phantom(size, size + 8, 8, seed=seed))
+
+
+class ScaleOut(unittest.TestCase):
+    """One cluster for the whole class; the tests run in name order and build on each other."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = Postgres(pg_bindir())
+        cls.pg.start()
+        cls.replicas = []
+        try:
+            for _ in range(REPLICAS):
+                cls.replicas.append(util.Server(["--store", cls.pg.dsn, "--store-connections", "4",
+                                                 "--workers", "2"]).start())
+            cls.nginx = Nginx([r.port for r in cls.replicas])
+        except Exception:
+            cls.tearDownClass()
+            raise
+        cls.acknowledged = {}  # id -> the upload's PNG, for "nothing acknowledged lost"
+
+    @classmethod
+    def tearDownClass(cls):
+        if getattr(cls, "nginx", None):
+            cls.nginx.stop()
+        for r in cls.replicas:
+            if r.alive():
+                r.kill()
+            r.cleanup()
+        cls.pg.cleanup()
+
+    def live(self):
+        return [r for r in self.replicas if r.alive()]
+
+    def logs(self):
+        return "\n".join(r.log_tail(1500) for r in self.replicas)
+
+    def assert_same_pixels(self, png_a, png_b):
+        (a, da), (b, db) = util.png_decode(png_a), util.png_decode(png_b)
+        self.assertEqual(da, db)
+        self.assertTrue(util.np.array_equal(a, b), "stored original differs from the upload")
+
+    def upload_nginx(self, png):
+        r = self.nginx.request("POST", "/slices", png, {"Content-Type": "image/png"})
+        self.assertIn(r.status, (200, 201), "%r\n%s" % (r, self.logs()))
+        sid = r.json()["id"]
+        self.acknowledged[sid] = png
+        return sid
+
+    def test_1_upload_through_nginx_read_from_every_replica(self):
+        sid = self.upload_nginx(phantom_png(1))
+        self.assertEqual(self.pg.sql("SELECT count(*) FROM svdslice_slices WHERE id = '%s'" % sid), "1")
+        pngs = set()
+        for rep in self.replicas:
+            info = rep.get("/slices/%s" % sid)
+            self.assertEqual(info.status, 200, "%r\n%s" % (info, rep.log_tail()))
+            self.assertEqual(info.json()["id"], sid)
+            self.assertIn(sid, [s["id"] for s in rep.get("/slices").json()["slices"]])
+            rec = rep.get("/reconstruct?id=%s&k=4" % sid)
+            self.assertEqual(rec.status, 200, rec)
+            pngs.add(rec.body)
+            orig = rep.get("/slices/%s/original" % sid)
+            self.assertEqual(orig.status, 200, orig)
+            self.assert_same_pixels(orig.body, self.acknowledged[sid])
+        self.assertEqual(len(pngs), 1, "replicas rebuilt different images from one row")
+        # A slice stored directly in PostgreSQL by another replica is found on a cache miss too.
+        listed = self.nginx.request("GET", "/slices").json()["slices"]
+        self.assertEqual(sorted(s["id"] for s in listed), sorted(self.acknowledged))
+
+    def test_2_delete_through_nginx_is_gone_everywhere(self):
+        sid = self.upload_nginx(phantom_png(2))
+        for rep in self.replicas:  # warm every replica's index, factors and response caches
+            for _ in range(2):
+                self.assertEqual(rep.get("/reconstruct?id=%s&k=3" % sid).status, 200)
+        r = self.nginx.request("DELETE", "/slices/%s" % sid)
+        self.assertEqual(r.status, 204, r)
+        del self.acknowledged[sid]
+        for rep in self.replicas:
+            for path in ("/slices/%s" % sid, "/reconstruct?id=%s&k=3" % sid, "/slices/%s/factors" % sid):
+                util.assert_error(self, rep.get(path), 404, "not_found")
+            self.assertNotIn(sid, [s["id"] for s in rep.get("/slices").json()["slices"]])
+        self.assertEqual(self.pg.sql("SELECT count(*) FROM svdslice_slices WHERE id = '%s'" % sid), "0")
+        util.assert_error(self, self.nginx.request("DELETE", "/slices/%s" % sid), 404, "not_found")
+
+    def test_3_same_upload_on_two_replicas_at_once_is_one_row(self):
+        png = phantom_png(3)
+        barrier = threading.Barrier(2)
+        out = [None, None]
+
+        def up(i):
+            barrier.wait()
+            out[i] = self.replicas[i].upload_raw(png)
+
+        threads = [threading.Thread(target=up, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for r in out:
+            self.assertIsNotNone(r)
+            self.assertIn(r.status, (200, 201), r)
+        ids = {r.json()["id"] for r in out}
+        self.assertEqual(len(ids), 1, ids)
+        sid = ids.pop()
+        self.acknowledged[sid] = png
+        self.assertEqual(self.pg.sql("SELECT count(*) FROM svdslice_slices WHERE id = '%s'" % sid), "1")
+        self.assertEqual(self.pg.sql("SELECT count(*) - count(DISTINCT id) FROM svdslice_slices"), "0")
+        for rep in self.replicas:
+            self.assertEqual(rep.get("/slices/%s" % sid).status, 200)
+
+    def test_4_a_killed_replica_leaves_nginx_answering(self):
+        sids = [self.upload_nginx(phantom_png(40 + i)) for i in range(4)]
+        self.replicas[0].kill()
+        for sid in list(self.acknowledged) + sids:
+            r = self.nginx.request("GET", "/reconstruct?id=%s&k=2" % sid)
+            self.assertEqual(r.status, 200, "%s: %r\n%s" % (sid, r, self.nginx.log_tail()))
+        self.upload_nginx(phantom_png(50))
+
+    def test_5_postgres_down_is_503_then_recovers_within_10s(self):
+        live = self.live()
+        self.assertEqual(len(live), REPLICAS - 1)
+        before = dict(self.acknowledged)
+        self.pg.stop()
+        try:
+            for rep in live:
+                t0 = time.monotonic()
+                util.assert_error(self, rep.upload_raw(phantom_png(60)), 503, "store_unavailable")
+                self.assertLess(time.monotonic() - t0, 8, "an upload with PostgreSQL down took too long")
+                # reads too, once the replica has noticed (its watcher connection dropped)
+                for sid in before:
+                    self.assertTrue(util.wait_until(lambda: rep.get("/slices/%s" % sid).status == 503, 5),
+                                    "%s still answered %r" % (sid, rep.get("/slices/%s" % sid)))
+                    r = rep.get("/reconstruct?id=%s&k=2" % sid)
+                    util.assert_error(self, r, 503, "store_unavailable")
+                    self.assertEqual(r.header("Retry-After"), "1")
+                util.assert_error(self, rep.get("/slices"), 503, "store_unavailable")
+                self.assertEqual(rep.get("/healthz").status, 200, "liveness must not follow the store")
+            for rep in live:
+                self.assertTrue(rep.alive(), rep.log_tail())
+        finally:
+            self.pg.start()
+        t0 = time.monotonic()
+        ok = util.wait_until(lambda: all(rep.get("/slices").status == 200 for rep in live), 10, 0.1)
+        recovered = time.monotonic() - t0
+        self.assertTrue(ok, "not recovered 10 s after PostgreSQL came back\n" + self.logs())
+        print("recovered %.2f s after PostgreSQL came back" % recovered, file=sys.stderr)
+        for rep in live:
+            for sid, png in before.items():
+                orig = rep.get("/slices/%s/original" % sid)
+                self.assertEqual(orig.status, 200, "%s lost: %r" % (sid, orig))
+                self.assert_same_pixels(orig.body, png)
+        self.upload_nginx(phantom_png(61))
+        self.assertEqual(int(self.pg.sql("SELECT count(*) FROM svdslice_slices")), len(self.acknowledged))
+
+    def test_6_openapi_lists_store_unavailable(self):
+        doc = self.live()[0].get("/openapi.json").json()
+        desc = doc["paths"]["/slices/{id}"]["get"]["responses"]["503"]["description"]
+        self.assertIn("store_unavailable", desc)
+
+
+def main():
+    missing = [n for n, ok in (("postgresql (initdb, pg_ctl, psql)", pg_bindir()), ("nginx", NGINX)) if not ok]
+    if os.geteuid() == 0 and not shutil.which("runuser"):
+        missing.append("runuser (util-linux), to run PostgreSQL as a non-root user")
+    if missing:
+        print("skipped: %s not installed (scripts/setup.sh test installs them)" % ", ".join(missing))
+        sys.exit(SKIP)
+    unittest.main(verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
