@@ -34,6 +34,7 @@ static const struct {
     {"invalid_png", 422},
     {"backend_unavailable", 503},
     {"overloaded", 503},
+    {"store_unavailable", 503},
     {"insufficient_storage", 507},
     {"internal", 500},
 };

@@ -49,6 +49,21 @@ static ss_store *open_store(const char *dir, size_t cache, long long quota) {
     return s;
 }
 
+static void test_one_process_per_directory(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir("lock");
+    ss_store *s = open_store(dir, 1 << 24, 0), *again = NULL;
+    ss_store_opts o = {.dir = dir, .cache_bytes = 1 << 24};
+    assert_int_equal(ss_store_open(&o, &again), SS_EIO); /* flock: per open file, also in one process */
+    assert_null(again);
+    assert_non_null(strstr(ss_error(), "in use by another svdslice process"));
+    ss_store_close(s);
+    s = open_store(dir, 1 << 24, 0); /* released on close */
+    ss_store_close(s);
+    tu_rm_rf(dir);
+    free(dir);
+}
+
 static void test_put_acquire_info_list_delete(void **state) {
     (void)state;
     char *dir = tu_tmpdir("store");
@@ -583,6 +598,7 @@ static void test_concurrent_puts_and_reads(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_one_process_per_directory),
         cmocka_unit_test(test_put_acquire_info_list_delete),
         cmocka_unit_test(test_upload_survives_restart),
         cmocka_unit_test(test_corrupt_files_are_skipped_and_never_served),

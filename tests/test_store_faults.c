@@ -193,7 +193,8 @@ static int strays(const char *dir, ss_factors *const *keep, int nkeep) {
     int n = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || !strcmp(de->d_name, ".lock"))
+            continue; /* the store's lock file stays, empty */
         int known = 0;
         for (int i = 0; i < nkeep; i++) {
             char nm[80];

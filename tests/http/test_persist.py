@@ -56,6 +56,22 @@ class PersistTest(util.OneDataDir, unittest.TestCase):
         # an upload after the restart is still recognised as existing
         self.assertEqual(srv.upload_raw(pngs[0]).status, 200)
 
+    def test_second_process_on_one_directory_is_refused(self):
+        """The index, quota and temp clean-up are one process's: a second one on the same
+        directory (a replica on a shared volume) must not start, and says why."""
+        first = self.start()
+        sid = first.upload_ok(util.png_encode(util.phantom(30, 40, 8, seed=7)))["id"]
+        second = util.Server([], data_dir=self.dir)
+        with self.assertRaises(RuntimeError) as cm:
+            second.start()
+        self.assertIn("in use by another svdslice process", str(cm.exception))
+        self.assertIn("--store postgres://", str(cm.exception))
+        second.cleanup()
+        self.assertEqual(first.get("/slices/%s" % sid).status, 200)
+        first.kill()  # a crashed owner releases the lock with its last descriptor
+        third = self.start()
+        self.assertEqual(third.get("/slices/%s" % sid).status, 200)
+
     def test_slices_survive_kill_9_right_after_201(self):
         srv = self.start()
         n = 8
