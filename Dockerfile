@@ -5,18 +5,23 @@
 # (a later flag wins), e.g. `svdslice --port 9000` or `--data /data/other`.
 # BASE is the Debian 12 image both stages start from. --format docker keeps the HEALTHCHECK
 # (the OCI image format has none). scripts/image_test.sh builds and checks this image.
+# CUDA=ON builds the GPU backends: BASE must then carry the CUDA toolkit and RUNTIME_BASE its
+# runtime libraries (NVIDIA's CUDA images; docs/DEPLOY.md has the command). Not built by the tests.
 ARG BASE=debian:12-slim
+ARG RUNTIME_BASE=${BASE}
+ARG CUDA=OFF
 
 FROM ${BASE} AS build
+ARG CUDA
 WORKDIR /src
 COPY scripts/setup.sh scripts/setup.sh
 RUN scripts/setup.sh build
 COPY . .
 # No tests in the image: BUILD_TESTING=OFF, and only the server target.
-RUN BUILD_DIR=/build TARGET=svdslice scripts/build.sh -DSVDSLICE_CUDA=OFF -DBUILD_TESTING=OFF \
+RUN BUILD_DIR=/build TARGET=svdslice scripts/build.sh -DSVDSLICE_CUDA=${CUDA} -DBUILD_TESTING=OFF \
  && scripts/runtime_packages.sh /build/svdslice > /build/runtime-packages
 
-FROM ${BASE}
+FROM ${RUNTIME_BASE}
 COPY --from=build /build/runtime-packages /tmp/runtime-packages
 # Documentation is no use in the image (debian:12-slim drops it too); licences stay.
 RUN printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \

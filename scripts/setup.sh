@@ -29,6 +29,8 @@ demo    curl                                       # run.sh loads the demo slice
 test    python3 python3-numpy python3-skimage python3-pil python3-yaml curl   # CLI and HTTP tests
 test    python3-nibabel                            # volume tests: NIfTI references read and written by nibabel
 test    python3-prometheus-client                  # /metrics read by the Prometheus parser itself
+test    postgresql nginx                           # test_scaleout: replicas on a real PostgreSQL, behind nginx
+test    kubernetes-client                          # kubectl kustomize renders docker/k8s (any kubectl on PATH will do)
 browser chromium fonts-dejavu-core nodejs npm      # browser tests: Node drives Debian Chromium
 bench   wrk gunicorn                               # bench/load: load generator, Python baseline
 '
@@ -66,6 +68,8 @@ for p in "${want[@]}"; do
   case "$p" in
     nodejs) command -v node >/dev/null 2>&1 && continue ;;
     npm) command -v npm >/dev/null 2>&1 && continue ;;
+    # Debian's kubectl conflicts with one installed otherwise; rendering needs only some kubectl.
+    kubernetes-client) command -v kubectl >/dev/null 2>&1 && continue ;;
   esac
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
