@@ -119,6 +119,7 @@ http {
     upstream svdslice {
         hash $slice_key consistent;
 %(servers)s
+        keepalive 16;  # reuse connections to the replicas: a connect per request costs more than a cached answer
     }
     server {
         listen 127.0.0.1:%(port)d;
