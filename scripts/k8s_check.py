@@ -78,7 +78,6 @@ def check(docs, gpu=False, extra_images=()):
             return True
         return key in (secret_keys(o) if kind == "Secret" else set((o.get("data") or {}).keys()))
 
-    services = [o for o in objs if o.get("kind") == "Service"]
     for o in objs:
         kind, name = o.get("kind"), (o.get("metadata") or {}).get("name")
         where = "%s/%s" % (kind, name)

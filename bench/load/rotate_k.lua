@@ -1,9 +1,15 @@
 -- rotate_k.lua - wrk script: /reconstruct with k rotating over 1..KMAX, no response cache.
 -- env: SLICE_ID (slice id), KMAX (default 170), BACKEND (optional). Each wrk thread starts
 -- at a different k so parallel connections do not ask for the same reconstruction.
-local id = os.getenv("SLICE_ID") or "x"
+-- SLICE_IDS (comma-separated, instead of SLICE_ID) rotates over slices too (a proxy hashing
+-- on the id spreads them over replicas); CACHED=1 keeps k at 20 and the response cache on.
+local ids = {}
+for id in string.gmatch(os.getenv("SLICE_IDS") or os.getenv("SLICE_ID") or "x", "[^,]+") do
+  table.insert(ids, id)
+end
 local kmax = tonumber(os.getenv("KMAX") or "170")
 local backend = os.getenv("BACKEND")
+local cached = os.getenv("CACHED") == "1"
 local counter = 0
 tid = 0  -- set per thread by setup()
 local threads = {}
@@ -15,13 +21,13 @@ end
 
 function init(args)
   counter = tid * 37
-  wrk.headers["Cache-Control"] = "no-cache"
+  if not cached then wrk.headers["Cache-Control"] = "no-cache" end
 end
 
 function request()
   counter = counter + 1
-  local k = (counter % kmax) + 1
-  local path = "/reconstruct?id=" .. id .. "&k=" .. k
+  local k = cached and 20 or (counter % kmax) + 1
+  local path = "/reconstruct?id=" .. ids[(counter % #ids) + 1] .. "&k=" .. k
   if backend and backend ~= "" then path = path .. "&backend=" .. backend end
   return wrk.format("GET", path)
 end

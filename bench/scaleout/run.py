@@ -26,9 +26,9 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 
 
 def wrk(port, ids, compute, conns=CONNS, duration=DURATION):
-    env = dict(os.environ, SLICE_IDS=",".join(ids), COMPUTE="1" if compute else "0", KMAX="60")
+    env = dict(os.environ, SLICE_IDS=",".join(ids), CACHED="0" if compute else "1", KMAX="60")
     p = subprocess.run(["wrk", "-t", str(min(2, int(conns))), "-c", str(conns), "-d", duration + "s", "-s",
-                        os.path.join(HERE, "rotate_ids.lua"), "http://127.0.0.1:%d" % port],
+                        os.path.join(HERE, "..", "load", "rotate_k.lua"), "http://127.0.0.1:%d" % port],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=120)
     out = p.stdout.decode()
     line = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,14 +48,6 @@ EXEMPT_ANY = {
 FORBIDDEN_BY_SCHEMA = {"invalid_id", "invalid_backend"}
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def noise_png(h, w, seed):
     rng = np.random.default_rng(seed)
     return util.png_encode(rng.integers(0, 256, (h, w)).astype(np.uint8))
@@ -70,7 +61,7 @@ class Prism:
     """`node tests/openapi/prism.cjs proxy DOC http://127.0.0.1:UP --errors` on a free port."""
 
     def __init__(self, doc_path, upstream_port):
-        self.port = free_port()
+        self.port = util.free_port()
         fd, self.log_path = tempfile.mkstemp(prefix="prism-", suffix=".log")
         self.log = os.fdopen(fd, "wb")
         # --cors=false: the server answers OPTIONS and preflights itself, so they must reach it.
@@ -97,13 +88,7 @@ class Prism:
         return "--- prism log (tail) ---\n" + self.read_log()[-n:].decode("utf-8", "replace")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        util.stop_process(self.proc)
         self.log.close()
         os.unlink(self.log_path)
 

@@ -42,12 +42,6 @@ def pg_bindir():
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Postgres:
     """A throwaway cluster: trust auth, unix socket only, user `svdslice`."""
 
@@ -58,7 +52,7 @@ class Postgres:
         self.data = os.path.join(self.root, "data")
         self.sock = os.path.join(self.root, "sock")
         self.log = os.path.join(self.root, "pg.log")
-        self.port = free_port()
+        self.port = util.free_port()
         self.as_user = []
         os.mkdir(self.sock)
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root
@@ -140,7 +134,7 @@ class Nginx:
     def __init__(self, ports):
         self.root = tempfile.mkdtemp(prefix="svdslice-nginx-")
         os.chmod(self.root, 0o755)
-        self.port = free_port()
+        self.port = util.free_port()
         servers = "\n".join("        server 127.0.0.1:%d max_fails=1 fail_timeout=30s;" % p for p in ports)
         self.conf = os.path.join(self.root, "nginx.conf")
         with open(self.conf, "w") as f:
@@ -170,13 +164,7 @@ class Nginx:
             return ""
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        util.stop_process(self.proc)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

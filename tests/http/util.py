@@ -497,6 +497,25 @@ def metric_sum(samples, name):
     return sum(v for (n, _), v in samples.items() if n == name)
 
 
+def free_port():
+    """A loopback port free right now (for helpers started next to the server: proxies)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc, timeout=10.0):
+    """SIGTERM, then SIGKILL if proc has not exited within timeout."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_until(pred, timeout=10.0, step=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
