@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,6 +22,9 @@
 #define PG_WAIT_CONN_S 5    /* a request waits this long for a free pooled connection */
 #define PG_RETRY_MS 250     /* the watcher reconnects this often while PostgreSQL is away */
 #define PG_CHANNEL "svdslice_deleted"
+#define PG_ACKS "svdslice_purged"     /* "ID REPLICA": a replica's watcher dropped ID from its caches */
+#define PG_WATCHER "svdslice-watcher" /* the watchers' application_name, counted by a delete */
+#define PG_ACK_WAIT_S 2               /* a delete waits this long for every watcher's ack */
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
@@ -58,7 +62,20 @@ typedef struct pg_backend {
     int watching; /* atomic */
     void (*purge)(void *arg, const char *id);
     void *purge_arg;
+    char replica[17]; /* random: names this process's acks */
+    /* deletes waiting for acks (under ack_mu) */
+    pthread_mutex_t ack_mu;
+    pthread_cond_t ack_cv;
+    struct pending_del *pending;
 } pg_backend;
+
+/* A delete of this process waiting until every listening replica said it purged id. */
+typedef struct pending_del {
+    char id[65];
+    char acked[64][17]; /* replica tags heard from; more replicas than this wait out PG_ACK_WAIT_S */
+    int nacked;
+    struct pending_del *next;
+} pending_del;
 
 /* The first line of libpq's message (they end in newlines and carry details). */
 static const char *pg_msg(const PGconn *c, char *buf, size_t n) {
@@ -67,12 +84,14 @@ static const char *pg_msg(const PGconn *c, char *buf, size_t n) {
     return buf;
 }
 
-static PGconn *pg_connect(const char *dsn, int keepalive) {
+/* watcher: the listening connection, named so deletes can count the watchers, with TCP
+ * keepalives so a cut network is noticed without traffic. */
+static PGconn *pg_connect(const char *dsn, int watcher) {
     const char *keys[] = {"dbname", "connect_timeout", "options", "application_name", "keepalives_idle",
                           "keepalives_interval", "keepalives_count", NULL};
-    const char *vals[] = {dsn, PG_CONNECT_TIMEOUT_S, PG_OPTIONS, "svdslice", keepalive ? "5" : NULL,
-                          keepalive ? "2" : NULL, keepalive ? "2" : NULL, NULL};
-    if (!keepalive) keys[4] = NULL;
+    const char *vals[] = {dsn, PG_CONNECT_TIMEOUT_S, PG_OPTIONS, watcher ? PG_WATCHER : "svdslice",
+                          watcher ? "5" : NULL, watcher ? "2" : NULL, watcher ? "2" : NULL, NULL};
+    if (!watcher) keys[4] = NULL;
     return PQconnectdbParams(keys, vals, 1);
 }
 
@@ -211,21 +230,63 @@ static int pg_get(ss_store_backend *b, const char *id, unsigned char **buf, size
     return rc;
 }
 
-/* The delete and its notification commit together: every replica listening
- * hears of it, and one that is not (reconnecting) asks the store on each lookup. */
+/* The delete and its notification commit together; then it waits (at most
+ * PG_ACK_WAIT_S) until every replica listening at the time said it purged id,
+ * so that once the client is told 204 no replica's cache serves the slice.
+ * A replica that is not listening (reconnecting) asks the store on each
+ * lookup, and forgets all it cached once it listens again. */
 static int pg_del(ss_store_backend *b, const char *id, int *gone) {
     pg_backend *p = (pg_backend *)b;
     *gone = 0;
+    pending_del pd = {.nacked = 0};
+    snprintf(pd.id, sizeof pd.id, "%s", id);
+    pthread_mutex_lock(&p->ack_mu); /* before the delete: no ack can come before it is looked for */
+    pd.next = p->pending;
+    p->pending = &pd;
+    pthread_mutex_unlock(&p->ack_mu);
     int rc;
     PGresult *res = run1(p,
                          "WITH d AS (DELETE FROM svdslice_slices WHERE id = $1 RETURNING id)"
-                         " SELECT pg_notify('" PG_CHANNEL "', id) FROM d",
+                         " SELECT pg_notify('" PG_CHANNEL "', id), (SELECT count(*) FROM pg_stat_activity"
+                         " WHERE application_name = '" PG_WATCHER "' AND datname = current_database()) FROM d",
                          id, 0, &rc);
-    if (!res) return rc;
-    int n = PQntuples(res);
+    int n = res ? PQntuples(res) : 0, watchers = n == 1 ? atoi(PQgetvalue(res, 0, 1)) : 0;
     PQclear(res);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += PG_ACK_WAIT_S;
+    pthread_mutex_lock(&p->ack_mu);
+    while (pd.nacked < watchers && pthread_cond_timedwait(&p->ack_cv, &p->ack_mu, &until) != ETIMEDOUT) {
+    }
+    if (pd.nacked < watchers)
+        fprintf(stderr,
+                "svdslice: store: delete of %s: %d of %d replicas confirmed within %d s; the others ask the"
+                " store once their watcher reconnects\n",
+                id, pd.nacked, watchers, PG_ACK_WAIT_S);
+    for (pending_del **pp = &p->pending; *pp; pp = &(*pp)->next)
+        if (*pp == &pd) {
+            *pp = pd.next;
+            break;
+        }
+    pthread_mutex_unlock(&p->ack_mu);
+    if (rc != SS_OK) return rc;
     *gone = 1;
     return n == 1 ? SS_OK : ss_fail(SS_EINVAL, "no slice %s", id); /* another replica deleted it first */
+}
+
+/* From the watcher: replica `who` purged id. */
+static void heard_ack(pg_backend *p, const char *payload) {
+    char id[65], who[17];
+    if (sscanf(payload, "%64s %16s", id, who) != 2) return;
+    pthread_mutex_lock(&p->ack_mu);
+    for (pending_del *d = p->pending; d; d = d->next) {
+        if (strcmp(d->id, id) != 0) continue;
+        int seen = 0;
+        for (int i = 0; i < d->nacked; i++) seen |= !strcmp(d->acked[i], who);
+        if (!seen && d->nacked < 64) snprintf(d->acked[d->nacked++], sizeof d->acked[0], "%s", who);
+    }
+    pthread_cond_broadcast(&p->ack_cv);
+    pthread_mutex_unlock(&p->ack_mu);
 }
 
 static int pg_list(ss_store_backend *b, int (*each)(void *arg, const char *id), void *arg) {
@@ -337,7 +398,7 @@ static void *watcher_main(void *arg) {
     int was_down = 0;
     for (;;) {
         PGconn *c = pg_connect(p->dsn, 1);
-        PGresult *res = PQstatus(c) == CONNECTION_OK ? PQexec(c, "LISTEN " PG_CHANNEL) : NULL;
+        PGresult *res = PQstatus(c) == CONNECTION_OK ? PQexec(c, "LISTEN " PG_CHANNEL "; LISTEN " PG_ACKS) : NULL;
         int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
         PQclear(res);
         if (ok) {
@@ -356,7 +417,16 @@ static void *watcher_main(void *arg) {
                 if (!PQconsumeInput(c) || PQstatus(c) != CONNECTION_OK) break;
                 PGnotify *n;
                 while ((n = PQnotifies(c)) != NULL) {
-                    if (ss_store_id_valid(n->extra)) p->purge(p->purge_arg, n->extra);
+                    if (!strcmp(n->relname, PG_ACKS)) {
+                        heard_ack(p, n->extra);
+                    } else if (ss_store_id_valid(n->extra)) {
+                        p->purge(p->purge_arg, n->extra);
+                        /* tell the deleting replica; the notifications it brings are kept for PQnotifies */
+                        char ack[90];
+                        snprintf(ack, sizeof ack, "%s %s", n->extra, p->replica);
+                        const char *v[] = {ack};
+                        PQclear(PQexecParams(c, "SELECT pg_notify('" PG_ACKS "', $1)", 1, NULL, v, NULL, NULL, 0));
+                    }
                     PQfreemem(n);
                 }
             }
@@ -400,6 +470,8 @@ static void pg_close(ss_store_backend *b) {
     if (p->stop_fd[1] >= 0) close(p->stop_fd[1]);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->ack_mu);
+    pthread_cond_destroy(&p->ack_cv);
     free(p->conns);
     free(p->free_idx);
     free(p->dsn);
@@ -467,6 +539,12 @@ int ss_store_pg_open(const ss_store_opts *opts, ss_store_backend **out) {
     p->stop_fd[0] = p->stop_fd[1] = -1;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    pthread_mutex_init(&p->ack_mu, NULL);
+    pthread_cond_init(&p->ack_cv, NULL);
+    unsigned long long tag = 0;
+    if (getrandom(&tag, sizeof tag, GRND_NONBLOCK) != (ssize_t)sizeof tag)
+        tag = (unsigned long long)getpid() << 32 ^ (unsigned long long)time(NULL);
+    snprintf(p->replica, sizeof p->replica, "%016llx", tag);
     p->nconns = opts->connections > 0 ? opts->connections : 1;
     p->dsn = strdup(opts->dsn);
     p->conns = calloc((size_t)p->nconns, sizeof *p->conns);

@@ -243,8 +243,11 @@ class ScaleOut(unittest.TestCase):
         for rep in self.replicas:  # warm every replica's index, factors and response caches
             for _ in range(2):
                 self.assertEqual(rep.get("/reconstruct?id=%s&k=3" % sid).status, 200)
+        t0 = time.monotonic()
         r = self.nginx.request("DELETE", "/slices/%s" % sid)
         self.assertEqual(r.status, 204, r)
+        # every replica acknowledged its purge (a missing ack would hold the answer for 2 s)
+        self.assertLess(time.monotonic() - t0, 1.5, "the delete waited out its acknowledgements\n" + self.logs())
         del self.acknowledged[sid]
         for rep in self.replicas:
             for path in ("/slices/%s" % sid, "/reconstruct?id=%s&k=3" % sid, "/slices/%s/factors" % sid):
