@@ -1,7 +1,9 @@
 """test_persist.py - slices acknowledged with 201 survive restarts, kill -9, corrupt files and quotas."""
 import glob
 import os
+import shutil
 import sys
+import tempfile
 import unittest
 
 import numpy as np
@@ -71,6 +73,21 @@ class PersistTest(util.OneDataDir, unittest.TestCase):
         first.kill()  # a crashed owner releases the lock with its last descriptor
         third = self.start()
         self.assertEqual(third.get("/slices/%s" % sid).status, 200)
+
+    def test_store_flag_names_the_directory_and_refuses_other_stores(self):
+        other = tempfile.mkdtemp(prefix="svdslice-store-")
+        try:
+            srv = self.start(["--store", "dir:" + other])  # wins over the --data the helper passes
+            sid = srv.upload_ok(util.png_encode(util.phantom(30, 40, 8, seed=8)))["id"]
+            self.assertTrue(os.path.exists(os.path.join(other, sid + ".svd")))
+            self.assertEqual(self.svd_files(), [])
+            srv.stop()
+        finally:
+            shutil.rmtree(other, ignore_errors=True)
+        for bad in ("mysql://x", "dir:", "/data"):
+            with self.assertRaises(RuntimeError) as cm:
+                self.start(["--store", bad])
+            self.assertIn("want dir:PATH or postgres://", str(cm.exception))
 
     def test_slices_survive_kill_9_right_after_201(self):
         srv = self.start()
