@@ -554,6 +554,16 @@ const ss_factors *ss_store_acquire(ss_store *s, const char *id, int *err) {
     }
     pthread_mutex_lock(&s->mu);
     e = find_locked(s, id);
+    if (!e && s->shared) { /* a purge flushed the index meanwhile, not only for a delete: ask */
+        int lrc;
+        e = lookup_locked(s, id, &lrc);
+        if (!e && lrc != SS_EINVAL) {
+            pthread_mutex_unlock(&s->mu);
+            ss_factors_free(f);
+            *err = lrc;
+            return NULL;
+        }
+    }
     if (rc == SS_EINVAL && e && s->shared) { /* deleted elsewhere */
         forget_locked(s, e);
         e = NULL;
@@ -808,6 +818,12 @@ int ss_store_read_file(ss_store *s, const char *id, unsigned char **buf, size_t 
     if (rc != SS_OK) { /* deleted between the check and the read: simply gone */
         pthread_mutex_lock(&s->mu);
         entry *e = find_locked(s, id);
+        int lrc = SS_EINVAL;
+        if (!e && s->shared) e = lookup_locked(s, id, &lrc); /* flushed by a purge, perhaps not deleted */
+        if (!e && lrc != SS_EINVAL) {
+            pthread_mutex_unlock(&s->mu);
+            return lrc;
+        }
         if (e && rc == SS_EINVAL && s->shared) { /* deleted elsewhere */
             forget_locked(s, e);
             e = NULL;

@@ -21,6 +21,8 @@
 #define PG_OPTIONS "-c statement_timeout=5000 -c lock_timeout=2000 -c idle_in_transaction_session_timeout=10000"
 #define PG_WAIT_CONN_S 5    /* a request waits this long for a free pooled connection */
 #define PG_RETRY_MS 250     /* the watcher reconnects this often while PostgreSQL is away */
+#define PG_START_WAIT_S 30  /* at start-up, how long to wait for PostgreSQL to accept connections */
+#define PG_START_RETRY_MS 500
 #define PG_CHANNEL "svdslice_deleted"
 #define PG_ACKS "svdslice_purged"     /* "ID REPLICA": a replica's watcher dropped ID from its caches */
 #define PG_WATCHER "svdslice-watcher" /* the watchers' application_name, counted by a delete */
@@ -495,14 +497,14 @@ static int migrate(pg_backend *p) {
     for (size_t i = 0; rc == SS_OK && i < sizeof setup / sizeof *setup; i++) {
         PGresult *res = PQexec(c, setup[i]);
         if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
-            rc = ss_fail(SS_ESTORE, "PostgreSQL schema: %s", pg_msg(c, m, sizeof m));
+            rc = ss_fail(SS_EIO, "PostgreSQL schema: %s", pg_msg(c, m, sizeof m));
         PQclear(res);
     }
     int version = 0;
     if (rc == SS_OK) {
         PGresult *res = PQexec(c, "SELECT coalesce(max(version), 0) FROM svdslice_schema");
         if (PQresultStatus(res) == PGRES_TUPLES_OK) version = atoi(PQgetvalue(res, 0, 0));
-        else rc = ss_fail(SS_ESTORE, "PostgreSQL schema: %s", pg_msg(c, m, sizeof m));
+        else rc = ss_fail(SS_EIO, "PostgreSQL schema: %s", pg_msg(c, m, sizeof m));
         PQclear(res);
     }
     if (rc == SS_OK && version > SCHEMA_VERSION)
@@ -514,14 +516,14 @@ static int migrate(pg_backend *p) {
         for (size_t i = 0; rc == SS_OK && i < sizeof k_migrations / sizeof *k_migrations; i++) {
             res = PQexec(c, k_migrations[i]);
             if (PQresultStatus(res) != PGRES_COMMAND_OK)
-                rc = ss_fail(SS_ESTORE, "PostgreSQL schema: %s", pg_msg(c, m, sizeof m));
+                rc = ss_fail(SS_EIO, "PostgreSQL schema: %s", pg_msg(c, m, sizeof m));
             PQclear(res);
         }
         res = PQexec(c, rc == SS_OK ? "DELETE FROM svdslice_schema; INSERT INTO svdslice_schema VALUES ("
                                       STR(SCHEMA_VERSION) "); COMMIT"
                                     : "ROLLBACK");
         if (rc == SS_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
-            rc = ss_fail(SS_ESTORE, "PostgreSQL schema: %s", pg_msg(c, m, sizeof m));
+            rc = ss_fail(SS_EIO, "PostgreSQL schema: %s", pg_msg(c, m, sizeof m));
         PQclear(res);
     }
     PQfinish(c); /* ends the session: the advisory lock goes with it */
@@ -553,7 +555,18 @@ int ss_store_pg_open(const ss_store_opts *opts, ss_store_backend **out) {
     if (!p->dsn || !p->conns || !p->free_idx) rc = ss_fail(SS_ENOMEM, "out of memory");
     if (rc == SS_OK && pipe(p->stop_fd) != 0) rc = ss_fail(SS_EIO, "pipe: %s", strerror(errno));
     for (int i = 0; rc == SS_OK && i < p->nconns; i++) p->free_idx[p->nfree++] = i;
-    if (rc == SS_OK) rc = migrate(p);
+    /* A replica may start before its PostgreSQL (both started at once): wait a
+     * while for it rather than exit at once and be restarted with a backoff. */
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int tries = 0; rc == SS_OK || rc == SS_ESTORE; tries++) { /* SS_ESTORE: could not connect */
+        rc = migrate(p);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (rc != SS_ESTORE || now.tv_sec - t0.tv_sec >= PG_START_WAIT_S) break;
+        if (tries == 0) fprintf(stderr, "svdslice: store: %s; retrying for %d s\n", ss_error(), PG_START_WAIT_S);
+        struct timespec ts = {0, PG_START_RETRY_MS * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     if (rc != SS_OK) {
         pg_close(&p->b);
         return rc;

@@ -321,10 +321,27 @@ class ScaleOut(unittest.TestCase):
         for rep in live:
             for sid, png in before.items():
                 orig = rep.get("/slices/%s/original" % sid)
-                self.assertEqual(orig.status, 200, "%s lost: %r" % (sid, orig))
+                self.assertEqual(orig.status, 200, "%s lost: %r\n%s" % (sid, orig, self.logs()))
                 self.assert_same_pixels(orig.body, png)
         self.upload_nginx(phantom_png(61))
         self.assertEqual(int(self.pg.sql("SELECT count(*) FROM svdslice_slices")), len(self.acknowledged))
+
+    def test_7_a_replica_started_before_postgres_waits_for_it(self):
+        self.pg.stop()
+        late = util.Server(["--store", self.pg.dsn])
+        self.replicas.append(late)  # killed and cleaned up with the others
+        started = []
+        t = threading.Thread(target=lambda: started.append(late.start()))
+        try:
+            t.start()
+            self.assertTrue(util.wait_until(lambda: late.log_path and "retrying" in late.log_tail(), 15),
+                            late.log_tail())
+        finally:
+            self.pg.start()
+        t.join(40)
+        self.assertEqual(len(started), 1, late.log_tail())
+        sid = next(iter(self.acknowledged))
+        self.assertEqual(late.get("/slices/%s" % sid).status, 200)
 
     def test_6_openapi_lists_store_unavailable(self):
         doc = self.live()[0].get("/openapi.json").json()
