@@ -226,6 +226,9 @@ class ScaleOut(unittest.TestCase):
             info = rep.get("/slices/%s" % sid)
             self.assertEqual(info.status, 200, "%r\n%s" % (info, rep.log_tail()))
             self.assertEqual(info.json()["id"], sid)
+            self.assertEqual(info.json()["upload_bytes"], len(self.acknowledged[sid]))  # kept in the row
+            metrics = util.parse_prometheus(rep.get("/metrics").body.decode())
+            self.assertEqual(util.metric_sum(metrics, "svdslice_slices"), len(self.acknowledged))
             self.assertIn(sid, [s["id"] for s in rep.get("/slices").json()["slices"]])
             rec = rep.get("/reconstruct?id=%s&k=4" % sid)
             self.assertEqual(rec.status, 200, rec)
