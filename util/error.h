@@ -19,7 +19,7 @@ enum {
     SS_ETIMEDOUT = -11, /* a queued job passed its deadline */
     SS_ENOTNIFTI = -12,    /* input is not a NIfTI-1/-2 file (sizeof_hdr, magic) */
     SS_EUNSUPPORTED = -13, /* a valid input svdslice does not handle (data type, 5D, NaN) */
-    SS_ESTORE = -14,      /* the shared store (PostgreSQL) cannot be reached: try again later */
+    SS_ESTORE = -14,       /* the shared store (PostgreSQL) cannot be reached: try again later */
 };
 
 /* printf-style; always returns `code` so callers can `return ss_fail(...)`. */
