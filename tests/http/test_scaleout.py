@@ -348,6 +348,19 @@ class ScaleOut(unittest.TestCase):
         sid = next(iter(self.acknowledged))
         self.assertEqual(late.get("/slices/%s" % sid).status, 200)
 
+    def test_8_quota_counts_what_every_replica_stored(self):
+        quota = util.Server(["--store", self.pg.dsn, "--quota-mb", "1"]).start()
+        self.replicas.append(quota)
+        seed = 80
+        while int(self.pg.sql("SELECT coalesce(sum(file_bytes), 0) FROM svdslice_slices")) < 1 << 20:
+            self.upload_nginx(phantom_png(seed, 200))  # through the other replicas only
+            seed += 1
+        small = util.png_encode(util.phantom(30, 40, 8, seed=81))
+        util.assert_error(self, quota.upload_raw(small), 507, "insufficient_storage")
+        r = self.live()[0].upload_raw(small)  # no quota there: the same slice is stored
+        self.assertEqual(r.status, 201, r)
+        self.acknowledged[r.json()["id"]] = small
+
     def test_6_openapi_lists_store_unavailable(self):
         doc = self.live()[0].get("/openapi.json").json()
         desc = doc["paths"]["/slices/{id}"]["get"]["responses"]["503"]["description"]
