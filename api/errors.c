@@ -15,7 +15,7 @@ const ss_api_error ss_api_errors[] = {
      401,
      "missing or wrong Authorization: Bearer KEY",
      {"WWW-Authenticate", "Bearer", "string", "Bearer"}},
-    {"not_found", 404, "unknown slice or path", {0}},
+    {"not_found", 404, "unknown slice, volume or path", {0}},
     {"method_not_allowed",
      405,
      "the path does not serve this method",
@@ -26,6 +26,14 @@ const ss_api_error ss_api_errors[] = {
      {0}},
     {"unsupported_media_type", 415, "body is not a PNG, nor a multipart form with a PNG `file` field", {0}},
     {"invalid_png", 422, "a PNG that does not decode", {0}},
+    {"not_ready", 409, "the volume is queued, factorising or failed: GET /volumes/{id} says which", {0}},
+    {"invalid_nifti",
+     422,
+     "a NIfTI file that does not decode: impossible header fields (dims, vox_offset, bitpix), data past the "
+     "end, a truncated or broken gzip stream",
+     {0}},
+    {"unsupported_nifti", 422, "a valid NIfTI file svdslice does not take: complex, RGB or 64-bit integer data, "
+     "5 or more dimensions, NaN or infinite voxels", {0}},
     {"backend_unavailable", 503, "backend known but unable to run here (the message says why)", {0}},
     /* One second: queues drain in milliseconds, and clients back off further on repeats. */
     {"overloaded",
@@ -61,6 +69,11 @@ static const struct {
     {SS_ENOTPNG, SS_FROM_BODY, "unsupported_media_type"},
     {SS_ECORRUPT, SS_FROM_BODY, "invalid_png"}, /* a corrupt .svd in the store stays internal */
     {SS_ETOOLARGE, SS_FROM_BODY, "too_large"},
+    {SS_ENOTNIFTI, SS_FROM_VOLUME, "unsupported_media_type"},
+    {SS_ECORRUPT, SS_FROM_VOLUME, "invalid_nifti"},
+    {SS_EUNSUPPORTED, SS_FROM_VOLUME, "unsupported_nifti"},
+    {SS_ETOOLARGE, SS_FROM_VOLUME, "too_large"},
+    {SS_EINVAL, SS_FROM_VOLUME, "invalid_parameter"},
     {SS_ENOSPC, 0, "insufficient_storage"},
     {SS_EBUSY, 0, "overloaded"},
     {SS_ETIMEDOUT, 0, "overloaded"},

@@ -30,6 +30,7 @@ enum {
     SS_FROM_BODY = 2,   /* decoding the request body: not a PNG, corrupt, too large */
     SS_FROM_QUEUE = 4,  /* handing a job to a queue: SS_EUNAVAIL is a queue that is stopping */
     SS_FROM_KERNEL = 8, /* running a backend: SS_EUNAVAIL is the backend unable to run here */
+    SS_FROM_VOLUME = 16, /* decoding an uploaded NIfTI file: not NIfTI, corrupt, unsupported, too large */
 };
 /* The API code for engine error rc (SS_E*) raised at `from` (SS_FROM_*, or 0 for anywhere else);
  * "internal" for anything the client did not cause and cannot retry. */

@@ -474,3 +474,16 @@ enum MHD_Result ss_h_quality(ss_req *r) {
     if (!j) return ss_reply(r, 500, NULL);
     return start_job(r, j);
 }
+
+/* ---- shared with the volume routes (api/h_volumes.c) ----------------------- */
+
+long ss_parse_uint(const char *s) { return parse_uint(s); }
+int ss_parse_double(const char *s, double *out) { return parse_double(s, out); }
+uint64_t ss_fnv1a64(const char *s) { return fnv1a64(s); }
+int ss_if_none_match(ss_req *r, const char *etag) { return none_match(r, etag); }
+int ss_wants_no_cache(ss_req *r) { return wants_no_cache(r); }
+const char *ss_cache_control(const ss_server *srv) { return cache_control(srv); }
+enum MHD_Result ss_reply_cached(ss_req *r, ss_rc_entry *e) { return reply_hit(r, e); }
+struct MHD_Response *ss_cached_response(ss_server *srv, ss_rc_entry *e, const char *timing) {
+    return entry_response(srv, e, timing);
+}

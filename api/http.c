@@ -50,6 +50,16 @@ static const ss_route k_routes[] = {
      "invalid_id not_found invalid_k invalid_backend invalid_parameter backend_unavailable overloaded"},
     {"/quality", M_GET | M_HEAD, ss_h_quality, R_AUTH_READ | R_STORE,
      "invalid_id not_found invalid_k invalid_backend backend_unavailable overloaded"},
+    {"/volumes", M_POST, ss_h_vupload, R_BODY | R_RAW | R_AUTH_WRITE,
+     "invalid_parameter too_large unsupported_media_type invalid_nifti unsupported_nifti backend_unavailable "
+     "overloaded"},
+    {"/volumes", M_GET | M_HEAD, ss_h_vlist, R_AUTH_READ, ""},
+    {"/volumes/{id}", M_GET | M_HEAD, ss_h_vinfo, R_AUTH_READ, "invalid_id invalid_parameter not_found overloaded"},
+    {"/volumes/{id}", M_DELETE, ss_h_vdelete, R_AUTH_WRITE, "invalid_id not_found"},
+    {"/volumes/{id}/reconstruct", M_GET | M_HEAD, ss_h_vreconstruct, R_AUTH_READ,
+     "invalid_id not_found not_ready invalid_k invalid_backend invalid_parameter backend_unavailable overloaded"},
+    {"/volumes/{id}/quality", M_GET | M_HEAD, ss_h_vquality, R_AUTH_READ,
+     "invalid_id not_found not_ready invalid_k invalid_backend backend_unavailable overloaded"},
     {"/backends", M_GET | M_HEAD, ss_h_backends, 0, ""},
     {"/healthz", M_GET | M_HEAD, ss_h_healthz, 0, ""},
     {"/metrics", M_GET | M_HEAD, ss_h_metrics, R_AUTH_READ, ""},
@@ -467,6 +477,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             } else {
                 ss_upload_begin(&r->up, (size_t)srv->cfg->max_body_bytes);
                 ss_upload_set_budget(&r->up, &srv->upload_bytes, srv->upload_budget);
+                r->up.any = (r->route->flags & R_RAW) != 0;
             }
         }
         r->first_call = 0;

@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "server/server.h"
 
@@ -49,6 +50,7 @@ typedef struct ss_upload {
     long long budget;       /* its bound */
     size_t reserved;        /* bytes of it this upload holds (= cap of data when counted) */
     int overloaded;         /* the budget was spent: answered 503 */
+    int any;                /* raw bytes of any kind (a volume), not only a PNG or a form */
 } ss_upload;
 
 struct ss_route;
@@ -87,7 +89,8 @@ typedef enum MHD_Result (*ss_handler)(ss_req *r);
 
 /* ---- the routes table (http.c): dispatch reads it, so does the OpenAPI generator */
 /* R_STORE: reads or writes the store, so a shared store's outage is a 503 store_unavailable there */
-enum { R_BODY = 1, R_AUTH_WRITE = 2, R_AUTH_READ = 4, R_STORE = 8 };
+enum { R_BODY = 1, R_AUTH_WRITE = 2, R_AUTH_READ = 4, R_STORE = 8,
+       R_RAW = 16 /* with R_BODY: any bytes */ };
 typedef struct ss_route {
     const char *pattern; /* "{id}" matches one path segment; "{asset}" an embedded asset */
     int methods;         /* M_* mask; HEAD wherever GET */
@@ -163,6 +166,18 @@ void ss_upload_free(ss_upload *u);
  * (16 for 16-bit sources, else 8). 0, or -1 when there is no well-formed IHDR up front. */
 int ss_upload_png_shape(const unsigned char *png, size_t len, int *width, int *height, int *bits);
 
+/* ---- helpers of /reconstruct (h_recon.c) the volume routes share ---------- */
+long ss_parse_uint(const char *s);                /* strict decimal 0..1e9, else -1 */
+int ss_parse_double(const char *s, double *out);  /* finite number: 1, else 0 */
+uint64_t ss_fnv1a64(const char *s);               /* ETags from cache keys */
+int ss_if_none_match(ss_req *r, const char *etag);
+int ss_wants_no_cache(ss_req *r);                 /* Cache-Control/Pragma no-cache */
+const char *ss_cache_control(const ss_server *srv); /* of content-addressed renderings */
+/* A response cache hit queued as /reconstruct queues one; and a fresh entry's response
+ * (Content-Type image/png, ETag, Cache-Control, X-Backend, Server-Timing timing). */
+enum MHD_Result ss_reply_cached(ss_req *r, ss_rc_entry *e);
+struct MHD_Response *ss_cached_response(ss_server *srv, ss_rc_entry *e, const char *timing);
+
 /* ---- handlers ------------------------------------------------------------ */
 enum MHD_Result ss_h_upload(ss_req *r);
 enum MHD_Result ss_h_list(ss_req *r);
@@ -177,5 +192,11 @@ enum MHD_Result ss_h_healthz(ss_req *r);
 enum MHD_Result ss_h_metrics(ss_req *r);
 enum MHD_Result ss_h_asset(ss_req *r);
 enum MHD_Result ss_h_openapi(ss_req *r);
+enum MHD_Result ss_h_vupload(ss_req *r);
+enum MHD_Result ss_h_vlist(ss_req *r);
+enum MHD_Result ss_h_vinfo(ss_req *r);
+enum MHD_Result ss_h_vdelete(ss_req *r);
+enum MHD_Result ss_h_vreconstruct(ss_req *r);
+enum MHD_Result ss_h_vquality(ss_req *r);
 
 #endif

@@ -140,7 +140,7 @@ static int is_multipart(struct MHD_Connection *c) {
 
 /* Chooses the body's kind from its first bytes (held in u->data). */
 static void decide(ss_upload *u, struct MHD_Connection *c) {
-    if (u->len >= 8 && !memcmp(u->data, k_png_sig, 8)) {
+    if (u->any || (u->len >= 8 && !memcmp(u->data, k_png_sig, 8))) {
         u->mode = UP_RAW;
         return;
     }

@@ -75,6 +75,22 @@ int ss_server_open(ss_server *srv, const ss_config *cfg, const char *const *rout
         fprintf(stderr, "svdslice serve: cannot start workers: %s\n", ss_error());
         goto fail;
     }
+    /* Volumes share --cache-mb (a bound of its own, the same size) and --memory-mb (each
+     * upload reserves its decoded volume and factors until ready); one slice job per
+     * worker at once, so requests for slices interleave with them. */
+    ss_pool_stats ps;
+    ss_pool_get_stats(srv->pool, &ps);
+    int workers = ps.workers;
+    ss_vstore_opts vo = {.backend = ss_store_get_backend(srv->store),
+                         .cache_bytes = (size_t)cfg->cache_mb << 20,
+                         .pool = srv->pool,
+                         .parallel = workers,
+                         .mem_held = &srv->mem_bytes,
+                         .stopping = &srv->stopping};
+    if (ss_vstore_open(&vo, &srv->vstore) != 0) {
+        fprintf(stderr, "svdslice serve: cannot index the volumes in %s: %s\n", cfg->data, ss_error());
+        goto fail;
+    }
     if (gpu_usable() || cfg->gpu_cpu_mode) {
         ss_gpuq_opts go = {.capacity = cfg->gpu_queue,
                            .max_batch = cfg->gpu_max_batch,
@@ -107,6 +123,8 @@ void ss_server_stop_workers(ss_server *srv) {
 }
 
 void ss_server_close(ss_server *srv) {
+    ss_vstore_close(srv->vstore); /* its jobs ran in the pool, drained by now */
+    srv->vstore = NULL;
     ss_store_close(srv->store);
     srv->store = NULL;
     ss_respcache_free(srv->rc);

@@ -8,12 +8,14 @@
 #include "server/pool.h"
 #include "server/respcache.h"
 #include "server/store.h"
+#include "server/volumes.h"
 
 /* Everything a request handler reaches, protocol-free: the HTTP layer (api/)
  * holds a pointer to it. Created by ss_server_open, which owns each part. */
 typedef struct ss_server {
     const ss_config *cfg;
     ss_store *store;
+    ss_vstore *vstore;    /* volumes, through the store's backend */
     ss_pool *pool;
     ss_gpuq *gpuq;        /* NULL when no GPU backend can run */
     ss_respcache *rc;

@@ -384,6 +384,8 @@ int ss_store_open(const ss_store_opts *opts, ss_store **out) {
     return SS_OK;
 }
 
+ss_store_backend *ss_store_get_backend(ss_store *s) { return s->b; }
+
 void ss_store_close(ss_store *s) {
     if (!s) return;
     if (s->b) s->b->close(s->b); /* first: a shared backend's watcher calls into s */

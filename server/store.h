@@ -93,6 +93,10 @@ int ss_store_read_file(ss_store *s, const char *id, unsigned char **buf, size_t 
  * and the directory, but a crash may bring it back (the client was told 500). */
 int ss_store_delete(ss_store *s, const char *id);
 
+/* The backend the store opened (server/store_backend.h), for the volume store,
+ * which keeps its blobs through the same one. Owned by s. */
+struct ss_store_backend *ss_store_get_backend(ss_store *s);
+
 typedef struct ss_store_stats {
     long long slices, disk_bytes, cache_bytes, cache_hits, cache_misses;
 } ss_store_stats;

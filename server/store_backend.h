@@ -55,6 +55,20 @@ struct ss_store_backend {
     /* 1 while watch delivers every delete, so cached slices may be trusted;
      * 0 (store unreachable, reconnecting): every lookup asks the store. */
     int (*watching)(ss_store_backend *b);
+
+    /* Volumes: a second kind of blob, the .svv encoding of engine/volume.h, keyed
+     * by volume id in a namespace of its own (a volume id never names a slice).
+     * vput, vget, vdel and vlist have the contracts of put, get, del and list;
+     * vhead copies the first n bytes into buf and gives the blob's length
+     * (SS_ECORRUPT when it is shorter, SS_EIO), so the index is built without
+     * reading whole volumes. Calls that change volumes are serialised by the
+     * volume store (server/volumes.c). A backend that keeps no volumes leaves
+     * all five NULL: the /volumes routes then answer 503 backend_unavailable. */
+    int (*vput)(ss_store_backend *b, const char *id, const unsigned char *buf, size_t len);
+    int (*vget)(ss_store_backend *b, const char *id, unsigned char **buf, size_t *len);
+    int (*vdel)(ss_store_backend *b, const char *id, int *gone);
+    int (*vlist)(ss_store_backend *b, int (*each)(void *arg, const char *id), void *arg);
+    int (*vhead)(ss_store_backend *b, const char *id, size_t n, unsigned char *buf, size_t *len);
 };
 
 /* The directory backend (server/store_dir.c): opts->dir, opts->fileops. */

@@ -6,6 +6,7 @@
 #include "server/store_backend.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -219,6 +220,11 @@ typedef struct dir_backend {
     int lockfd; /* DIR/.lock, flock'ed for as long as the store is open */
     unsigned long long tmp_tag; /* random per open: every container is PID 1 */
     unsigned long tmp_seq;
+    /* DIR/volumes, where the volumes' ID.svv files live: opened at the first
+     * volume call that finds it, created by the first vput (so a store without
+     * volumes makes no file call for them). */
+    int vdirfd;
+    pthread_mutex_t vmu;
 } dir_backend;
 
 static int errno_code(int e) { return (e == ENOSPC || e == EDQUOT) ? SS_ENOSPC : SS_EIO; }
@@ -231,11 +237,11 @@ static int slice_path(const dir_backend *d, const char *id, char *path, size_t n
 }
 
 /* Writes buf to a fresh temp file in the data directory and fsyncs it. */
-static int write_temp(dir_backend *d, const unsigned char *buf, size_t len, char *tmpname, size_t tn) {
+static int write_temp(dir_backend *d, int dirfd, const unsigned char *buf, size_t len, char *tmpname, size_t tn) {
     const ss_fileops *o = d->ops;
     unsigned long seq = __atomic_add_fetch(&d->tmp_seq, 1, __ATOMIC_SEQ_CST);
     snprintf(tmpname, tn, ".tmp-%016llx-%lu", d->tmp_tag, seq);
-    int fd = o->open(o->ctx, d->dirfd, tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fd = o->open(o->ctx, dirfd, tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) return ss_fail(errno_code(errno), "create temp file: %s", strerror(errno));
     size_t off = 0;
     int rc = SS_OK;
@@ -254,32 +260,38 @@ static int write_temp(dir_backend *d, const unsigned char *buf, size_t len, char
     /* close reports delayed write errors on some file systems (NFS) */
     if (o->close(o->ctx, fd) != 0 && rc == SS_OK)
         rc = ss_fail(errno_code(errno), "close slice file: %s", strerror(errno));
-    if (rc != SS_OK) o->unlink(o->ctx, d->dirfd, tmpname);
+    if (rc != SS_OK) o->unlink(o->ctx, dirfd, tmpname);
     return rc;
 }
 
-static int dir_put(ss_store_backend *b, const char *id, const unsigned char *buf, size_t len) {
-    dir_backend *d = (dir_backend *)b;
+/* Writes buf as `name` in dirfd durably: temp file, fsync, rename, directory fsync. */
+static int put_at(dir_backend *d, int dirfd, const char *name, const unsigned char *buf, size_t len) {
     const ss_fileops *o = d->ops;
-    char tmp[64], name[80];
-    int rc = write_temp(d, buf, len, tmp, sizeof tmp);
+    char tmp[64];
+    int rc = write_temp(d, dirfd, buf, len, tmp, sizeof tmp);
     if (rc != SS_OK) return rc;
-    snprintf(name, sizeof name, "%s.svd", id);
-    if (o->rename(o->ctx, d->dirfd, tmp, name) != 0) {
-        rc = ss_fail(errno_code(errno), "rename slice file: %s", strerror(errno));
-        o->unlink(o->ctx, d->dirfd, tmp);
+    if (o->rename(o->ctx, dirfd, tmp, name) != 0) {
+        rc = ss_fail(errno_code(errno), "rename %s: %s", name, strerror(errno));
+        o->unlink(o->ctx, dirfd, tmp);
         return rc;
     }
-    if (o->fsync(o->ctx, d->dirfd) != 0) {
+    if (o->fsync(o->ctx, dirfd) != 0) {
         /* The rename may not survive a crash: take it back so it is never
          * acknowledged, nor found by the next start after a clean stop. */
         rc = ss_fail(errno_code(errno), "fsync of the data directory: %s", strerror(errno));
-        if (o->unlink(o->ctx, d->dirfd, name) != 0)
+        if (o->unlink(o->ctx, dirfd, name) != 0)
             fprintf(stderr, "svdslice: store: cannot take back unacknowledged %s: %s\n", name,
                     strerror(errno));
         return rc;
     }
     return SS_OK;
+}
+
+static int dir_put(ss_store_backend *b, const char *id, const unsigned char *buf, size_t len) {
+    dir_backend *d = (dir_backend *)b;
+    char name[80];
+    snprintf(name, sizeof name, "%s.svd", id);
+    return put_at(d, d->dirfd, name, buf, len);
 }
 
 static int dir_get(ss_store_backend *b, const char *id, unsigned char **buf, size_t *len) {
@@ -291,18 +303,22 @@ static int dir_get(ss_store_backend *b, const char *id, unsigned char **buf, siz
     return rc == SS_ETOOLARGE ? ss_fail(SS_ECORRUPT, "%s.svd: too large for a slice file", id) : rc;
 }
 
-static int dir_del(ss_store_backend *b, const char *id, int *gone) {
-    dir_backend *d = (dir_backend *)b;
+static int del_at(dir_backend *d, int dirfd, const char *name, int *gone) {
     const ss_fileops *o = d->ops;
-    char name[80];
-    snprintf(name, sizeof name, "%s.svd", id);
     *gone = 0;
-    if (o->unlink(o->ctx, d->dirfd, name) != 0 && errno != ENOENT)
+    if (o->unlink(o->ctx, dirfd, name) != 0 && errno != ENOENT)
         return ss_fail(SS_EIO, "unlink %s: %s", name, strerror(errno));
     *gone = 1; /* no way to undo an unlink: report, and let the core forget it */
-    if (o->fsync(o->ctx, d->dirfd) != 0)
+    if (o->fsync(o->ctx, dirfd) != 0)
         return ss_fail(SS_EIO, "fsync of the data directory: %s", strerror(errno));
     return SS_OK;
+}
+
+static int dir_del(ss_store_backend *b, const char *id, int *gone) {
+    dir_backend *d = (dir_backend *)b;
+    char name[80];
+    snprintf(name, sizeof name, "%s.svd", id);
+    return del_at(d, d->dirfd, name, gone);
 }
 
 static int has_suffix(const char *s, const char *suf) {
@@ -312,6 +328,8 @@ static int has_suffix(const char *s, const char *suf) {
 
 typedef struct list_ctx {
     dir_backend *d;
+    int dirfd;
+    const char *suffix; /* ".svd" or ".svv" */
     int (*each)(void *arg, const char *id);
     void *arg;
     int rc; /* each's nonzero result */
@@ -320,10 +338,10 @@ typedef struct list_ctx {
 static int list_one(void *arg, const char *nm) {
     list_ctx *c = arg;
     if (strncmp(nm, ".tmp-", 5) == 0) { /* an upload that was never acknowledged */
-        c->d->ops->unlink(c->d->ops->ctx, c->d->dirfd, nm);
+        c->d->ops->unlink(c->d->ops->ctx, c->dirfd, nm);
         return 0;
     }
-    if (!has_suffix(nm, ".svd")) return 0;
+    if (!has_suffix(nm, c->suffix)) return 0;
     char id[80];
     size_t idlen = strlen(nm) - 4;
     if (idlen < sizeof id) {
@@ -331,7 +349,7 @@ static int list_one(void *arg, const char *nm) {
         id[idlen] = '\0';
     }
     if (idlen >= sizeof id || !ss_store_id_valid(id)) {
-        fprintf(stderr, "svdslice: store: skipping %s: not a slice file name\n", nm);
+        fprintf(stderr, "svdslice: store: skipping %s: not a slice or volume file name\n", nm);
         return 0;
     }
     return c->rc = c->each(c->arg, id);
@@ -340,7 +358,7 @@ static int list_one(void *arg, const char *nm) {
 /* Also removes leftover temp files: listing happens once, when the store opens. */
 static int dir_list(ss_store_backend *b, int (*each)(void *arg, const char *id), void *arg) {
     dir_backend *d = (dir_backend *)b;
-    list_ctx c = {d, each, arg, 0};
+    list_ctx c = {d, d->dirfd, ".svd", each, arg, 0};
     if (d->ops->list(d->ops->ctx, d->dirfd, list_one, &c) != 0)
         return ss_fail(SS_EIO, "cannot read data directory %s: %s", d->dir, strerror(errno));
     return c.rc;
@@ -369,9 +387,98 @@ static int dir_info(ss_store_backend *b, const char *id, ss_slice_info *out) {
     return rc;
 }
 
+/* ---- volumes: DIR/volumes/ID.svv, written as slices are --------------------------- */
+
+#define VOLUME_DIR "volumes"
+
+/* The volumes directory's descriptor, or -1 when it does not exist and create is 0.
+ * Opened with openat(2) itself, not through the fileops: it is a lookup, not a
+ * step of a write whose failure a test would inject; creating it is (mkdir, then
+ * the data directory's fsync so the new directory survives a crash). */
+static int vdir(dir_backend *d, int create, int *fd) {
+    const ss_fileops *o = d->ops;
+    int rc = SS_OK;
+    pthread_mutex_lock(&d->vmu);
+    if (d->vdirfd < 0) {
+        d->vdirfd = openat(d->dirfd, VOLUME_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (d->vdirfd < 0 && errno == ENOENT && create) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/" VOLUME_DIR, d->dir);
+            if (o->mkdir(o->ctx, path, 0755) != 0 && errno != EEXIST)
+                rc = ss_fail(errno_code(errno), "cannot create %s: %s", path, strerror(errno));
+            else if (o->fsync(o->ctx, d->dirfd) != 0)
+                rc = ss_fail(errno_code(errno), "fsync of the data directory: %s", strerror(errno));
+            else if ((d->vdirfd = openat(d->dirfd, VOLUME_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+                rc = ss_fail(SS_EIO, "cannot open %s: %s", path, strerror(errno));
+        } else if (d->vdirfd < 0 && errno != ENOENT) {
+            rc = ss_fail(SS_EIO, "cannot open %s/" VOLUME_DIR ": %s", d->dir, strerror(errno));
+        }
+    }
+    *fd = d->vdirfd;
+    pthread_mutex_unlock(&d->vmu);
+    return rc;
+}
+
+static int volume_path(const dir_backend *d, const char *id, char *path, size_t n) {
+    if ((size_t)snprintf(path, n, "%s/" VOLUME_DIR "/%s.svv", d->dir, id) >= n)
+        return ss_fail(SS_EIO, "data directory path too long");
+    return SS_OK;
+}
+
+static int dir_vput(ss_store_backend *b, const char *id, const unsigned char *buf, size_t len) {
+    dir_backend *d = (dir_backend *)b;
+    int fd = -1, rc = vdir(d, 1, &fd);
+    if (rc != SS_OK) return rc;
+    char name[80];
+    snprintf(name, sizeof name, "%s.svv", id);
+    return put_at(d, fd, name, buf, len);
+}
+
+static int dir_vget(ss_store_backend *b, const char *id, unsigned char **buf, size_t *len) {
+    dir_backend *d = (dir_backend *)b;
+    char path[4096];
+    int rc = volume_path(d, id, path, sizeof path);
+    if (rc != SS_OK) return rc;
+    rc = d->ops->read_file(d->ops->ctx, path, SIZE_MAX / 2, buf, len);
+    return rc == SS_ETOOLARGE ? ss_fail(SS_ECORRUPT, "%s.svv: too large for a volume file", id) : rc;
+}
+
+static int dir_vhead(ss_store_backend *b, const char *id, size_t n, unsigned char *buf, size_t *len) {
+    dir_backend *d = (dir_backend *)b;
+    char path[4096];
+    int rc = volume_path(d, id, path, sizeof path);
+    return rc != SS_OK ? rc : d->ops->read_range(d->ops->ctx, path, 0, n, buf, len);
+}
+
+static int dir_vdel(ss_store_backend *b, const char *id, int *gone) {
+    dir_backend *d = (dir_backend *)b;
+    int fd = -1, rc = vdir(d, 0, &fd);
+    *gone = 0;
+    if (rc != SS_OK) return rc;
+    if (fd < 0) { /* no volume was ever stored */
+        *gone = 1;
+        return SS_OK;
+    }
+    char name[80];
+    snprintf(name, sizeof name, "%s.svv", id);
+    return del_at(d, fd, name, gone);
+}
+
+static int dir_vlist(ss_store_backend *b, int (*each)(void *arg, const char *id), void *arg) {
+    dir_backend *d = (dir_backend *)b;
+    int fd = -1, rc = vdir(d, 0, &fd);
+    if (rc != SS_OK || fd < 0) return rc; /* none yet: an empty list */
+    list_ctx c = {d, fd, ".svv", each, arg, 0};
+    if (d->ops->list(d->ops->ctx, fd, list_one, &c) != 0)
+        return ss_fail(SS_EIO, "cannot read %s/" VOLUME_DIR ": %s", d->dir, strerror(errno));
+    return c.rc;
+}
+
 static void dir_close(ss_store_backend *b) {
     dir_backend *d = (dir_backend *)b;
     if (!d) return;
+    if (d->vdirfd >= 0) close(d->vdirfd);
+    pthread_mutex_destroy(&d->vmu);
     if (d->dirfd >= 0) d->ops->close(d->ops->ctx, d->dirfd);
     if (d->lockfd >= 0) close(d->lockfd); /* releases the flock */
     ss_fileops_fault_free(d->fault);
@@ -385,8 +492,11 @@ int ss_store_dir_open(const ss_store_opts *opts, ss_store_backend **out) {
     dir_backend *d = calloc(1, sizeof *d);
     if (!d) return ss_fail(SS_ENOMEM, "out of memory");
     d->b = (ss_store_backend){.name = "dir", .put = dir_put, .get = dir_get, .del = dir_del, .list = dir_list,
-                              .info = dir_info, .close = dir_close};
+                              .info = dir_info, .close = dir_close, .vput = dir_vput, .vget = dir_vget,
+                              .vdel = dir_vdel, .vlist = dir_vlist, .vhead = dir_vhead};
     d->dirfd = d->lockfd = -1;
+    d->vdirfd = -1;
+    pthread_mutex_init(&d->vmu, NULL);
     d->ops = opts->fileops ? opts->fileops : &ss_fileops_posix;
     int rc = SS_OK;
     const char *spec = opts->fileops ? NULL : getenv("SVDSLICE_TEST_FAULT");

@@ -1,0 +1,525 @@
+/* volumes.c - the volume store: index and states, factorisation jobs on the pool, the decoded
+ * and rebuilt volumes cache, .svv blobs through the store backend */
+#include "server/volumes.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/store_backend.h"
+#include "util/error.h"
+
+#define RB_MAX 4 /* rebuilt volumes kept per volume (k, backend) */
+
+typedef struct rebuilt {
+    int k;
+    const ss_backend *be;
+    void *data;
+    size_t bytes;
+    unsigned long long used;
+} rebuilt;
+
+/* One volume. Owned by the index while listed; a removed one lives on while slice jobs or
+ * handles still point at it (jobs + refs), then is freed by whoever drops the last. */
+struct ss_vhandle {
+    ss_vol_info info;
+    ss_volume *vol;          /* being factorised, or decoded and cached (ready); NULL otherwise */
+    size_t vol_bytes;        /* counted in the cache when ready and held here */
+    rebuilt rb[RB_MAX];
+    int refs;                /* handles out */
+    int jobs;                /* slice jobs alive */
+    int next_slice;          /* the next slice a job takes */
+    int removed;             /* out of the index */
+    long long mem;           /* reservation given back when factorisation ends */
+    unsigned long long used; /* LRU stamp */
+};
+typedef struct ss_vhandle ventry;
+
+struct ss_vstore {
+    ss_store_backend *b;
+    ss_vstore_opts o;
+    pthread_mutex_t mu;      /* index, entries, cache */
+    pthread_mutex_t disk_mu; /* orders vput and vdel */
+    ventry **v;
+    size_t n, cap;
+    size_t cache_bytes;
+    unsigned long long clock;
+};
+
+typedef struct slice_job {
+    ss_pool_job pj; /* first: the pool hands this pointer back */
+    ss_vstore *vs;
+    ventry *e;
+} slice_job;
+
+const char *ss_vol_state_name(int s) {
+    static const char *const names[] = {"queued", "factorising", "ready", "failed"};
+    return s >= 0 && s < 4 ? names[s] : "unknown";
+}
+
+int ss_vstore_available(const ss_vstore *vs) { return vs && vs->b && vs->b->vput && vs->b->vget; }
+
+/* ---- entries ------------------------------------------------------------------ */
+
+static ventry *find_locked(ss_vstore *vs, const char *id, size_t *at) {
+    for (size_t i = 0; i < vs->n; i++)
+        if (!strcmp(vs->v[i]->info.meta.id, id)) {
+            if (at) *at = i;
+            return vs->v[i];
+        }
+    return NULL;
+}
+
+static int add_locked(ss_vstore *vs, ventry *e) {
+    if (vs->n == vs->cap) {
+        size_t cap = vs->cap ? 2 * vs->cap : 16;
+        ventry **nv = realloc(vs->v, cap * sizeof *nv);
+        if (!nv) return ss_fail(SS_ENOMEM, "out of memory");
+        vs->v = nv;
+        vs->cap = cap;
+    }
+    vs->v[vs->n++] = e;
+    return SS_OK;
+}
+
+static void drop_rebuilt_locked(ss_vstore *vs, ventry *e) {
+    for (int i = 0; i < RB_MAX; i++)
+        if (e->rb[i].data) {
+            free(e->rb[i].data);
+            vs->cache_bytes -= e->rb[i].bytes;
+            memset(&e->rb[i], 0, sizeof e->rb[i]);
+        }
+}
+
+/* Frees the cached volume (not one being factorised: its jobs own that). */
+static void drop_vol_locked(ss_vstore *vs, ventry *e) {
+    drop_rebuilt_locked(vs, e);
+    if (e->vol && e->info.state == SS_VOL_READY) {
+        ss_volume_free(e->vol);
+        e->vol = NULL;
+        vs->cache_bytes -= e->vol_bytes;
+        e->vol_bytes = 0;
+    }
+}
+
+/* Frees a removed entry nothing points at any more. */
+static void maybe_free_locked(ss_vstore *vs, ventry *e) {
+    if (!e->removed || e->refs || e->jobs) return;
+    drop_rebuilt_locked(vs, e);
+    if (e->vol_bytes) vs->cache_bytes -= e->vol_bytes;
+    ss_volume_free(e->vol);
+    free(e);
+}
+
+/* Frees unheld cache contents, least recently used first, until within the bound. */
+static void evict_locked(ss_vstore *vs) {
+    while (vs->cache_bytes > vs->o.cache_bytes) {
+        ventry *lru = NULL;
+        for (size_t i = 0; i < vs->n; i++) {
+            ventry *e = vs->v[i];
+            if (e->refs || e->info.state != SS_VOL_READY || !e->vol) continue;
+            if (!lru || e->used < lru->used) lru = e;
+        }
+        if (!lru) return; /* everything is held: freed at release */
+        drop_vol_locked(vs, lru);
+    }
+}
+
+/* ---- open / close ------------------------------------------------------------- */
+
+static int index_one(void *arg, const char *id) {
+    ss_vstore *vs = arg;
+    unsigned char head[SS_SVV_HEADER_BYTES];
+    size_t len = 0;
+    ventry *e = calloc(1, sizeof *e);
+    if (!e) return ss_fail(SS_ENOMEM, "out of memory");
+    int rc = vs->b->vhead(vs->b, id, sizeof head, head, &len);
+    unsigned char *buf = NULL;
+    if (rc == SS_OK) rc = ss_volume_read_header(head, sizeof head, len, &e->info.meta);
+    if (rc == SS_OK) { /* the index table too: the sections' placement is checked */
+        size_t need = ss_svv_sections_offset(e->info.meta.nslices);
+        if (!(buf = malloc(need))) rc = ss_fail(SS_ENOMEM, "out of memory");
+        if (rc == SS_OK) rc = vs->b->vhead(vs->b, id, need, buf, &len);
+        if (rc == SS_OK) rc = ss_volume_read_header(buf, need, len, &e->info.meta);
+    }
+    free(buf);
+    if (rc == SS_OK && strcmp(e->info.meta.id, id) != 0)
+        rc = ss_fail(SS_ECORRUPT, "holds volume %s", e->info.meta.id);
+    if (rc == SS_ENOMEM) {
+        free(e);
+        return rc;
+    }
+    if (rc != SS_OK) {
+        fprintf(stderr, "svdslice: volumes: skipping %s.svv: %s\n", id, ss_error());
+        free(e);
+        return 0;
+    }
+    e->info.meta.voxels = NULL;
+    e->info.meta.slices = NULL;
+    e->info.state = SS_VOL_READY;
+    e->info.slices_done = e->info.meta.nslices;
+    e->info.stored_bytes = (long long)len;
+    return add_locked(vs, e);
+}
+
+int ss_vstore_open(const ss_vstore_opts *o, ss_vstore **out) {
+    *out = NULL;
+    ss_vstore *vs = calloc(1, sizeof *vs);
+    if (!vs) return ss_fail(SS_ENOMEM, "out of memory");
+    vs->o = *o;
+    if (vs->o.parallel < 1) vs->o.parallel = 1;
+    vs->b = o->backend;
+    pthread_mutex_init(&vs->mu, NULL);
+    pthread_mutex_init(&vs->disk_mu, NULL);
+    if (ss_vstore_available(vs) && vs->b->vlist && vs->b->vhead) {
+        int rc = vs->b->vlist(vs->b, index_one, vs);
+        if (rc != SS_OK) {
+            ss_vstore_close(vs);
+            return rc;
+        }
+    }
+    *out = vs;
+    return SS_OK;
+}
+
+void ss_vstore_close(ss_vstore *vs) {
+    if (!vs) return;
+    for (size_t i = 0; i < vs->n; i++) {
+        vs->v[i]->removed = 1;
+        vs->v[i]->refs = vs->v[i]->jobs = 0;
+        maybe_free_locked(vs, vs->v[i]);
+    }
+    free(vs->v);
+    pthread_mutex_destroy(&vs->mu);
+    pthread_mutex_destroy(&vs->disk_mu);
+    free(vs);
+}
+
+/* ---- factorisation ------------------------------------------------------------ */
+
+static void fail_locked(ventry *e, const char *why) {
+    if (e->info.state == SS_VOL_FAILED) return;
+    e->info.state = SS_VOL_FAILED;
+    snprintf(e->info.error, sizeof e->info.error, "%s", why);
+}
+
+/* A job leaves: the last one of a failed (or removed) volume frees its work. */
+static void job_exit_locked(ss_vstore *vs, ventry *e) {
+    e->jobs--;
+    if (e->jobs == 0 && e->info.state != SS_VOL_READY) {
+        ss_volume_free(e->vol);
+        e->vol = NULL;
+        if (e->mem && vs->o.mem_held) __atomic_sub_fetch(vs->o.mem_held, e->mem, __ATOMIC_RELAXED);
+        e->mem = 0;
+    }
+    maybe_free_locked(vs, e);
+}
+
+/* The last slice is done: the .svv is stored, and only then is the volume ready. */
+static void assemble(ss_vstore *vs, ventry *e) {
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc = ss_volume_serialize(e->vol, &buf, &len);
+    if (rc == SS_OK) {
+        pthread_mutex_lock(&vs->disk_mu);
+        pthread_mutex_lock(&vs->mu);
+        int removed = e->removed;
+        pthread_mutex_unlock(&vs->mu);
+        /* A volume deleted while factorising is not stored; under disk_mu, a delete
+         * that comes after this put finds it stored and removes it. */
+        rc = removed ? SS_OK : vs->b->vput(vs->b, e->info.meta.id, buf, len);
+        pthread_mutex_lock(&vs->mu);
+        if (rc == SS_OK && !removed) {
+            e->info.state = SS_VOL_READY;
+            e->info.stored_bytes = (long long)len;
+            e->vol_bytes = (size_t)ss_volume_memory_bytes(&e->vol->nii, e->vol->axis);
+            vs->cache_bytes += e->vol_bytes;
+            e->used = ++vs->clock;
+            if (e->mem && vs->o.mem_held) __atomic_sub_fetch(vs->o.mem_held, e->mem, __ATOMIC_RELAXED);
+            e->mem = 0;
+        }
+        pthread_mutex_unlock(&vs->mu);
+        pthread_mutex_unlock(&vs->disk_mu);
+    }
+    free(buf);
+    pthread_mutex_lock(&vs->mu);
+    if (rc != SS_OK) {
+        char why[256];
+        snprintf(why, sizeof why, "storing the volume failed: %s", ss_error());
+        fprintf(stderr, "svdslice: volume %s: %s\n", e->info.meta.id, why);
+        fail_locked(e, why);
+    }
+    job_exit_locked(vs, e);
+    evict_locked(vs);
+    pthread_mutex_unlock(&vs->mu);
+}
+
+static void slice_run(ss_pool_job *pj, ss_workspace *ws) {
+    (void)ws;
+    slice_job *j = (slice_job *)pj;
+    ss_vstore *vs = j->vs;
+    ventry *e = j->e;
+    pthread_mutex_lock(&vs->mu);
+    if (vs->o.stopping && __atomic_load_n(vs->o.stopping, __ATOMIC_SEQ_CST))
+        fail_locked(e, "the server stopped before the volume was ready; upload it again");
+    int idx = -1;
+    if (e->info.state != SS_VOL_FAILED && !e->removed && e->next_slice < e->info.meta.nslices) {
+        idx = e->next_slice++;
+        e->info.state = SS_VOL_FACTORISING;
+    }
+    if (idx < 0) {
+        job_exit_locked(vs, e);
+        pthread_mutex_unlock(&vs->mu);
+        free(j);
+        return;
+    }
+    pthread_mutex_unlock(&vs->mu);
+    int rc = ss_volume_factor_slice(e->vol, idx); /* each job its own slot: no lock needed */
+    pthread_mutex_lock(&vs->mu);
+    int last = 0;
+    if (rc != SS_OK) {
+        char why[256];
+        snprintf(why, sizeof why, "slice %d: %s", idx, ss_error());
+        fail_locked(e, why);
+    } else if (++e->info.slices_done == e->info.meta.nslices && e->info.state != SS_VOL_FAILED) {
+        last = 1;
+    }
+    pthread_mutex_unlock(&vs->mu);
+    if (last) {
+        free(j);
+        assemble(vs, e);
+        return;
+    }
+    /* Behind whatever came meanwhile: a volume shares the workers with slice requests. */
+    if (ss_pool_submit_force(vs->o.pool, &j->pj) != SS_OK) {
+        pthread_mutex_lock(&vs->mu);
+        fail_locked(e, "the server stopped before the volume was ready; upload it again");
+        job_exit_locked(vs, e);
+        pthread_mutex_unlock(&vs->mu);
+        free(j);
+    }
+}
+
+int ss_vstore_begin(ss_vstore *vs, ss_volume *v, long long upload_bytes, long long mem, ss_vol_info *out,
+                    int *taken) {
+    *taken = 0;
+    if (!ss_vstore_available(vs)) return ss_fail(SS_EUNAVAIL, "this store backend keeps no volumes");
+    pthread_mutex_lock(&vs->mu);
+    size_t at = 0;
+    ventry *old = find_locked(vs, v->id, &at);
+    if (old && old->info.state != SS_VOL_FAILED) {
+        *out = old->info;
+        pthread_mutex_unlock(&vs->mu);
+        return SS_OK;
+    }
+    if (old) { /* failed before: start afresh */
+        old->removed = 1;
+        vs->v[at] = vs->v[--vs->n];
+        maybe_free_locked(vs, old);
+    }
+    ventry *e = calloc(1, sizeof *e);
+    int njobs = v->nslices < vs->o.parallel ? v->nslices : vs->o.parallel;
+    slice_job **jobs = calloc((size_t)njobs, sizeof *jobs);
+    int rc = e && jobs ? SS_OK : ss_fail(SS_ENOMEM, "out of memory");
+    for (int i = 0; rc == SS_OK && i < njobs; i++)
+        if (!(jobs[i] = calloc(1, sizeof **jobs))) rc = ss_fail(SS_ENOMEM, "out of memory");
+    if (rc == SS_OK) rc = add_locked(vs, e);
+    if (rc != SS_OK) {
+        pthread_mutex_unlock(&vs->mu);
+        for (int i = 0; jobs && i < njobs; i++) free(jobs[i]);
+        free(jobs);
+        free(e);
+        return rc;
+    }
+    e->info.meta = *v;
+    e->info.meta.voxels = NULL;
+    e->info.meta.slices = NULL;
+    e->info.state = SS_VOL_QUEUED;
+    e->info.upload_bytes = upload_bytes;
+    e->vol = v;
+    e->mem = mem;
+    e->jobs = njobs;
+    *taken = 1;
+    *out = e->info;
+    pthread_mutex_unlock(&vs->mu);
+    for (int i = 0; i < njobs; i++) {
+        jobs[i]->pj.run = slice_run;
+        jobs[i]->vs = vs;
+        jobs[i]->e = e;
+        if (ss_pool_submit_force(vs->o.pool, &jobs[i]->pj) != SS_OK) {
+            pthread_mutex_lock(&vs->mu);
+            fail_locked(e, "the server is stopping; upload it again");
+            job_exit_locked(vs, e);
+            pthread_mutex_unlock(&vs->mu);
+            free(jobs[i]);
+        }
+    }
+    free(jobs);
+    return SS_OK;
+}
+
+/* ---- reading ------------------------------------------------------------------ */
+
+int ss_vstore_info(ss_vstore *vs, const char *id, ss_vol_info *out) {
+    pthread_mutex_lock(&vs->mu);
+    ventry *e = find_locked(vs, id, NULL);
+    if (e) *out = e->info;
+    pthread_mutex_unlock(&vs->mu);
+    return e ? SS_OK : ss_fail(SS_EINVAL, "no volume %s", id);
+}
+
+static int newest_first(const void *a, const void *b) {
+    const ss_vol_info *x = a, *y = b;
+    if (x->meta.created != y->meta.created) return x->meta.created > y->meta.created ? -1 : 1;
+    return strcmp(x->meta.id, y->meta.id);
+}
+
+int ss_vstore_list(ss_vstore *vs, ss_vol_info **out, size_t *n) {
+    pthread_mutex_lock(&vs->mu);
+    size_t cnt = vs->n;
+    ss_vol_info *all = malloc((cnt ? cnt : 1) * sizeof *all);
+    for (size_t i = 0; all && i < cnt; i++) all[i] = vs->v[i]->info;
+    pthread_mutex_unlock(&vs->mu);
+    if (!all) return ss_fail(SS_ENOMEM, "out of memory");
+    qsort(all, cnt, sizeof *all, newest_first);
+    *out = all;
+    *n = cnt;
+    return SS_OK;
+}
+
+ss_vhandle *ss_vstore_acquire(ss_vstore *vs, const char *id, int *err) {
+    pthread_mutex_lock(&vs->mu);
+    ventry *e = find_locked(vs, id, NULL);
+    if (!e || e->info.state != SS_VOL_READY) {
+        pthread_mutex_unlock(&vs->mu);
+        *err = ss_fail(SS_EINVAL, e ? "volume %s is not ready" : "no volume %s", id);
+        return NULL;
+    }
+    e->refs++;
+    e->used = ++vs->clock;
+    if (e->vol) {
+        pthread_mutex_unlock(&vs->mu);
+        return e;
+    }
+    pthread_mutex_unlock(&vs->mu);
+    /* Read and decode outside the lock; a second reader racing here keeps the first copy. */
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    ss_volume *v = NULL;
+    int rc = vs->b->vget(vs->b, id, &buf, &len);
+    if (rc == SS_OK) rc = ss_volume_deserialize(buf, len, &v);
+    free(buf);
+    if (rc == SS_OK && strcmp(v->id, id) != 0) rc = ss_fail(SS_ECORRUPT, "%s.svv holds volume %s", id, v->id);
+    pthread_mutex_lock(&vs->mu);
+    if (rc != SS_OK) {
+        *err = rc;
+        fprintf(stderr, "svdslice: volume %s: %s\n", id, ss_error());
+        e->refs--;
+        maybe_free_locked(vs, e);
+        pthread_mutex_unlock(&vs->mu);
+        ss_volume_free(v);
+        return NULL;
+    }
+    v->created = e->info.meta.created;
+    if (!e->vol) {
+        e->vol = v;
+        e->vol_bytes = (size_t)ss_volume_memory_bytes(&v->nii, v->axis);
+        vs->cache_bytes += e->vol_bytes;
+        v = NULL;
+    }
+    pthread_mutex_unlock(&vs->mu);
+    ss_volume_free(v);
+    return e;
+}
+
+const ss_volume *ss_vhandle_volume(const ss_vhandle *h) { return h->vol; }
+
+void ss_vstore_release(ss_vstore *vs, ss_vhandle *h) {
+    if (!h) return;
+    pthread_mutex_lock(&vs->mu);
+    h->refs--;
+    if (h->removed)
+        maybe_free_locked(vs, h);
+    else
+        evict_locked(vs);
+    pthread_mutex_unlock(&vs->mu);
+}
+
+const void *ss_vstore_rebuilt(ss_vstore *vs, ss_vhandle *h, int k, const ss_backend *be, int nthreads, int *err,
+                              void **owned) {
+    *owned = NULL;
+    pthread_mutex_lock(&vs->mu);
+    for (int i = 0; i < RB_MAX; i++)
+        if (h->rb[i].data && h->rb[i].k == k && h->rb[i].be == be) {
+            h->rb[i].used = ++vs->clock;
+            void *d = h->rb[i].data;
+            pthread_mutex_unlock(&vs->mu);
+            return d;
+        }
+    pthread_mutex_unlock(&vs->mu);
+    size_t bytes = ss_volume_voxel_bytes(h->vol);
+    void *d = malloc(bytes ? bytes : 1);
+    int rc = d ? ss_volume_rebuild(h->vol, k, be, nthreads, d) : ss_fail(SS_ENOMEM, "out of memory");
+    if (rc != SS_OK) {
+        free(d);
+        *err = rc;
+        return NULL;
+    }
+    pthread_mutex_lock(&vs->mu);
+    int slot = 0; /* an empty one, else the least recently used */
+    for (int i = 0; i < RB_MAX; i++) {
+        if (!h->rb[i].data) {
+            slot = i;
+            break;
+        }
+        if (h->rb[i].used < h->rb[slot].used) slot = i;
+    }
+    if (h->rb[slot].data && h->refs > 1) {
+        /* Another holder may be reading the one it would replace: ours stays the caller's. */
+        pthread_mutex_unlock(&vs->mu);
+        *owned = d;
+        return d;
+    }
+    if (h->rb[slot].data) {
+        free(h->rb[slot].data);
+        vs->cache_bytes -= h->rb[slot].bytes;
+    }
+    h->rb[slot] = (rebuilt){k, be, d, bytes, ++vs->clock};
+    vs->cache_bytes += bytes;
+    pthread_mutex_unlock(&vs->mu);
+    return d;
+}
+
+int ss_vstore_delete(ss_vstore *vs, const char *id) {
+    pthread_mutex_lock(&vs->disk_mu);
+    pthread_mutex_lock(&vs->mu);
+    size_t at = 0;
+    ventry *e = find_locked(vs, id, &at);
+    if (!e) {
+        pthread_mutex_unlock(&vs->mu);
+        pthread_mutex_unlock(&vs->disk_mu);
+        return ss_fail(SS_EINVAL, "no volume %s", id);
+    }
+    int stored = e->info.state == SS_VOL_READY;
+    pthread_mutex_unlock(&vs->mu);
+    int gone = 1, rc = stored ? vs->b->vdel(vs->b, id, &gone) : SS_OK;
+    pthread_mutex_lock(&vs->mu);
+    if (gone && find_locked(vs, id, &at) == e) {
+        vs->v[at] = vs->v[--vs->n];
+        e->removed = 1;
+        maybe_free_locked(vs, e);
+    }
+    pthread_mutex_unlock(&vs->mu);
+    pthread_mutex_unlock(&vs->disk_mu);
+    return rc;
+}
+
+void ss_vstore_get_stats(ss_vstore *vs, ss_vstore_stats *st) {
+    memset(st, 0, sizeof *st);
+    pthread_mutex_lock(&vs->mu);
+    st->volumes = (long long)vs->n;
+    for (size_t i = 0; i < vs->n; i++) st->ready += vs->v[i]->info.state == SS_VOL_READY;
+    st->cache_bytes = (long long)vs->cache_bytes;
+    pthread_mutex_unlock(&vs->mu);
+}
