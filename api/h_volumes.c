@@ -407,6 +407,7 @@ enum MHD_Result ss_h_vupload(ss_req *r) {
     /* The header is checked here, before anything is queued or allocated: what decoding and
      * factorising it takes is reserved from --memory-mb now, and a file over the budget can
      * never be taken (413), one that does not fit now is a retry (503). */
+    if (!r->up.len) return ss_reply_error(r, "unsupported_media_type", "empty body: send the .nii or .nii.gz file");
     long long budget = srv->mem_budget;
     ss_nifti_limits lim = {.max_voxels = budget / 2, .max_file_bytes = budget};
     ss_nifti_info info;

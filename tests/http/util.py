@@ -35,6 +35,7 @@ ERROR_STATUS = {  # API.md's error table: code -> status
     "invalid_k": 400, "invalid_backend": 400, "invalid_id": 400, "invalid_parameter": 400,
     "unauthorized": 401, "not_found": 404, "method_not_allowed": 405, "too_large": 413,
     "unsupported_media_type": 415, "invalid_png": 422, "backend_unavailable": 503,
+    "not_ready": 409, "invalid_nifti": 422, "unsupported_nifti": 422,
     "overloaded": 503, "store_unavailable": 503, "insufficient_storage": 507, "internal": 500,
 }
 LISTEN_RE = re.compile(r"^svdslice listening on http://(\[[^\]]+\]|[^:/]+):(\d+)\s*$")
