@@ -3,8 +3,8 @@ Stoplight Prism (tests/openapi, `prism proxy DOC SERVER --errors`) in front of t
 
 Every route and every status the document lists is driven through the proxy, in the four ways the
 server can run (no key, --api-key, --api-key --auth-reads, and tight queues for 503s): uploads raw
-with image/png, with curl's default form type and multipart, 201/200/204/304/400/401/404/413/415/
-422/500/503/507, HEAD and OPTIONS. Prism compares each request and response with the document the
+with image/png, with curl's default form type and multipart, volumes (.nii.gz), 201/200/202/204/304/
+400/401/404/409/413/415/422/500/503/507, HEAD and OPTIONS. Prism compares each request and response with the document the
 server served; any violation (the sl-violations header, or its own error in place of the server's)
 fails the test, and so does a status the document does not list for the operation, or a documented
 status no request reached (exemptions are listed with their reasons in EXEMPT).
@@ -55,6 +55,21 @@ def noise_png(h, w, seed):
 
 def small_png(seed):
     return util.png_encode(util.phantom(40, 32, 8, seed=seed))
+
+
+def volume(name="KmeansTest_T1UCharRaw.nii.gz"):
+    """A real .nii.gz Debian ships (ITK's examples: int16 128x128x62, 318 KB)."""
+    return util.read_bytes(util.test_data(name))
+
+
+def volume_ready(env, vid, headers=None, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = env.srv.get("/volumes/" + vid, headers)  # straight to the server: polling is not the point
+        if r.status == 200 and r.json()["state"] in ("ready", "failed"):
+            return r.json()["state"] == "ready"
+        time.sleep(0.02)
+    return False
 
 
 class Prism:
@@ -312,6 +327,46 @@ class PrismTest(unittest.TestCase):
         env.prism_answers("GET", "/nope", 404)
         self.check(env)
 
+    def test_volumes(self):
+        env = self.envs["public"]
+        gz = {"Content-Type": "application/gzip"}
+        data = volume()
+        r = env.call("POST", "/volumes?name=t1", 202, data, gz)
+        vid = r.json()["id"]
+        self.assertEqual(r.header("Location"), "/volumes/" + vid)
+        self.assertTrue(volume_ready(env, vid))
+        env.call("POST", "/volumes", 200, data, {"Content-Type": "application/octet-stream"})  # the same again
+        env.call("POST", "/volumes?t=3", 400, data, gz)  # a 3D file has volume 0 only
+        env.call("POST", "/volumes?name=%01", 400, data, gz)
+        env.call("POST", "/volumes", 413, bytes(420000), gz)  # over --max-body-bytes
+        env.call("POST", "/volumes", 415, b"hello, not a volume", {"Content-Type": "text/plain"})
+        env.call("POST", "/volumes", 422, data[: len(data) // 2], gz)  # truncated gzip
+        env.both("/volumes", 200)
+        env.both("/volumes/" + vid, 200)
+        env.both("/volumes/%s?singular_values=true" % vid, 200)
+        env.both("/volumes/%s?singular_values=maybe" % vid, 400)
+        env.both("/volumes/" + "0" * 64, 404)
+        base = "/volumes/%s/reconstruct" % vid
+        r = env.both(base + "?k=5&axis=1&index=30&backend=blas", 200)
+        env.both(base + "?k=5&axis=1&index=30&backend=blas", 304, {"If-None-Match": r.header("ETag")})
+        env.both(base + "?k=5&bits=8&window-center=100&window-width=80", 200, {"Cache-Control": "no-cache"})
+        env.both(base + "?k=5&format=nifti", 200)
+        env.both(base + "?k=0", 400)  # invalid_k
+        env.both(base + "?index=99999", 400)  # invalid_parameter
+        env.both("/volumes/%s/reconstruct" % ("0" * 64), 404)
+        env.both("/volumes/%s/quality?k=7" % vid, 200)
+        env.both("/volumes/%s/quality?k=0" % vid, 400)
+        env.both("/volumes/%s/quality" % ("0" * 64), 404)
+        unavailable = [b["name"] for b in env.srv.get("/backends").json()["backends"] if not b["available"]]
+        for be in unavailable[:1]:  # none on a machine with a GPU: the overload test covers 503 there
+            env.both(base + "?backend=" + be, 503)
+            env.both("/volumes/%s/quality?backend=%s" % (vid, be), 503)
+        env.prism_answers("GET", "/volumes/bad.id", 422)  # invalid_id: the path pattern forbids it
+        env.prism_answers("GET", base + "?axis=7", 422)  # not in the enum
+        env.call("DELETE", "/volumes/" + vid, 204)
+        env.call("DELETE", "/volumes/" + vid, 404)
+        self.check(env)
+
     # ------------------------------------------------------------ --api-key, --auth-reads
     def test_api_key(self):
         env = self.envs["keyed"]
@@ -326,6 +381,13 @@ class PrismTest(unittest.TestCase):
         env.call("DELETE", "/slices/" + sid, 204, headers=good)
         env.call("DELETE", "/slices/" + sid, 404, headers=good)
         env.call("OPTIONS", "/slices", 204)
+        gz = dict(good, **{"Content-Type": "application/gzip"})
+        env.call("POST", "/volumes", 401, volume(), dict(bad, **{"Content-Type": "application/gzip"}))
+        vid = env.call("POST", "/volumes", 202, volume(), gz).json()["id"]
+        self.assertTrue(volume_ready(env, vid))
+        env.both("/volumes/" + vid, 200)  # reads need no key
+        env.call("DELETE", "/volumes/" + vid, 401, headers=bad)
+        env.call("DELETE", "/volumes/" + vid, 204, headers=good)
         self.check(env)
 
     def test_auth_reads(self):
@@ -337,6 +399,11 @@ class PrismTest(unittest.TestCase):
             env.both(p, 401, bad)
             env.both(p, 200, good)
         env.prism_answers("GET", "/slices", 401)
+        vid = env.call("POST", "/volumes", 202, volume(), dict(good, **{"Content-Type": "application/gzip"})).json()["id"]
+        self.assertTrue(volume_ready(env, vid, good))
+        for p in ("/volumes", "/volumes/" + vid, "/volumes/%s/reconstruct?k=3" % vid, "/volumes/%s/quality?k=3" % vid):
+            env.both(p, 401, bad)
+            env.both(p, 200, good)
         for p in ("/healthz", "/backends", "/", "/openapi.yaml"):
             env.both(p, 200)
         self.check(env)
@@ -378,6 +445,49 @@ class PrismTest(unittest.TestCase):
                 break
         else:
             self.fail("POST /slices: no 503 in 5 bursts of 6")
+        self.check(env)
+
+    def test_volumes_not_ready_and_overloaded(self):
+        env = self.envs["tight"]
+        gz = {"Content-Type": "application/gzip"}
+        data = volume()
+        # one worker factorises the 62 slices one after another: asked at once, it is not ready (409)
+        seen = set()
+        for _attempt in range(5):
+            vid = env.call("POST", "/volumes", 202, data, gz).json()["id"]
+            for p in ("/volumes/%s/reconstruct?k=3" % vid, "/volumes/%s/quality?k=3" % vid):
+                seen.add((p.split("?")[0].rsplit("/", 1)[1], env.call("GET", p, (200, 409)).status))
+                seen.add((p.split("?")[0].rsplit("/", 1)[1] + " HEAD", env.call("HEAD", p, (200, 409)).status))
+            self.assertTrue(volume_ready(env, vid))
+            if all((w, 409) in seen for w in ("reconstruct", "reconstruct HEAD", "quality", "quality HEAD")):
+                break
+            env.call("DELETE", "/volumes/" + vid, 204)
+        else:
+            self.fail("never saw 409 not_ready while factorising: %r" % sorted(seen))
+        # behind one slow job, with one queue slot and a 30 ms deadline, the others get 503
+        cases = [("GET", "/volumes/%s/quality?k=40" % vid), ("HEAD", "/volumes/%s/quality?k=41" % vid),
+                 ("GET", "/volumes/%s/reconstruct?k=42&format=nifti" % vid),
+                 ("HEAD", "/volumes/%s/reconstruct?k=43&format=nifti" % vid),
+                 ("GET", "/volumes/" + vid), ("HEAD", "/volumes/" + vid)]
+        slow = "/volumes/%s/quality?k=%d&backend=loops3"
+        for n, (method, path) in enumerate(cases):
+            for attempt in range(5):
+                rs = env.burst(6, lambda i: env.call("GET", slow % (vid, 50 + 10 * n + attempt), (200, 503))
+                               if i == 0 else env.call(method, path, (200, 503)))
+                busy = [r for r in rs[1:] if r is not None and r.status == 503]
+                if busy:
+                    self.assertEqual(busy[0].header("Retry-After"), "1")
+                    break
+            else:
+                self.fail("%s %s: no 503 in 5 bursts behind a slow job" % (method, path))
+        other = volume("KmeansTest_T1RawSkullStrip.nii.gz")
+        for attempt in range(5):
+            rs = env.burst(6, lambda i: env.call("GET", slow % (vid, 100 + attempt), (200, 503)) if i == 0
+                           else env.call("POST", "/volumes", (200, 202, 503), other, gz))
+            if any(r is not None and r.status == 503 for r in rs[1:]):
+                break
+        else:
+            self.fail("POST /volumes: no 503 in 5 bursts of 6")
         self.check(env)
 
     # ------------------------------------------------------------ what was not driven
