@@ -3,7 +3,6 @@
 #include "server/volumes.h"
 
 #include <pthread.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,12 +137,8 @@ static int index_one(void *arg, const char *id) {
     int rc = vs->b->vhead(vs->b, id, sizeof head, head, &len);
     unsigned char *buf = NULL;
     if (rc == SS_OK) {
-        /* nslices, u32le at byte 32 of the header (engine/volume.h), sizes the index table,
-         * which ss_volume_read_header checks along with the header and the sections' placement. */
-        uint32_t ns = (uint32_t)head[32] | (uint32_t)head[33] << 8 | (uint32_t)head[34] << 16 |
-                      (uint32_t)head[35] << 24;
-        size_t need = ns <= (1u << 20) ? ss_svv_sections_offset((int)ns) : 0;
-        if (!need || need > len) rc = ss_fail(SS_ECORRUPT, "implausible slice count %u", ns);
+        size_t need = ss_svv_head_bytes(head, sizeof head); /* the header and the index table */
+        if (!need || need > len) rc = ss_fail(SS_ECORRUPT, "bad .svv header");
         else if (!(buf = malloc(need))) rc = ss_fail(SS_ENOMEM, "out of memory");
         if (rc == SS_OK) rc = vs->b->vhead(vs->b, id, need, buf, &len);
         if (rc == SS_OK) rc = ss_volume_read_header(buf, need, len, &e->info.meta);
