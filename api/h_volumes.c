@@ -3,6 +3,7 @@
  * .nii.gz, quality */
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +179,135 @@ static int rebuild_threads(const vol_job *j) {
     return !strcmp(j->be->name, "threads") ? 1 : j->srv->cfg->workers > 0 ? j->srv->cfg->workers : 0;
 }
 
+static int cpu_rebuild(void *arg, const ss_volume *v, int k, void *out) {
+    vol_job *j = arg;
+    return ss_volume_rebuild(v, k, j->be, rebuild_threads(j), out);
+}
+
+/* ---- the GPU queue: a volume's slices submitted together, batched by the queue ---------- */
+
+/* Whether j's backend runs on the GPU queue: a GPU backend, or any with --gpu-cpu-mode. */
+static int on_gpuq(const vol_job *j) {
+    return j->srv->gpuq && (j->srv->cfg->gpu_cpu_mode || !strcmp(j->be->device, "gpu"));
+}
+
+typedef struct gpu_batch {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int left, err;
+    double kernel_ms; /* the longest launch a slice was in */
+} gpu_batch;
+
+typedef struct gpu_slice {
+    ss_gpu_job gj;
+    gpu_batch *b;
+} gpu_slice;
+
+static void gpu_slice_done(void *arg, int status) {
+    gpu_slice *g = arg;
+    gpu_batch *b = g->b;
+    pthread_mutex_lock(&b->mu);
+    if (status && !b->err) b->err = status;
+    if (g->gj.kernel_ms > b->kernel_ms) b->kernel_ms = g->gj.kernel_ms;
+    if (--b->left == 0) pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Slices idx[0..n) (along v->axis) at k (clamped per slice) as the backend's pixels into px
+ * (m*n each), all submitted to the GPU queue at once so that it launches them in as few
+ * batches as --gpu-max-batch allows; this worker waits for the last. The pixels are the
+ * stored values only for ss_volume_pixels_exact volumes. */
+static int gpu_slices(vol_job *j, const ss_volume *v, int k, const int *idx, int n, uint16_t *px) {
+    gpu_slice *g = calloc((size_t)(n ? n : 1), sizeof *g);
+    if (!g) return ss_fail(SS_ENOMEM, "out of memory");
+    gpu_batch b = {.left = n};
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_cond_init(&b.cv, NULL);
+    const size_t plane = (size_t)v->m * (size_t)v->n;
+    for (int i = 0; i < n; i++) {
+        const ss_factors *f = v->slices[idx[i]];
+        g[i].b = &b;
+        g[i].gj = (ss_gpu_job){.backend = j->be, .f = f, .k = k < f->rank ? k : f->rank, .out = px + i * plane,
+                               .done = gpu_slice_done, .arg = &g[i]};
+        int rc = ss_gpuq_submit(j->srv->gpuq, &g[i].gj);
+        if (rc) { /* the rest are never submitted: only the ones queued call back */
+            pthread_mutex_lock(&b.mu);
+            b.left -= n - i;
+            if (!b.err) b.err = rc;
+            pthread_mutex_unlock(&b.mu);
+            break;
+        }
+    }
+    pthread_mutex_lock(&b.mu);
+    while (b.left > 0) pthread_cond_wait(&b.cv, &b.mu);
+    pthread_mutex_unlock(&b.mu);
+    pthread_cond_destroy(&b.cv);
+    pthread_mutex_destroy(&b.mu);
+    free(g);
+    if (b.err == SS_EBUSY) return ss_fail(SS_EBUSY, "GPU queue full (--gpu-queue); retry later");
+    if (b.err == SS_EUNAVAIL) return ss_fail(SS_EUNAVAIL, "the GPU queue is stopping");
+    return b.err ? ss_fail(b.err, "GPU batch: %s", ss_error()) : SS_OK;
+}
+
+static int gpu_exact_or_fail(const vol_job *j, const ss_volume *v) {
+    if (ss_volume_pixels_exact(v)) return SS_OK;
+    return ss_fail(SS_EUNAVAIL,
+                   "on the GPU queue %s rebuilds only uint8 and uint16 volumes without scaling (it returns "
+                   "pixels); use a CPU backend for %s data",
+                   j->be->name, ss_nifti_type_name(v->nii.datatype));
+}
+
+/* The whole volume at k through the GPU queue: every slice below its full rank in one
+ * submission, the full-rank ones (the originals) copied. */
+static int gpu_rebuild(void *arg, const ss_volume *v, int k, void *out) {
+    vol_job *j = arg;
+    if (!ss_volume_pixels_exact(v) && strcmp(j->be->device, "gpu") != 0)
+        return cpu_rebuild(arg, v, k, out); /* --gpu-cpu-mode with a CPU backend: the CPU path */
+    int rc = gpu_exact_or_fail(j, v);
+    if (rc) return rc;
+    int *idx = malloc(sizeof *idx * (size_t)v->nslices), n = 0;
+    if (!idx) return ss_fail(SS_ENOMEM, "out of memory");
+    for (int s = 0; s < v->nslices; s++) {
+        if (ss_volume_slice_full(v, s, k))
+            ss_volume_put_slice(v, s, k, NULL, out);
+        else
+            idx[n++] = s;
+    }
+    const size_t plane = (size_t)v->m * (size_t)v->n;
+    uint16_t *px = malloc(sizeof *px * plane * (size_t)(n ? n : 1));
+    rc = px ? gpu_slices(j, v, k, idx, n, px) : ss_fail(SS_ENOMEM, "out of memory");
+    for (int i = 0; rc == SS_OK && i < n; i++) rc = ss_volume_put_slice_pixels(v, idx[i], k, px + i * plane, out);
+    free(px);
+    free(idx);
+    return rc;
+}
+
+static const void *rebuilt_at_k(vol_job *j, ss_vhandle *h, int *err, void **owned) {
+    return ss_vstore_rebuilt(j->srv->vstore, h, j->k, j->be, on_gpuq(j) ? gpu_rebuild : cpu_rebuild, j, err, owned);
+}
+
+/* One slice along the factorisation axis on the GPU queue, as stored values. */
+static int gpu_one_slice(vol_job *j, const ss_volume *v, double *vals) {
+    int rc = gpu_exact_or_fail(j, v);
+    size_t n = (size_t)v->m * (size_t)v->n;
+    uint16_t *px = rc ? NULL : malloc(n * sizeof *px);
+    if (!rc && !px) rc = ss_fail(SS_ENOMEM, "out of memory");
+    if (!rc) rc = gpu_slices(j, v, j->k, &j->index, 1, px);
+    for (size_t i = 0; !rc && i < n; i++) vals[i] = px[i];
+    free(px);
+    return rc;
+}
+
+/* The answer to a kernel's failure. */
+static void fail_kernel(vol_job *j, int rc, const char *what) {
+    if (rc == SS_EUNAVAIL)
+        ss_job_fail(j->r, "backend_unavailable", "backend %s is unavailable: %s", j->be->name, ss_error());
+    else if (rc == SS_EBUSY)
+        ss_job_fail(j->r, "overloaded", "%s", ss_error());
+    else
+        ss_job_fail_engine(j->r, rc, 0, what);
+}
+
 static void png_job(vol_job *j, ss_vhandle *h, ss_workspace *ws) {
     ss_server *srv = j->srv;
     ss_req *r = j->r;
@@ -192,19 +322,21 @@ static void png_job(vol_job *j, ss_vhandle *h, ss_workspace *ws) {
     double t0 = ss_now();
     int rc = vals && px ? SS_OK : ss_fail(SS_ENOMEM, "out of memory");
     if (rc == SS_OK && j->axis != v->axis) { /* across the factorised slices: the volume at k */
-        rebuilt = ss_vstore_rebuilt(srv->vstore, h, j->k, j->be, rebuild_threads(j), &err, &owned);
+        rebuilt = rebuilt_at_k(j, h, &err, &owned);
         if (!rebuilt) rc = err;
     }
-    if (rc == SS_OK) rc = ss_volume_slice(v, rebuilt, j->axis, j->index, j->k, j->be, ws, vals);
+    if (rc == SS_OK && j->axis == v->axis && on_gpuq(j) && !ss_volume_slice_full(v, j->index, j->k) &&
+        (ss_volume_pixels_exact(v) || !strcmp(j->be->device, "gpu")))
+        rc = gpu_one_slice(j, v, vals);
+    else if (rc == SS_OK) /* full rank along the axis is the original, whatever the backend */
+        rc = ss_volume_slice(v, rebuilt, j->axis, j->index, j->k, j->be->reconstruct_f32 ? j->be : ss_backend_find("blas"),
+                             ws, vals);
     double kernel_ms = (ss_now() - t0) * 1e3;
     free(owned);
     if (rc) {
         free(vals);
         free(px);
-        if (rc == SS_EUNAVAIL)
-            ss_job_fail(r, "backend_unavailable", "backend %s is unavailable: %s", j->be->name, ss_error());
-        else
-            ss_job_fail_engine(r, rc, 0, "volume slice");
+        fail_kernel(j, rc, "volume slice");
         return;
     }
     t0 = ss_now();
@@ -239,12 +371,9 @@ static void nifti_job(vol_job *j, ss_vhandle *h) {
     int err = 0;
     void *owned = NULL;
     double t0 = ss_now();
-    const void *rebuilt = ss_vstore_rebuilt(srv->vstore, h, j->k, j->be, rebuild_threads(j), &err, &owned);
+    const void *rebuilt = rebuilt_at_k(j, h, &err, &owned);
     if (!rebuilt) {
-        if (err == SS_EUNAVAIL)
-            ss_job_fail(r, "backend_unavailable", "backend %s is unavailable: %s", j->be->name, ss_error());
-        else
-            ss_job_fail_engine(r, err, 0, "rebuild");
+        fail_kernel(j, err, "rebuild");
         return;
     }
     double t1 = ss_now();
@@ -285,22 +414,18 @@ static json_t *quality_json(const ss_volume_quality *q, int with_index) {
 }
 
 static void quality_job(vol_job *j, ss_vhandle *h) {
-    ss_server *srv = j->srv;
     ss_req *r = j->r;
     const ss_volume *v = ss_vhandle_volume(h);
     int err = 0;
     void *owned = NULL;
-    const void *rebuilt = ss_vstore_rebuilt(srv->vstore, h, j->k, j->be, rebuild_threads(j), &err, &owned);
+    const void *rebuilt = rebuilt_at_k(j, h, &err, &owned);
     ss_volume_quality vq, *sq = calloc((size_t)v->nslices, sizeof *sq);
     int rc = !rebuilt ? err : sq ? ss_volume_quality_compute(v, j->k, rebuilt, &vq, sq)
                                  : ss_fail(SS_ENOMEM, "out of memory");
     free(owned);
     if (rc) {
         free(sq);
-        if (rc == SS_EUNAVAIL)
-            ss_job_fail(r, "backend_unavailable", "backend %s is unavailable: %s", j->be->name, ss_error());
-        else
-            ss_job_fail_engine(r, rc, 0, "quality");
+        fail_kernel(j, rc, "quality");
         return;
     }
     json_t *slices = json_array();
@@ -537,8 +662,8 @@ static int parse_read(ss_req *r, const ss_vol_info *info, vol_job *j, int png, e
                               reason ? reason : "unknown reason");
         return 0;
     }
-    if (!j->be->reconstruct_f32) {
-        *ret = ss_reply_error(r, "backend_unavailable", "backend %s does not rebuild volumes", j->be->name);
+    if (!j->be->reconstruct_f32 && !(r->srv->gpuq && !strcmp(j->be->device, "gpu"))) {
+        *ret = ss_reply_error(r, "backend_unavailable", "backend %s does not rebuild volumes here", j->be->name);
         return 0;
     }
     if (!png) return 1;

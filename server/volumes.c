@@ -14,7 +14,7 @@
 
 typedef struct rebuilt {
     int k;
-    const ss_backend *be;
+    const void *tag;
     void *data;
     size_t bytes;
     unsigned long long used;
@@ -446,12 +446,12 @@ void ss_vstore_release(ss_vstore *vs, ss_vhandle *h) {
     pthread_mutex_unlock(&vs->mu);
 }
 
-const void *ss_vstore_rebuilt(ss_vstore *vs, ss_vhandle *h, int k, const ss_backend *be, int nthreads, int *err,
-                              void **owned) {
+const void *ss_vstore_rebuilt(ss_vstore *vs, ss_vhandle *h, int k, const void *tag, ss_vrebuild_fn rebuild,
+                              void *arg, int *err, void **owned) {
     *owned = NULL;
     pthread_mutex_lock(&vs->mu);
     for (int i = 0; i < RB_MAX; i++)
-        if (h->rb[i].data && h->rb[i].k == k && h->rb[i].be == be) {
+        if (h->rb[i].data && h->rb[i].k == k && h->rb[i].tag == tag) {
             h->rb[i].used = ++vs->clock;
             void *d = h->rb[i].data;
             pthread_mutex_unlock(&vs->mu);
@@ -460,7 +460,7 @@ const void *ss_vstore_rebuilt(ss_vstore *vs, ss_vhandle *h, int k, const ss_back
     pthread_mutex_unlock(&vs->mu);
     size_t bytes = ss_volume_voxel_bytes(h->vol);
     void *d = malloc(bytes ? bytes : 1);
-    int rc = d ? ss_volume_rebuild(h->vol, k, be, nthreads, d) : ss_fail(SS_ENOMEM, "out of memory");
+    int rc = d ? rebuild(arg, h->vol, k, d) : ss_fail(SS_ENOMEM, "out of memory");
     if (rc != SS_OK) {
         free(d);
         *err = rc;
@@ -485,7 +485,7 @@ const void *ss_vstore_rebuilt(ss_vstore *vs, ss_vhandle *h, int k, const ss_back
         free(h->rb[slot].data);
         vs->cache_bytes -= h->rb[slot].bytes;
     }
-    h->rb[slot] = (rebuilt){k, be, d, bytes, ++vs->clock};
+    h->rb[slot] = (rebuilt){k, tag, d, bytes, ++vs->clock};
     vs->cache_bytes += bytes;
     pthread_mutex_unlock(&vs->mu);
     return d;

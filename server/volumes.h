@@ -67,12 +67,13 @@ typedef struct ss_vhandle ss_vhandle;
 ss_vhandle *ss_vstore_acquire(ss_vstore *vs, const char *id, int *err);
 const ss_volume *ss_vhandle_volume(const ss_vhandle *h);
 void ss_vstore_release(ss_vstore *vs, ss_vhandle *h);
-/* The volume at k as ss_volume_rebuild gives it with backend be over nthreads threads, cached
- * by (k, backend) and valid while h is held (a few per volume; while other handles hold
- * them, a new one is not cached: then *owned is it, and the caller frees it). NULL with
- * *err on an engine error. */
-const void *ss_vstore_rebuilt(ss_vstore *vs, ss_vhandle *h, int k, const ss_backend *be, int nthreads, int *err,
-                              void **owned);
+/* The volume at k (stored values, as ss_volume_rebuild gives them) made by rebuild(arg, v, k, out)
+ * into ss_volume_voxel_bytes(v) bytes, cached by (k, tag: the backend that made it) and valid
+ * while h is held (a few per volume; while other handles hold them, a new one is not cached:
+ * then *owned is it, and the caller frees it). NULL with *err on rebuild's error. */
+typedef int (*ss_vrebuild_fn)(void *arg, const ss_volume *v, int k, void *out);
+const void *ss_vstore_rebuilt(ss_vstore *vs, ss_vhandle *h, int k, const void *tag, ss_vrebuild_fn rebuild,
+                              void *arg, int *err, void **owned);
 
 /* Removes a volume: a stored one durably (0, SS_EIO as ss_store_delete), one being factorised
  * from the index at once (its jobs stop, nothing is stored). SS_EINVAL when unknown. */

@@ -355,6 +355,43 @@ class VolumesTest(unittest.TestCase):
         self.assertLess(t_ready, 30.0)
 
 
+class VolumesGpuQueueTest(unittest.TestCase):
+    """--gpu-cpu-mode runs the GPU queue on the CPU: a volume's slices go through it as the GPU
+    backends' would, all submitted together and launched in batches (--gpu-max-batch)."""
+
+    def test_volume_through_the_gpu_queue(self):
+        with util.Server(["--gpu-cpu-mode", "--gpu-max-batch", "16", "--gpu-max-wait-ms", "5"]) as srv:
+            c = VolumeClient(srv, self)
+            src, raw, slope, inter = raw_volume(REAL["uint8_itk"])  # uint8: the queue's pixels are the values
+            with open(REAL["uint8_itk"], "rb") as f:
+                vid, _ = c.add(f.read())
+
+            def gpu():
+                m = util.parse_prometheus(srv.get("/metrics").body.decode())
+                return util.metric_sum(m, "svdslice_gpu_jobs_total"), util.metric_sum(m, "svdslice_gpu_batches_total")
+
+            jobs0, batches0 = gpu()
+            k = 6
+            ref = reference_at_k(raw, slope, inter, 2, k)
+            img, _ = c.nifti(vid, k, "&backend=blas")
+            got = np.asanyarray(img.dataobj.get_unscaled()).astype(np.float64)
+            self.assertLessEqual(np.abs(got - ref).max(), 1.0)
+            jobs1, batches1 = gpu()
+            self.assertGreaterEqual(jobs1 - jobs0, raw.shape[2] - 5)  # every slice below full rank
+            self.assertLess(batches1 - batches0, jobs1 - jobs0)  # launched together, not one by one
+            for a in range(3):
+                px, bits = c.png(vid, "k=%d&axis=%d&index=%d&backend=loops2" % (k, a, raw.shape[a] // 2))
+                self.assertEqual(bits, 8)
+                self.assertLessEqual(np.abs(px - slice_of(ref, a, raw.shape[a] // 2)).max(), 1)
+            # int16 is not the queue's pixels: a CPU backend falls back to the CPU path, still right
+            _, raw16, slope16, inter16 = raw_volume(REAL["int16_itk"])
+            with open(REAL["int16_itk"], "rb") as f:
+                vid16, _ = c.add(f.read())
+            img, _ = c.nifti(vid16, 4, "&backend=blas")
+            got = np.asanyarray(img.dataobj.get_unscaled()).astype(np.float64)
+            self.assertLessEqual(np.abs(got - reference_at_k(raw16, slope16, inter16, 2, 4)).max(), 1.0)
+
+
 class VolumesLifecycleTest(util.OneDataDir, unittest.TestCase):
     dir_prefix = "svdslice-volumes-"
 
