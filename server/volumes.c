@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "server/store_backend.h"
+#include "util/clock.h"
 #include "util/error.h"
 
 #define RB_MAX 4 /* rebuilt volumes kept per volume (k, backend) */
@@ -32,6 +33,7 @@ struct ss_vhandle {
     int next_slice;          /* the next slice a job takes */
     int removed;             /* out of the index */
     long long mem;           /* reservation given back when factorisation ends */
+    double t_begin;          /* when its factorisation was queued (for the log) */
     unsigned long long used; /* LRU stamp */
 };
 typedef struct ss_vhandle ventry;
@@ -220,7 +222,9 @@ static void job_exit_locked(ss_vstore *vs, ventry *e) {
 static void assemble(ss_vstore *vs, ventry *e) {
     unsigned char *buf = NULL;
     size_t len = 0;
+    double t0 = ss_now();
     int rc = ss_volume_serialize(e->vol, &buf, &len);
+    double t1 = ss_now();
     if (rc == SS_OK) {
         pthread_mutex_lock(&vs->disk_mu);
         pthread_mutex_lock(&vs->mu);
@@ -243,6 +247,11 @@ static void assemble(ss_vstore *vs, ventry *e) {
         pthread_mutex_unlock(&vs->disk_mu);
     }
     free(buf);
+    if (rc == SS_OK)
+        fprintf(stderr, "svdslice: volume %s ready: %d slices factorised in %.0f ms, serialised in %.0f ms, "
+                        "stored in %.0f ms (%zu bytes)\n",
+                e->info.meta.id, e->info.meta.nslices, (t0 - e->t_begin) * 1e3, (t1 - t0) * 1e3,
+                (ss_now() - t1) * 1e3, len);
     pthread_mutex_lock(&vs->mu);
     if (rc != SS_OK) {
         char why[256];
@@ -340,6 +349,7 @@ int ss_vstore_begin(ss_vstore *vs, ss_volume *v, long long upload_bytes, long lo
     e->vol = v;
     e->mem = mem;
     e->jobs = njobs;
+    e->t_begin = ss_now();
     *taken = 1;
     *out = e->info;
     pthread_mutex_unlock(&vs->mu);
