@@ -224,6 +224,7 @@ typedef struct dir_backend {
      * volume call that finds it, created by the first vput (so a store without
      * volumes makes no file call for them). */
     int vdirfd;
+    int vdir_synced; /* the data directory was fsynced with volumes/ in it */
     pthread_mutex_t vmu;
 } dir_backend;
 
@@ -392,9 +393,11 @@ static int dir_info(ss_store_backend *b, const char *id, ss_slice_info *out) {
 #define VOLUME_DIR "volumes"
 
 /* The volumes directory's descriptor, or -1 when it does not exist and create is 0.
- * Opened with openat(2) itself, not through the fileops: it is a lookup, not a
- * step of a write whose failure a test would inject; creating it is (mkdir, then
- * the data directory's fsync so the new directory survives a crash). */
+ * Opened with openat(2) itself, not through the fileops: it is a lookup, not a step of a
+ * write whose failure a test would inject. Creating it is (mkdir), and so is the data
+ * directory's fsync that makes volumes/ itself survive a crash: done before the first put
+ * of each run, whether this run created it or found it (an earlier run may have failed
+ * between its mkdir and that fsync). */
 static int vdir(dir_backend *d, int create, int *fd) {
     const ss_fileops *o = d->ops;
     int rc = SS_OK;
@@ -406,13 +409,17 @@ static int vdir(dir_backend *d, int create, int *fd) {
             snprintf(path, sizeof path, "%s/" VOLUME_DIR, d->dir);
             if (o->mkdir(o->ctx, path, 0755) != 0 && errno != EEXIST)
                 rc = ss_fail(errno_code(errno), "cannot create %s: %s", path, strerror(errno));
-            else if (o->fsync(o->ctx, d->dirfd) != 0)
-                rc = ss_fail(errno_code(errno), "fsync of the data directory: %s", strerror(errno));
             else if ((d->vdirfd = openat(d->dirfd, VOLUME_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
                 rc = ss_fail(SS_EIO, "cannot open %s: %s", path, strerror(errno));
         } else if (d->vdirfd < 0 && errno != ENOENT) {
             rc = ss_fail(SS_EIO, "cannot open %s/" VOLUME_DIR ": %s", d->dir, strerror(errno));
         }
+    }
+    if (rc == SS_OK && create && d->vdirfd >= 0 && !d->vdir_synced) {
+        if (o->fsync(o->ctx, d->dirfd) != 0)
+            rc = ss_fail(errno_code(errno), "fsync of the data directory: %s", strerror(errno));
+        else
+            d->vdir_synced = 1;
     }
     *fd = d->vdirfd;
     pthread_mutex_unlock(&d->vmu);

@@ -18,9 +18,13 @@
 
 #include "util/error.h"
 #include "engine/svd.h"
+#include "engine/volume.h"
 #include "server/store.h"
+#include "server/store_backend.h"
 #include "server/store_dir.h"
+#include "server/volumes.h"
 #include "tests/util/testutil.h"
+#include "tests/util/tu_nifti.h"
 
 /* ---- a file-operations table that fails one chosen call ---------------------------- */
 
@@ -572,6 +576,221 @@ static void test_fault_spec_from_the_environment(void **state) {
     ss_factors_free(b);
 }
 
+/* ---- volumes: the backend's second kind of blob (vput, vget, vdel, vlist, vhead) ---- */
+
+/* The .svv of a small generated uint8 volume (seed changes the voxels and so the id). */
+static unsigned char *make_svv(unsigned seed, size_t *len, char id[65]) {
+    const int nx = 7, ny = 6, nz = 5;
+    unsigned char vox[7 * 6 * 5];
+    uint64_t st = seed * 2654435761u + 1;
+    for (size_t i = 0; i < sizeof vox; i++) vox[i] = (unsigned char)(tu_rand_u64(&st) >> 56);
+    tu_nii h = tu_nii_3d(1, nx, ny, nz, SS_NII_UINT8, 1);
+    size_t nlen = 0;
+    unsigned char *nii = tu_nifti_build(&h, vox, sizeof vox, 1, &nlen);
+    assert_non_null(nii);
+    ss_volume *v = NULL;
+    assert_int_equal(ss_volume_from_nifti(nii, nlen, NULL, &v), SS_OK);
+    free(nii);
+    assert_int_equal(ss_volume_factor_all(v, 1), SS_OK);
+    unsigned char *svv = NULL;
+    assert_int_equal(ss_volume_serialize(v, &svv, len), SS_OK);
+    memcpy(id, v->id, 65);
+    ss_volume_free(v);
+    return svv;
+}
+
+typedef struct {
+    char (*ids)[65];
+    int n, max;
+} id_list;
+
+static int collect(void *arg, const char *id) {
+    id_list *l = arg;
+    if (l->n < l->max) snprintf(l->ids[l->n], 65, "%s", id);
+    l->n++;
+    return 0;
+}
+
+/* The volumes the backend lists are exactly want[0..n), each read back as stored, and the
+ * volumes directory holds nothing else (no temp file). */
+static void assert_volumes_exactly(ss_store_backend *b, const char *dir, char (*want)[65],
+                                   unsigned char **blobs, size_t *lens, int n) {
+    char got[8][65];
+    id_list l = {got, 0, 8};
+    assert_int_equal(b->vlist(b, collect, &l), SS_OK);
+    assert_int_equal(l.n, n);
+    for (int i = 0; i < n; i++) {
+        int found = 0;
+        for (int j = 0; j < l.n; j++) found |= !strcmp(got[j], want[i]);
+        assert_true(found);
+        unsigned char *buf = NULL, head[SS_SVV_HEADER_BYTES];
+        size_t len = 0, flen = 0;
+        assert_int_equal(b->vget(b, want[i], &buf, &len), SS_OK);
+        assert_int_equal(len, lens[i]);
+        assert_memory_equal(buf, blobs[i], len);
+        free(buf);
+        assert_int_equal(b->vhead(b, want[i], sizeof head, head, &flen), SS_OK);
+        assert_int_equal(flen, lens[i]);
+        assert_memory_equal(head, blobs[i], sizeof head);
+    }
+    char vdir[512];
+    snprintf(vdir, sizeof vdir, "%s/volumes", dir);
+    DIR *d = opendir(vdir);
+    assert_non_null(d);
+    int files = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) files++;
+    closedir(d);
+    assert_int_equal(files, n);
+}
+
+static void rm_volumes_dir(const char *dir) {
+    char vdir[512];
+    snprintf(vdir, sizeof vdir, "%s/volumes", dir);
+    tu_rm_rf(vdir);
+}
+
+static void test_volume_calls_fail_cleanly(void **state) {
+    (void)state;
+    faulty t;
+    faulty_init(&t);
+    t.write_cap = 512;
+    char ids[3][65];
+    unsigned char *blobs[3];
+    size_t lens[3];
+    for (int i = 0; i < 3; i++) blobs[i] = make_svv(40 + (unsigned)i, &lens[i], ids[i]);
+    char *dir = tu_tmpdir("vfaults");
+    ss_store *s = open_with(dir, &t.ops);
+    ss_store_backend *b = ss_store_get_backend(s);
+    assert_non_null(b->vput);
+
+    /* No volume yet: an empty list, and no file call made for one. */
+    arm(&t, -1, 0, 0);
+    id_list none = {NULL, 0, 0};
+    assert_int_equal(b->vlist(b, collect, &none), SS_OK);
+    assert_int_equal(none.n, 0);
+    assert_int_equal(t.calls[T_MKDIR] + t.calls[T_LIST], 0);
+
+    /* The first put creates volumes/ (mkdir, then the data directory's fsync): each step fails
+     * in turn, leaving no file and nothing listed. */
+    arm(&t, -1, 0, 0);
+    char *scratch = tu_tmpdir("vfaults");
+    ss_store *s2 = open_with(scratch, &t.ops);
+    arm(&t, -1, 0, 0);
+    ss_store_backend *b2 = ss_store_get_backend(s2);
+    assert_int_equal(b2->vput(b2, ids[0], blobs[0], lens[0]), SS_OK);
+    long first[T_NOPS];
+    memcpy(first, t.calls, sizeof first);
+    arm(&t, -1, 0, 0);
+    assert_int_equal(b2->vput(b2, ids[1], blobs[1], lens[1]), SS_OK);
+    long per_put[T_NOPS];
+    memcpy(per_put, t.calls, sizeof per_put);
+    ss_store_close(s2);
+    rm_volumes_dir(scratch);
+    tu_rm_rf(scratch);
+    free(scratch);
+    assert_int_equal(first[T_MKDIR], 1);
+    assert_int_equal(first[T_FSYNC], 3); /* data dir after mkdir, the file, volumes/ */
+    assert_int_equal(per_put[T_MKDIR], 0);
+    assert_int_equal(per_put[T_OPEN], 1);
+    assert_true(per_put[T_WRITE] >= 3);
+    assert_int_equal(per_put[T_FSYNC], 2);
+    assert_int_equal(per_put[T_RENAME], 1);
+
+    const int ops[] = {T_MKDIR, T_OPEN, T_WRITE, T_FSYNC, T_CLOSE, T_RENAME};
+    int cases = 0;
+    for (size_t oi = 0; oi < sizeof ops / sizeof *ops; oi++)
+        for (long k = 1; k <= first[ops[oi]]; k++) { /* each on a fresh store: the first put's steps */
+            char *fresh = tu_tmpdir("vfaults");
+            disarm(&t);
+            ss_store *fs = open_with(fresh, &t.ops);
+            ss_store_backend *fb = ss_store_get_backend(fs);
+            arm(&t, ops[oi], k, oi % 2 ? ENOSPC : EIO);
+            int rc = fb->vput(fb, ids[0], blobs[0], lens[0]);
+            if (rc != (oi % 2 ? SS_ENOSPC : SS_EIO) || t.injected != 1)
+                fail_msg("first vput, %s #%ld failing: %d (%s), %d injected", op_names[ops[oi]], k, rc, ss_error(),
+                         t.injected);
+            disarm(&t);
+            id_list l = {NULL, 0, 0};
+            assert_int_equal(fb->vlist(fb, collect, &l), SS_OK);
+            assert_int_equal(l.n, 0);
+            assert_int_equal(fb->vput(fb, ids[0], blobs[0], lens[0]), SS_OK); /* and then it works */
+            assert_volumes_exactly(fb, fresh, ids, blobs, lens, 1);
+            ss_store_close(fs);
+            rm_volumes_dir(fresh);
+            tu_rm_rf(fresh);
+            free(fresh);
+            cases++;
+        }
+    assert_true(cases >= 8);
+    assert_int_equal(b->vput(b, ids[0], blobs[0], lens[0]), SS_OK);
+    assert_int_equal(b->vput(b, ids[1], blobs[1], lens[1]), SS_OK);
+    /* Later puts: every step fails in turn, nothing partial stays, nothing stored is lost. */
+    const int ops2[] = {T_OPEN, T_WRITE, T_FSYNC, T_CLOSE, T_RENAME};
+    for (size_t oi = 0; oi < sizeof ops2 / sizeof *ops2; oi++)
+        for (long k = 1; k <= per_put[ops2[oi]]; k++) {
+            arm(&t, ops2[oi], k, EIO);
+            assert_int_equal(b->vput(b, ids[2], blobs[2], lens[2]), SS_EIO);
+            assert_int_equal(t.injected, 1);
+            disarm(&t);
+            assert_volumes_exactly(b, dir, ids, blobs, lens, 2);
+        }
+
+    /* Reads that fail lose nothing; a listing that fails is an error, never a shorter list. */
+    unsigned char *buf = NULL, head[SS_SVV_HEADER_BYTES];
+    size_t len = 0;
+    arm(&t, T_READ, 1, EIO);
+    assert_int_equal(b->vget(b, ids[0], &buf, &len), SS_EIO);
+    arm(&t, T_READRANGE, 1, EIO);
+    assert_int_equal(b->vhead(b, ids[0], sizeof head, head, &len), SS_EIO);
+    arm(&t, T_LIST, 1, EIO);
+    id_list l = {NULL, 0, 0};
+    assert_int_equal(b->vlist(b, collect, &l), SS_EIO);
+    disarm(&t);
+    assert_volumes_exactly(b, dir, ids, blobs, lens, 2);
+
+    /* The volume store refuses to open on a listing that fails (a bad disk never looks empty). */
+    arm(&t, T_LIST, 1, EIO);
+    ss_vstore_opts vo = {.backend = b, .cache_bytes = 1 << 20, .parallel = 1};
+    ss_vstore *vs = NULL;
+    assert_int_equal(ss_vstore_open(&vo, &vs), SS_EIO);
+    disarm(&t);
+    assert_int_equal(ss_vstore_open(&vo, &vs), SS_OK); /* indexes both from their headers */
+    ss_vstore_stats vst;
+    ss_vstore_get_stats(vs, &vst);
+    assert_int_equal(vst.volumes, 2);
+    assert_int_equal(vst.ready, 2);
+    ss_vstore_close(vs);
+
+    /* Delete: a failed unlink keeps it; a failed directory fsync after it is gone (gone = 1). */
+    int gone = -1;
+    arm(&t, T_UNLINK, 1, EIO);
+    assert_int_equal(b->vdel(b, ids[0], &gone), SS_EIO);
+    assert_int_equal(gone, 0);
+    disarm(&t);
+    assert_volumes_exactly(b, dir, ids, blobs, lens, 2);
+    arm(&t, T_FSYNC, 1, EIO);
+    assert_int_equal(b->vdel(b, ids[0], &gone), SS_EIO);
+    assert_int_equal(gone, 1);
+    disarm(&t);
+    assert_volumes_exactly(b, dir, ids + 1, blobs + 1, lens + 1, 1);
+    ss_store_close(s);
+
+    /* Plain POSIX: exactly what was acknowledged and not deleted. */
+    s = open_with(dir, NULL);
+    b = ss_store_get_backend(s);
+    assert_volumes_exactly(b, dir, ids + 1, blobs + 1, lens + 1, 1);
+    assert_int_equal(b->vput(b, ids[2], blobs[2], lens[2]), SS_OK);
+    assert_volumes_exactly(b, dir, ids + 1, blobs + 1, lens + 1, 2);
+    ss_store_close(s);
+    rm_volumes_dir(dir);
+    tu_rm_rf(dir);
+    free(dir);
+    for (int i = 0; i < 3; i++) free(blobs[i]);
+    faulty_destroy(&t);
+}
+
 int main(void) {
     unsetenv("SVDSLICE_TEST_FAULT"); /* the tests choose their faults */
     const struct CMUnitTest tests[] = {
@@ -582,6 +801,7 @@ int main(void) {
         cmocka_unit_test(test_read_errors_lose_nothing),
         cmocka_unit_test(test_backend_choice),
         cmocka_unit_test(test_fault_spec_from_the_environment),
+        cmocka_unit_test(test_volume_calls_fail_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
