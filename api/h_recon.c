@@ -111,20 +111,24 @@ static int parse_params(ss_req *r, int with_output, recon_params *p, enum MHD_Re
     }
     p->be_idx = backend_index(p->be);
     if (!with_output) return 1;
+    return ss_parse_png_output(r, &p->bits, &p->window, &p->wc, &p->ww, ret);
+}
+
+int ss_parse_png_output(ss_req *r, int *bits_out, int *window, double *wc, double *ww, enum MHD_Result *ret) {
     const char *bits = ss_arg(r, "bits");
     if (bits && strcmp(bits, "8") != 0 && strcmp(bits, "16") != 0) {
         *ret = ss_reply_error(r, "invalid_parameter", "bits must be 8 or 16");
         return 0;
     }
-    p->bits = bits ? atoi(bits) : 0;
+    *bits_out = bits ? atoi(bits) : 0;
     const char *c = ss_arg(r, "window-center"), *w = ss_arg(r, "window-width");
     if (c || w) {
-        if (!c || !w || !parse_double(c, &p->wc) || !parse_double(w, &p->ww) || !(p->ww > 0)) {
+        if (!c || !w || !parse_double(c, wc) || !parse_double(w, ww) || !(*ww > 0)) {
             *ret = ss_reply_error(r, "invalid_parameter",
                                   "window-center and window-width go together: numbers, width > 0");
             return 0;
         }
-        p->window = 1;
+        *window = 1;
     }
     return 1;
 }
@@ -478,7 +482,6 @@ enum MHD_Result ss_h_quality(ss_req *r) {
 /* ---- shared with the volume routes (api/h_volumes.c) ----------------------- */
 
 long ss_parse_uint(const char *s) { return parse_uint(s); }
-int ss_parse_double(const char *s, double *out) { return parse_double(s, out); }
 uint64_t ss_fnv1a64(const char *s) { return fnv1a64(s); }
 int ss_if_none_match(ss_req *r, const char *etag) { return none_match(r, etag); }
 int ss_wants_no_cache(ss_req *r) { return wants_no_cache(r); }

@@ -402,17 +402,6 @@ static void nifti_job(vol_job *j, ss_vhandle *h) {
     ss_job_end(r, 200, resp);
 }
 
-static json_t *quality_json(const ss_volume_quality *q, int with_index) {
-    json_t *o = json_object();
-    if (with_index) set(o, "index", json_integer(q->index));
-    set(o, "k", json_integer(q->k));
-    set(o, "mse", json_real(q->mse));
-    set(o, "psnr", q->psnr_null ? json_null() : json_real(q->psnr));
-    set(o, "ssim", q->ssim_null ? json_null() : json_real(q->ssim));
-    set(o, "energy", json_real(q->energy));
-    return o;
-}
-
 static void quality_job(vol_job *j, ss_vhandle *h) {
     ss_req *r = j->r;
     const ss_volume *v = ss_vhandle_volume(h);
@@ -429,10 +418,10 @@ static void quality_job(vol_job *j, ss_vhandle *h) {
         return;
     }
     json_t *slices = json_array();
-    for (int s = 0; s < v->nslices; s++) json_array_append_new(slices, quality_json(&sq[s], 1));
+    for (int s = 0; s < v->nslices; s++) json_array_append_new(slices, ss_json_volume_quality(&sq[s], 1));
     free(sq);
     json_t *o = json_pack("{s:s, s:i, s:s, s:i, s:f, s:o, s:o}", "id", j->id, "k", j->k, "backend", j->be->name,
-                          "axis", v->axis, "data_range", ss_volume_data_range(v), "volume", quality_json(&vq, 0),
+                          "axis", v->axis, "data_range", ss_volume_data_range(v), "volume", ss_json_volume_quality(&vq, 0),
                           "slices", slices);
     ss_job_end(r, 200, ss_resp_json(o));
 }
@@ -682,22 +671,7 @@ static int parse_read(ss_req *r, const ss_vol_info *info, vol_job *j, int png, e
         return 0;
     }
     j->index = (int)index;
-    const char *bits = ss_arg(r, "bits");
-    if (bits && strcmp(bits, "8") != 0 && strcmp(bits, "16") != 0) {
-        *ret = ss_reply_error(r, "invalid_parameter", "bits must be 8 or 16");
-        return 0;
-    }
-    j->bits = bits ? atoi(bits) : 0;
-    const char *c = ss_arg(r, "window-center"), *w = ss_arg(r, "window-width");
-    if (c || w) {
-        if (!c || !w || !ss_parse_double(c, &j->wc) || !ss_parse_double(w, &j->ww) || !(j->ww > 0)) {
-            *ret = ss_reply_error(r, "invalid_parameter",
-                                  "window-center and window-width go together: numbers, width > 0");
-            return 0;
-        }
-        j->window = 1;
-    }
-    return 1;
+    return ss_parse_png_output(r, &j->bits, &j->window, &j->wc, &j->ww, ret);
 }
 
 /* The volume is ready: 1, or 0 after answering 409. */

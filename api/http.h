@@ -168,7 +168,9 @@ int ss_upload_png_shape(const unsigned char *png, size_t len, int *width, int *h
 
 /* ---- helpers of /reconstruct (h_recon.c) the volume routes share ---------- */
 long ss_parse_uint(const char *s);                /* strict decimal 0..1e9, else -1 */
-int ss_parse_double(const char *s, double *out);  /* finite number: 1, else 0 */
+/* bits (8, 16; 0 when absent) and window-center/window-width (both, width > 0: *window = 1)
+ * of a PNG rendering: 1, or 0 after answering 400 invalid_parameter. */
+int ss_parse_png_output(ss_req *r, int *bits, int *window, double *wc, double *ww, enum MHD_Result *ret);
 uint64_t ss_fnv1a64(const char *s);               /* ETags from cache keys */
 int ss_if_none_match(ss_req *r, const char *etag);
 int ss_wants_no_cache(ss_req *r);                 /* Cache-Control/Pragma no-cache */

@@ -1,6 +1,8 @@
 /* json.c - the one JSON serialiser: API.md's documents (slice info, quality, backends, errors) with jansson */
 #include "api/json.h"
 
+#include "engine/volume.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +68,18 @@ json_t *ss_json_slice_info(const ss_factors *f) {
     in.file_bytes = ss_svd_file_bytes(f->m, f->n, f->rank, f->orig != NULL);
     in.singular_values = (float *)f->S; /* read only here */
     return ss_json_info(&in, 1);
+}
+
+json_t *ss_json_volume_quality(const ss_volume_quality *q, int with_index) {
+    json_t *o = json_object();
+    if (!o) return NULL;
+    if (with_index) json_object_set_new(o, "index", json_integer(q->index));
+    json_object_set_new(o, "k", json_integer(q->k));
+    json_object_set_new(o, "mse", json_real(q->mse));
+    json_object_set_new(o, "psnr", q->psnr_null ? json_null() : json_real(q->psnr));
+    json_object_set_new(o, "ssim", q->ssim_null ? json_null() : json_real(q->ssim));
+    json_object_set_new(o, "energy", json_real(q->energy));
+    return o;
 }
 
 json_t *ss_json_quality(const char *id, const char *backend, const ss_quality *q) {

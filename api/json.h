@@ -19,6 +19,10 @@ json_t *ss_json_slice_info(const ss_factors *f);
 /* API.md /quality: id, k, backend, mse, psnr, ssim, hausdorff, energy,
  * stored_bytes_at_k, compression_ratio; null where quality.h flags null. */
 json_t *ss_json_quality(const char *id, const char *backend, const ss_quality *q);
+/* A volume's or one slice's quality (engine/volume.h): {"index" (with_index), "k", "mse",
+ * "psnr", "ssim", "energy"}, null where flagged; for /volumes/{id}/quality and the CLI. */
+struct ss_volume_quality;
+json_t *ss_json_volume_quality(const struct ss_volume_quality *q, int with_index);
 /* {"backends": [{name, device, available, reason, description}]}: the eight. */
 json_t *ss_json_backends(void);
 /* A response with j serialised (j is consumed). NULL on ENOMEM. */

@@ -12,6 +12,8 @@
 #include <cblas.h>
 #include <jansson.h>
 
+#include "api/json.h"
+
 #include "cli/bench.h"
 #include "cli/cli.h"
 #include "engine/png.h"
@@ -176,18 +178,6 @@ static const ss_backend *volume_backend(const char *cmd, const char *name) {
     return b;
 }
 
-static json_t *quality_json(const ss_volume_quality *q, int with_index) {
-    json_t *o = json_object();
-    if (!o) return NULL;
-    if (with_index) json_object_set_new(o, "index", json_integer(q->index));
-    json_object_set_new(o, "k", json_integer(q->k));
-    json_object_set_new(o, "mse", json_real(q->mse));
-    json_object_set_new(o, "psnr", q->psnr_null ? json_null() : json_real(q->psnr));
-    json_object_set_new(o, "ssim", q->ssim_null ? json_null() : json_real(q->ssim));
-    json_object_set_new(o, "energy", json_real(q->energy));
-    return o;
-}
-
 static int load_svv(const char *cmd, const char *path, ss_volume **v) {
     unsigned char *buf = NULL;
     size_t len = 0;
@@ -318,8 +308,8 @@ int ss_cmd_reconstruct_volume(int argc, char **argv) {
             goto out;
         }
         json_t *arr = json_array();
-        for (int s = 0; arr && s < v->nslices; s++) json_array_append_new(arr, quality_json(&sq[s], 1));
-        json_object_set_new(j, "quality", json_pack("{s:o, s:o}", "volume", quality_json(&vq, 0), "slices", arr));
+        for (int s = 0; arr && s < v->nslices; s++) json_array_append_new(arr, ss_json_volume_quality(&sq[s], 1));
+        json_object_set_new(j, "quality", json_pack("{s:o, s:o}", "volume", ss_json_volume_quality(&vq, 0), "slices", arr));
     }
     rc = ss_cli_print_json(cmd, j) ? SS_EXIT_FAIL : SS_EXIT_OK;
     j = NULL;

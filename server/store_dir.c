@@ -295,13 +295,19 @@ static int dir_put(ss_store_backend *b, const char *id, const unsigned char *buf
     return put_at(d, d->dirfd, name, buf, len);
 }
 
+/* A whole stored file; one too large to read is corrupt, not an I/O error. */
+static int read_blob(dir_backend *d, const char *path, const char *id, const char *ext, unsigned char **buf,
+                     size_t *len) {
+    int rc = d->ops->read_file(d->ops->ctx, path, SIZE_MAX / 2, buf, len);
+    return rc == SS_ETOOLARGE ? ss_fail(SS_ECORRUPT, "%s.%s: too large to read", id, ext) : rc;
+}
+
 static int dir_get(ss_store_backend *b, const char *id, unsigned char **buf, size_t *len) {
     dir_backend *d = (dir_backend *)b;
     char path[4096];
     int rc = slice_path(d, id, path, sizeof path);
     if (rc != SS_OK) return rc;
-    rc = d->ops->read_file(d->ops->ctx, path, SIZE_MAX / 2, buf, len);
-    return rc == SS_ETOOLARGE ? ss_fail(SS_ECORRUPT, "%s.svd: too large for a slice file", id) : rc;
+    return read_blob(d, path, id, "svd", buf, len);
 }
 
 static int del_at(dir_backend *d, int dirfd, const char *name, int *gone) {
@@ -446,8 +452,7 @@ static int dir_vget(ss_store_backend *b, const char *id, unsigned char **buf, si
     char path[4096];
     int rc = volume_path(d, id, path, sizeof path);
     if (rc != SS_OK) return rc;
-    rc = d->ops->read_file(d->ops->ctx, path, SIZE_MAX / 2, buf, len);
-    return rc == SS_ETOOLARGE ? ss_fail(SS_ECORRUPT, "%s.svv: too large for a volume file", id) : rc;
+    return read_blob(d, path, id, "svv", buf, len);
 }
 
 static int dir_vhead(ss_store_backend *b, const char *id, size_t n, unsigned char *buf, size_t *len) {

@@ -184,6 +184,18 @@ class Env:
                                  % (self.name, method, path, status, r.status, ctype, r.body[:300]))
         return r
 
+    def behind_slow(self, slow, method, path, tries=5):
+        """method path, five at once behind one slow GET (slow(attempt): its path, different each
+        time so no cache answers it), until one of the five gets 503 (with Retry-After: 1).
+        Returns that response, or None after tries bursts."""
+        for attempt in range(tries):
+            rs = self.burst(6, lambda i: self.call("GET", slow(attempt), (200, 503), headers={"Cache-Control": "no-cache"})
+                            if i == 0 else self.call(method, path, (200, 503)))
+            busy = [r for r in rs[1:] if r is not None and r.status == 503]
+            if busy:
+                return busy[0]
+        return None
+
     def burst(self, n, fn):
         """Runs fn(i) in n threads at once; returns their results."""
         out = [None] * n
@@ -428,15 +440,9 @@ class PrismTest(unittest.TestCase):
         # the stored original and factors are read by a worker too: behind a slow job they queue
         for method in ("GET", "HEAD"):
             for path in ("/slices/%s/original" % sid, "/slices/%s/factors" % sid):
-                for _attempt in range(5):
-                    rs = env.burst(6, lambda i: env.call("GET", slow, (200, 503), headers={"Cache-Control": "no-cache"})
-                                   if i == 0 else env.call(method, path, (200, 503)))
-                    busy = [r for r in rs[1:] if r is not None and r.status == 503]
-                    if busy:
-                        self.assertEqual(busy[0].header("Retry-After"), "1")
-                        break
-                else:
-                    self.fail("%s %s: no 503 in 5 bursts behind a slow job" % (method, path))
+                busy = env.behind_slow(lambda attempt: slow, method, path)
+                self.assertIsNotNone(busy, "%s %s: no 503 in 5 bursts behind a slow job" % (method, path))
+                self.assertEqual(busy.header("Retry-After"), "1")
         for attempt in range(5):
             pngs = [noise_png(500, 500, 100 + 10 * attempt + i) for i in range(6)]
             rs = env.burst(6, lambda i: env.call("POST", "/slices", (201, 503), pngs[i],
@@ -471,15 +477,9 @@ class PrismTest(unittest.TestCase):
                  ("GET", "/volumes/" + vid), ("HEAD", "/volumes/" + vid)]
         slow = "/volumes/%s/quality?k=%d&backend=loops3"
         for n, (method, path) in enumerate(cases):
-            for attempt in range(5):
-                rs = env.burst(6, lambda i: env.call("GET", slow % (vid, 50 + 10 * n + attempt), (200, 503))
-                               if i == 0 else env.call(method, path, (200, 503)))
-                busy = [r for r in rs[1:] if r is not None and r.status == 503]
-                if busy:
-                    self.assertEqual(busy[0].header("Retry-After"), "1")
-                    break
-            else:
-                self.fail("%s %s: no 503 in 5 bursts behind a slow job" % (method, path))
+            busy = env.behind_slow(lambda attempt: slow % (vid, 50 + 10 * n + attempt), method, path)
+            self.assertIsNotNone(busy, "%s %s: no 503 in 5 bursts behind a slow job" % (method, path))
+            self.assertEqual(busy.header("Retry-After"), "1")
         other = volume("KmeansTest_T1RawSkullStrip.nii.gz")
         for attempt in range(5):
             rs = env.burst(6, lambda i: env.call("GET", slow % (vid, 100 + attempt), (200, 503)) if i == 0
