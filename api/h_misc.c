@@ -78,6 +78,13 @@ enum MHD_Result ss_h_metrics(ss_req *r) {
                      srv->cfg->max_expansion);
     ss_metrics_value(&sb, "svdslice_inflight_requests", "gauge", "Connections suspended on a job.",
                      ss_http_inflight(r->http));
+    ss_vstore_stats vs;
+    ss_vstore_get_stats(srv->vstore, &vs);
+    ss_metrics_value(&sb, "svdslice_volumes", "gauge", "Volumes known: queued, factorising, ready or failed.",
+                     (double)vs.volumes);
+    ss_metrics_value(&sb, "svdslice_volumes_ready", "gauge", "Volumes stored durably (ready).", (double)vs.ready);
+    ss_metrics_value(&sb, "svdslice_volume_cache_bytes", "gauge",
+                     "Decoded and rebuilt volumes held in memory (bounded like --cache-mb).", (double)vs.cache_bytes);
 
     ss_guard_stats cs;
     ss_http_guard_stats(r->http, &cs);

@@ -332,6 +332,10 @@ class VolumesTest(unittest.TestCase):
         util.assert_error(self, self.srv.request("DELETE", "/volumes/" + vid), 404, "not_found")
         self.assertFalse(os.path.exists(os.path.join(self.srv.data_dir, "volumes", vid + ".svv")))
         self.assertNotIn(vid, [v["id"] for v in self.srv.get("/volumes").json()["volumes"]])
+        m = util.parse_prometheus(self.srv.get("/metrics").body.decode())
+        n = len(self.srv.get("/volumes").json()["volumes"])
+        self.assertEqual(util.metric_sum(m, "svdslice_volumes"), n)
+        self.assertLessEqual(util.metric_sum(m, "svdslice_volumes_ready"), n)
 
     def test_speed_181x217x181_uint8(self):
         """The issue's speed figure: first byte to ready, and the whole volume at k=50."""
@@ -417,19 +421,36 @@ class VolumesLifecycleTest(util.OneDataDir, unittest.TestCase):
         srv = self.start(["--workers", "2", "--max-body-mb", "64"])
         c = VolumeClient(srv, self)
         arr = phantom((240, 240, 200), "int16", 5)  # int16 slices: dgesdd, slow enough to catch
-        r = c.upload(nii_bytes(arr))
+        sid = srv.upload_ok(util.png_encode(util.phantom(181, 217, 8, seed=3)))["id"]
+        data = nii_bytes(arr)
+        r = c.upload(data)
         self.assertEqual(r.status, 202, r)
         vid = r.json()["id"]
+        # slices are still served while the volume's slices fill the workers (one job per worker
+        # at a time, each queued again behind what came meanwhile)
+        t0 = time.monotonic()
+        r = srv.get("/reconstruct?id=%s&k=20&backend=blas" % sid, headers={"Cache-Control": "no-cache"})
+        took = time.monotonic() - t0
+        self.assertEqual(r.status, 200, r)
         info = srv.get("/volumes/" + vid).json()
         self.assertIn(info["state"], ("queued", "factorising"), info)
+        self.assertLess(took, 1.0, "a slice request waited %.2f s behind the volume" % took)
+        print("\nslice /reconstruct during factorisation (%d of %d slices done): %.3f s"
+              % (info["slices_done"], info["slices_total"], took), file=sys.stderr)
         util.assert_error(self, srv.get("/volumes/%s/reconstruct?k=3" % vid), 409, "not_ready")
-        self.assertEqual(c.upload(nii_bytes(arr)).status, 202)  # the same file while factorising: same id
+        r = c.upload(data)  # the same file while factorising: the same id
+        self.assertEqual(r.status, 202, r)
+        self.assertEqual(r.json()["id"], vid)
+        self.assertNotEqual(srv.get("/volumes/" + vid).json()["state"], "ready", "done too soon to test a kill")
         srv.kill()
+        vdir = os.path.join(self.dir, "volumes")
+        os.makedirs(vdir, exist_ok=True)
+        with open(os.path.join(vdir, ".tmp-1-1"), "wb") as f:  # as a put cut short by the kill leaves
+            f.write(b"half a volume")
         srv = self.start()
         util.assert_error(self, srv.get("/volumes/" + vid), 404, "not_found")
         self.assertEqual(srv.get("/volumes").json()["volumes"], [])
-        vdir = os.path.join(self.dir, "volumes")
-        left = os.listdir(vdir) if os.path.isdir(vdir) else []
+        left = os.listdir(vdir)
         self.assertEqual(left, [], "left behind: %r" % left)
 
     def test_auth_and_cors(self):
