@@ -477,6 +477,14 @@ const void *ss_vstore_rebuilt(ss_vstore *vs, ss_vhandle *h, int k, const void *t
         return NULL;
     }
     pthread_mutex_lock(&vs->mu);
+    for (int i = 0; i < RB_MAX; i++)
+        if (h->rb[i].data && h->rb[i].k == k && h->rb[i].tag == tag) { /* made meanwhile by another */
+            h->rb[i].used = ++vs->clock;
+            void *have = h->rb[i].data;
+            pthread_mutex_unlock(&vs->mu);
+            free(d);
+            return have;
+        }
     int slot = 0; /* an empty one, else the least recently used */
     for (int i = 0; i < RB_MAX; i++) {
         if (!h->rb[i].data) {
