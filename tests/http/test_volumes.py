@@ -359,6 +359,65 @@ class VolumesTest(unittest.TestCase):
         self.assertLess(t_ready, 30.0)
 
 
+class VolumesConcurrencyTest(unittest.TestCase):
+    def test_reads_rebuilds_evictions_and_deletes_at_once(self):
+        """Readers at many k (rebuilt volumes replaced in the cache, volumes evicted from a 1 MiB
+        cache at every release) while the volume is deleted and uploaded again: every answer is
+        one of the documented ones and, when 200, right; the server survives."""
+        import threading
+        with util.Server(["--cache-mb", "1", "--workers", "2", "--queue", "1024"]) as srv:
+            c = VolumeClient(srv, self)
+            _, raw, slope, inter = raw_volume(REAL["uint8_itk"])
+            with open(REAL["uint8_itk"], "rb") as f:
+                data = f.read()
+            vid, _ = c.add(data)
+            refs = {k: reference_at_k(raw, slope, inter, 2, k) for k in (2, 3, 5, 8, 13, 21)}
+            problems, stop = [], threading.Event()
+
+            def reader(n):
+                i = 0
+                while not stop.is_set():
+                    k = list(refs)[(n + i) % len(refs)]
+                    a = (n + i) % 2  # across the factorisation axis: from the volume rebuilt at k
+                    idx = (7 * i + n) % raw.shape[a]
+                    kind = i % 3
+                    i += 1
+                    if kind < 2:
+                        r = srv.get("/volumes/%s/reconstruct?k=%d&axis=%d&index=%d" % (vid, k, a, idx),
+                                    headers={"Cache-Control": "no-cache"})
+                    else:
+                        r = srv.get("/volumes/%s/quality?k=%d" % (vid, k))
+                    if r.status not in (200, 404, 409):
+                        problems.append("%d %r" % (r.status, r.body[:200]))
+                    elif r.status == 200 and kind < 2:
+                        px, _ = util.png_decode(r.body)
+                        err = np.abs(px - slice_of(refs[k], a, idx)).max()
+                        if err > 1:
+                            problems.append("k=%d axis %d index %d off by %d" % (k, a, idx, err))
+
+            threads = [threading.Thread(target=reader, args=(n,)) for n in range(4)]
+            for t in threads:
+                t.start()
+            try:
+                for _ in range(3):
+                    time.sleep(0.5)
+                    r = srv.request("DELETE", "/volumes/" + vid)
+                    if r.status != 204:
+                        problems.append("DELETE %r" % r)
+                    r = c.upload(data)
+                    if r.status not in (200, 202):
+                        problems.append("POST %r" % r)
+                    c.wait_ready(vid)
+                time.sleep(0.5)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(60)
+            self.assertEqual(problems, [])
+            self.assertEqual(c.wait_ready(vid)["state"], "ready")
+            self.assertEqual(srv.get("/healthz").status, 200)
+
+
 class VolumesGpuQueueTest(unittest.TestCase):
     """--gpu-cpu-mode runs the GPU queue on the CPU: a volume's slices go through it as the GPU
     backends' would, all submitted together and launched in batches (--gpu-max-batch)."""
