@@ -512,6 +512,34 @@ class VolumesLifecycleTest(util.OneDataDir, unittest.TestCase):
         left = os.listdir(vdir)
         self.assertEqual(left, [], "left behind: %r" % left)
 
+    def test_memory_budget(self):
+        """A volume reserves its voxels, factors and SVD work from --memory-mb until it is ready:
+        one that could never fit is 413, one that does not fit now 503 (a retry), and the
+        reservation comes back once it is ready."""
+        srv = self.start(["--memory-mb", "250", "--max-side", "256", "--workers", "2"])
+        c = VolumeClient(srv, self)
+
+        def held():
+            return util.metric_sum(util.parse_prometheus(srv.get("/metrics").body.decode()), "svdslice_memory_bytes")
+
+        util.assert_error(self, c.upload(nii_bytes(np.zeros((300, 300, 300), np.uint8))), 413, "too_large")
+        a, b = (nii_bytes(phantom((240, 240, 200), "int16", seed)) for seed in (21, 22))
+        r = c.upload(a)
+        self.assertEqual(r.status, 202, r)
+        vid = r.json()["id"]
+        self.assertGreater(held(), 150 << 20)
+        r = c.upload(b)
+        if srv.get("/volumes/" + vid).json()["state"] != "ready":  # still factorising: no room for b
+            err = util.assert_error(self, r, 503, "overloaded")
+            self.assertIn("--memory-mb", err["message"])
+            self.assertEqual(r.header("Retry-After"), "1")
+        self.assertEqual(c.wait_ready(vid)["state"], "ready")
+        self.assertTrue(util.wait_until(lambda: held() == 0, 20), "memory still held: %d" % held())
+        r = c.upload(b)  # now it fits
+        self.assertEqual(r.status, 202, r)
+        self.assertEqual(c.wait_ready(r.json()["id"])["state"], "ready")
+        self.assertTrue(util.wait_until(lambda: held() == 0, 20))
+
     def test_auth_and_cors(self):
         srv = self.start(["--api-key", "sekrit", "--cors-origin", "https://example.org"])
         c = VolumeClient(srv, self)
