@@ -644,11 +644,19 @@ static int parse_read(ss_req *r, const ss_vol_info *info, vol_job *j, int png, e
         ss_factors shape = {.m = m->m, .n = m->n, .rank = full, .nsv = full,
                             .bit_depth = m->nii.bytes_per_voxel == 1 ? 8 : 16};
         j->be = ss_backend_choose(&shape, j->k);
+        if (!strcmp(j->be->device, "gpu") && !ss_volume_pixels_exact(m)) j->be = ss_backend_find("blas");
     }
     const char *reason = NULL;
     if (!j->be->available(&reason)) {
         *ret = ss_reply_error(r, "backend_unavailable", "backend %s is unavailable: %s", j->be->name,
                               reason ? reason : "unknown reason");
+        return 0;
+    }
+    if (!strcmp(j->be->device, "gpu") && !ss_volume_pixels_exact(m)) { /* auto never picks it then */
+        *ret = ss_reply_error(r, "backend_unavailable",
+                              "%s rebuilds volumes on the GPU queue, which returns pixels: only uint8 and uint16 "
+                              "volumes without scaling; this one is %s (use a CPU backend)",
+                              j->be->name, ss_nifti_type_name(m->nii.datatype));
         return 0;
     }
     if (!j->be->reconstruct_f32 && !(r->srv->gpuq && !strcmp(j->be->device, "gpu"))) {
