@@ -39,6 +39,7 @@ typedef struct vol_job {
     int bits, window;
     double wc, ww;
     char key[320], etag[40];
+    double queue_ms; /* waited in the pool, for Server-Timing */
 } vol_job;
 
 /* ---- JSON ---------------------------------------------------------------------- */
@@ -359,7 +360,8 @@ static void png_job(vol_job *j, ss_vhandle *h, ss_workspace *ws) {
         return;
     }
     char timing[160];
-    snprintf(timing, sizeof timing, "kernel;dur=%.3f, encode;dur=%.3f", kernel_ms, (ss_now() - t0) * 1e3);
+    snprintf(timing, sizeof timing, "queue;dur=%.3f, kernel;dur=%.3f, encode;dur=%.3f", j->queue_ms, kernel_ms,
+             (ss_now() - t0) * 1e3);
     ss_rc_entry *e = ss_respcache_put(srv->rc, j->key, j->id, png, len, j->be->name, j->etag, timing);
     ss_job_end(r, 200, e ? ss_cached_response(srv, e, timing) : NULL);
 }
@@ -391,7 +393,8 @@ static void nifti_job(vol_job *j, ss_vhandle *h) {
     } else {
         char cd[160], timing[128];
         snprintf(cd, sizeof cd, "attachment; filename=\"%s_k%d.nii.gz\"", j->id, j->k);
-        snprintf(timing, sizeof timing, "kernel;dur=%.3f, encode;dur=%.3f", (t1 - t0) * 1e3, (ss_now() - t1) * 1e3);
+        snprintf(timing, sizeof timing, "queue;dur=%.3f, kernel;dur=%.3f, encode;dur=%.3f", j->queue_ms,
+                 (t1 - t0) * 1e3, (ss_now() - t1) * 1e3);
         MHD_add_response_header(resp, "Content-Type", "application/gzip");
         MHD_add_response_header(resp, "Content-Disposition", cd);
         MHD_add_response_header(resp, "ETag", j->etag);
@@ -429,6 +432,7 @@ static void quality_job(vol_job *j, ss_vhandle *h) {
 static void vol_run(ss_pool_job *pj, ss_workspace *ws) {
     vol_job *j = (vol_job *)pj;
     ss_req *r = j->r;
+    j->queue_ms = (ss_now() - j->pj.enqueued) * 1e3;
     if (__atomic_load_n(&j->srv->stopping, __ATOMIC_SEQ_CST)) {
         ss_job_fail(r, "overloaded", "server is shutting down");
     } else if (j->kind == VJ_INTAKE) {
