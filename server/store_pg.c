@@ -537,7 +537,9 @@ int ss_store_pg_open(const ss_store_opts *opts, ss_store_backend **out) {
     pg_backend *p = calloc(1, sizeof *p);
     if (!p) return ss_fail(SS_ENOMEM, "out of memory");
     p->b = (ss_store_backend){"postgres", pg_put, pg_get, pg_del, pg_list, pg_info, pg_close,
-                              1, pg_scan, pg_usage, pg_set_upload_bytes, pg_watch, pg_watching};
+                              1, pg_scan, pg_usage, pg_set_upload_bytes, pg_watch, pg_watching,
+                              /* no volumes (vput ... vhead): /volumes answers 503 */
+                              NULL, NULL, NULL, NULL, NULL};
     p->stop_fd[0] = p->stop_fd[1] = -1;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
