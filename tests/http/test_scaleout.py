@@ -361,6 +361,13 @@ class ScaleOut(unittest.TestCase):
         self.assertEqual(r.status, 201, r)
         self.acknowledged[r.json()["id"]] = small
 
+    def test_9_volumes_are_not_kept_in_postgres_yet(self):
+        srv = self.live()[0]
+        nii = util.read_bytes(util.test_data("KmeansTest_T1UCharRaw.nii.gz"))
+        for r in (srv.request("POST", "/volumes", nii), srv.get("/volumes"), srv.get("/volumes/" + "0" * 64)):
+            util.assert_error(self, r, 503, "backend_unavailable")
+        self.assertEqual(srv.get("/healthz").status, 200)
+
     def test_6_openapi_lists_store_unavailable(self):
         doc = self.live()[0].get("/openapi.json").json()
         desc = doc["paths"]["/slices/{id}"]["get"]["responses"]["503"]["description"]
