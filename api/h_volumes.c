@@ -84,7 +84,8 @@ static json_t *volume_json(const ss_vol_info *in, const ss_volume *v, int with_s
     set(o, "value_max", json_real(m->vmax));
     set(o, "stored_bytes", in->state == SS_VOL_READY ? json_integer(in->stored_bytes) : json_null());
     set(o, "original_bytes", json_integer((json_int_t)(n->nvox * n->bytes_per_voxel)));
-    set(o, "upload_bytes", json_integer(in->upload_bytes));
+    /* null when not known (indexed at start: the .svv does not carry it), as for slices */
+    set(o, "upload_bytes", in->upload_bytes > 0 ? json_integer(in->upload_bytes) : json_null());
     set(o, "created", rfc3339(m->created));
     if (v && v->slices) {
         json_t *ranks = json_array(), *svs = with_sv ? json_array() : NULL;

@@ -24,7 +24,7 @@ typedef struct ss_vol_info {
     int slices_done;         /* of meta.nslices */
     char error[256];         /* failed: why */
     long long stored_bytes;  /* the .svv blob's bytes (ready) */
-    long long upload_bytes;  /* the file uploaded; 0 when unknown (indexed at start) */
+    long long upload_bytes;  /* the file uploaded; 0 when unknown (indexed at start; JSON null) */
 } ss_vol_info;
 
 typedef struct ss_vstore_opts {
