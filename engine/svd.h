@@ -24,6 +24,8 @@ typedef struct ss_factors {
     char name[256];    /* free text metadata, NUL-terminated ("" if none) */
     int64_t created;   /* unix seconds, 0 if unknown */
     char id[65];       /* content id (see ss_content_id), "" until computed */
+    float qstep;       /* quantisation of stored factors (engine/compress.h): 0 = the default */
+    long long upload_bytes; /* bytes of the upload it came from, 0 = unknown (kept in .svd v2) */
 } ss_factors;
 
 /* Factorises img with LAPACKE sgesdd (sgesvd fallback) in float32, keeping the
@@ -72,24 +74,40 @@ long long ss_stored_bytes(int m, int n, int k);
  * them). Not the image itself. -1 for a bad shape. For budgets reserved before a factorisation. */
 long long ss_svd_workspace_bytes(int m, int n, int bit_depth);
 
-/* .svd file format (little-endian):
+/* .svd file format (little-endian), docs/COMPRESSION.md:
+ * version 1 (still read; written only by ss_svd_serialize_v1):
  *   header: magic "SVDSLICE", u32 version, u32 header size, u32 m, n,
  *           bit_depth, rank, nsv, u32 flags (bit0: original pixels present),
  *           i64 created, name[256], id[72] (NUL-terminated, zero-padded),
  *           u64 payload bytes, u32 payload crc32 (zlib), u32 header crc32
  *           (of every header byte before it)
  *   payload: U (m*rank f32), S (nsv f32), Vt (rank*n f32), orig (m*n u16)?
+ * version 2 (written): the same header up to the id, then u64 upload bytes,
+ *   u64 factor section bytes, u64 original section bytes, u32 original codec,
+ *   u32 0, u64 payload bytes, u32 payload crc32, u32 header crc32 (424 bytes);
+ *   flags: exactly one of bit0 (original kept: the factors are computed from it
+ *   on load) or bit1 (quantised factors, engine/compress.h);
+ *   payload: S (nsv f32, exact), then the factor section or the original's.
  * Reading verifies magic, version, sizes, both checksums and finiteness,
  * and rejects a truncated or corrupted file with SS_ECORRUPT and a message. */
-/* Header bytes of a version-1 file (offsets in svdfile.c). */
+/* Header bytes of a version-1 file (offsets in svdfile.c), and of a version-2 one. */
 #define SS_SVD_HEADER_BYTES 392
-/* Size of the .svd file of m x n factors at rank, with or without the original pixels. */
+#define SS_SVD2_HEADER_BYTES 424
+#define SS_SVD_HEADER_MAX SS_SVD2_HEADER_BYTES
+/* The header size of the file that starts with head (have bytes of it, at least
+ * SS_SVD_HEADER_BYTES): SS_SVD2_HEADER_BYTES for a version-2 file, else SS_SVD_HEADER_BYTES. */
+size_t ss_svd_header_bytes(const void *head, size_t have);
+/* Size of the version-1 .svd file of m x n factors at rank, with or without the original pixels. */
 long long ss_svd_file_bytes(int m, int n, int rank, int with_orig);
-int ss_svd_serialize(const ss_factors *f, unsigned char **out, size_t *out_len); /* malloc'd */
+/* Version 2 (malloc'd): with f->orig the original losslessly compressed and the factors not
+ * stored (computed again on load); without it U and Vt quantised with f->qstep (engine/compress.h). */
+int ss_svd_serialize(const ss_factors *f, unsigned char **out, size_t *out_len);
+/* Version 1, the old code path: float32 factors and raw samples (tests, compatibility). */
+int ss_svd_serialize_v1(const ss_factors *f, unsigned char **out, size_t *out_len);
 int ss_svd_deserialize(const void *buf, size_t len, ss_factors **out);
 /* Reads only the header (for an index): fills *out's scalar fields and name,
  * leaves arrays NULL. Still checks the header checksum and the file size.
- * buf needs only the first SS_SVD_HEADER_BYTES bytes; len is the file's size. */
+ * buf needs only the header (ss_svd_header_bytes); len is the file's size. */
 int ss_svd_read_header(const void *buf, size_t len, ss_factors *out);
 /* For an index that reads only part of each file: ss_svd_read_header's checks,
  * whether the original pixels are stored, and the offset of the nsv singular

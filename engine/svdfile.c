@@ -2,6 +2,7 @@
 #include "util/error.h"
 #include "util/file.h"
 #include "engine/svd.h"
+#include "engine/compress.h"
 
 #include <errno.h>
 #include <math.h>
@@ -34,9 +35,25 @@ enum {
 };
 _Static_assert(HDR_BYTES == SS_SVD_HEADER_BYTES, "header size");
 
+/* Version 2: the same up to the id, then (all little-endian) */
+enum {
+    OFF2_UPLOAD = 376,      /* u64 bytes of the upload, 0 = unknown */
+    OFF2_FACT_LEN = 384,    /* u64 bytes of the factor section (0 when the original is kept) */
+    OFF2_ORIG_LEN = 392,    /* u64 bytes of the original section (0 when not kept) */
+    OFF2_ORIG_CODEC = 400,  /* u32 SS_ORIG_DEFLATE or SS_ORIG_JPEGLS (0 when not kept) */
+    OFF2_RESERVED = 404,    /* u32 0 */
+    OFF2_PAYLOAD_LEN = 408, /* u64 4*nsv + factor section + original section */
+    OFF2_PAYLOAD_CRC = 416, /* u32 */
+    OFF2_HEADER_CRC = 420,  /* u32 over bytes 0..419 */
+    HDR2_BYTES = 424,
+};
+_Static_assert(HDR2_BYTES == SS_SVD2_HEADER_BYTES, "v2 header size");
+
 #define SVD_MAGIC "SVDSLICE"
 #define SVD_VERSION 1u
+#define SVD_VERSION2 2u
 #define FLAG_ORIG 1u
+#define FLAG_FACTORS 2u /* v2: quantised factors stored (else derived from the original) */
 /* Per side. Far above any slice; keeps every product below 2^63. */
 #define SVD_MAX_SIDE (1u << 20)
 
@@ -94,7 +111,7 @@ static uint64_t payload_bytes(uint64_t m, uint64_t n, uint64_t rank, uint64_t ns
     return 4 * (m * rank + nsv + rank * n) + (orig ? 2 * m * n : 0);
 }
 
-int ss_svd_serialize(const ss_factors *f, unsigned char **out, size_t *out_len) {
+int ss_svd_serialize_v1(const ss_factors *f, unsigned char **out, size_t *out_len) {
     *out = NULL;
     *out_len = 0;
     int nsv = f->m < f->n ? f->m : f->n;
@@ -139,20 +156,35 @@ int ss_svd_serialize(const ss_factors *f, unsigned char **out, size_t *out_len) 
     return SS_OK;
 }
 
+/* Where a file's parts lie, from its checked header. */
+typedef struct layout {
+    uint32_t version;
+    size_t hdr;          /* header bytes */
+    uint64_t plen;       /* payload bytes */
+    int orig;            /* original pixels stored */
+    uint64_t fact_len;   /* v2: factor section bytes */
+    uint64_t orig_len;   /* v2: original section bytes */
+    int codec;           /* v2: the original's codec */
+} layout;
+
 /* Validates the header against len and fills out's scalars (arrays untouched).
  * Everything is checked before the caller allocates anything. */
-static int parse_header(const unsigned char *b, size_t len, ss_factors *out, uint64_t *plen_out,
-                        int *has_orig) {
+static int parse_header(const unsigned char *b, size_t len, ss_factors *out, layout *L) {
+    memset(L, 0, sizeof *L);
     if (len < HDR_BYTES)
         return ss_fail(SS_ECORRUPT, ".svd: %zu bytes, shorter than its %d-byte header", len,
                        HDR_BYTES);
     if (memcmp(b + OFF_MAGIC, SVD_MAGIC, 8) != 0) return ss_fail(SS_ECORRUPT, ".svd: bad magic");
-    if ((uint32_t)crc32_z(0, b, OFF_HEADER_CRC) != get_u32(b + OFF_HEADER_CRC))
-        return ss_fail(SS_ECORRUPT, ".svd: header checksum mismatch");
     uint32_t version = get_u32(b + OFF_VERSION);
-    if (version != SVD_VERSION)
+    if (version != SVD_VERSION && version != SVD_VERSION2)
         return ss_fail(SS_ECORRUPT, ".svd: unsupported version %u", (unsigned)version);
-    if (get_u32(b + OFF_HDRSIZE) != HDR_BYTES)
+    const size_t hdr = version == SVD_VERSION ? HDR_BYTES : HDR2_BYTES;
+    if (len < hdr)
+        return ss_fail(SS_ECORRUPT, ".svd: %zu bytes, shorter than its %zu-byte header", len, hdr);
+    const size_t off_hcrc = version == SVD_VERSION ? OFF_HEADER_CRC : OFF2_HEADER_CRC;
+    if ((uint32_t)crc32_z(0, b, off_hcrc) != get_u32(b + off_hcrc))
+        return ss_fail(SS_ECORRUPT, ".svd: header checksum mismatch");
+    if (get_u32(b + OFF_HDRSIZE) != hdr)
         return ss_fail(SS_ECORRUPT, ".svd: bad header size %u", (unsigned)get_u32(b + OFF_HDRSIZE));
     uint32_t m = get_u32(b + OFF_M), n = get_u32(b + OFF_N), bits = get_u32(b + OFF_BITS);
     uint32_t rank = get_u32(b + OFF_RANK), nsv = get_u32(b + OFF_NSV);
@@ -163,7 +195,8 @@ static int parse_header(const unsigned char *b, size_t len, ss_factors *out, uin
         return ss_fail(SS_ECORRUPT, ".svd: bad rank %u / %u", (unsigned)rank, (unsigned)nsv);
     if (bits != 8 && bits != 16)
         return ss_fail(SS_ECORRUPT, ".svd: bad bit depth %u", (unsigned)bits);
-    if (flags & ~FLAG_ORIG) return ss_fail(SS_ECORRUPT, ".svd: unknown flags 0x%x", (unsigned)flags);
+    if (version == SVD_VERSION ? (flags & ~FLAG_ORIG) != 0 : (flags != FLAG_ORIG && flags != FLAG_FACTORS))
+        return ss_fail(SS_ECORRUPT, ".svd: bad flags 0x%x", (unsigned)flags);
     const unsigned char *name = b + OFF_NAME, *id = b + OFF_ID;
     const char *why;
     if (ss_stored_text_len(name, NAME_BYTES, NAME_BYTES, 0, &why) < 0) return ss_fail(SS_ECORRUPT, ".svd: %s", why);
@@ -171,12 +204,28 @@ static int parse_header(const unsigned char *b, size_t len, ss_factors *out, uin
     if (idlen < 0) return ss_fail(SS_ECORRUPT, ".svd: %s", why);
 
     const int orig = (flags & FLAG_ORIG) != 0;
-    const uint64_t plen = payload_bytes(m, n, rank, nsv, orig);
-    if (get_u64(b + OFF_PAYLOAD_LEN) != plen)
-        return ss_fail(SS_ECORRUPT, ".svd: payload size field disagrees with the dimensions");
-    if ((uint64_t)(len - HDR_BYTES) != plen)
+    uint64_t plen, upload = 0;
+    if (version == SVD_VERSION) {
+        plen = payload_bytes(m, n, rank, nsv, orig);
+        if (get_u64(b + OFF_PAYLOAD_LEN) != plen)
+            return ss_fail(SS_ECORRUPT, ".svd: payload size field disagrees with the dimensions");
+    } else {
+        upload = get_u64(b + OFF2_UPLOAD);
+        L->fact_len = get_u64(b + OFF2_FACT_LEN);
+        L->orig_len = get_u64(b + OFF2_ORIG_LEN);
+        L->codec = (int)get_u32(b + OFF2_ORIG_CODEC);
+        plen = get_u64(b + OFF2_PAYLOAD_LEN);
+        /* every size far below 2^62, so the sums below cannot wrap */
+        if (upload > ((uint64_t)1 << 62) || L->fact_len > ((uint64_t)1 << 62) || L->orig_len > ((uint64_t)1 << 62) ||
+            get_u32(b + OFF2_RESERVED) != 0 || plen != 4 * (uint64_t)nsv + L->fact_len + L->orig_len)
+            return ss_fail(SS_ECORRUPT, ".svd: section sizes disagree");
+        if (orig ? (L->fact_len != 0 || L->orig_len == 0 || (L->codec != SS_ORIG_DEFLATE && L->codec != SS_ORIG_JPEGLS))
+                 : (L->orig_len != 0 || L->codec != 0 || L->fact_len < 5 * (uint64_t)rank + 5))
+            return ss_fail(SS_ECORRUPT, ".svd: bad sections for its flags");
+    }
+    if ((uint64_t)(len - hdr) != plen)
         return ss_fail(SS_ECORRUPT, ".svd: %zu bytes, expected %llu (truncated or padded)", len,
-                       (unsigned long long)(plen + HDR_BYTES));
+                       (unsigned long long)(plen + hdr));
 
     memset(out, 0, sizeof *out);
     out->m = (int)m;
@@ -185,24 +234,35 @@ static int parse_header(const unsigned char *b, size_t len, ss_factors *out, uin
     out->rank = (int)rank;
     out->nsv = (int)nsv;
     out->created = (int64_t)get_u64(b + OFF_CREATED);
+    out->upload_bytes = (long long)upload;
     memcpy(out->name, name, NAME_BYTES); /* NUL inside, checked above */
     memcpy(out->id, id, (size_t)idlen);
-    *plen_out = plen;
-    *has_orig = orig;
+    L->version = version;
+    L->hdr = hdr;
+    L->plen = plen;
+    L->orig = orig;
     return SS_OK;
 }
 
+size_t ss_svd_header_bytes(const void *head, size_t have) {
+    const unsigned char *b = head;
+    if (have >= OFF_VERSION + 4 && memcmp(b, SVD_MAGIC, 8) == 0 && get_u32(b + OFF_VERSION) == SVD_VERSION2)
+        return HDR2_BYTES;
+    return HDR_BYTES;
+}
+
 int ss_svd_read_header(const void *buf, size_t len, ss_factors *out) {
-    uint64_t plen;
-    int orig;
-    return parse_header(buf, len, out, &plen, &orig);
+    layout L;
+    return parse_header(buf, len, out, &L);
 }
 
 int ss_svd_read_index(const void *head, size_t file_len, ss_factors *out, int *has_orig, size_t *sv_off) {
-    uint64_t plen;
-    int rc = parse_header(head, file_len, out, &plen, has_orig);
+    layout L;
+    int rc = parse_header(head, file_len, out, &L);
     if (rc) return rc;
-    *sv_off = HDR_BYTES + 4 * (size_t)out->m * (size_t)out->rank; /* U comes first */
+    *has_orig = L.orig;
+    /* v1: after U; v2: first in the payload */
+    *sv_off = L.version == SVD_VERSION ? HDR_BYTES + 4 * (size_t)out->m * (size_t)out->rank : HDR2_BYTES;
     return SS_OK;
 }
 
@@ -223,63 +283,143 @@ int ss_svd_read_sv(const void *buf, int nsv, float *S) {
 }
 
 /* The header and both checksums: everything short of decoding the values. */
-static int parse_verified(const unsigned char *b, size_t len, ss_factors *h, uint64_t *plen, int *orig) {
-    int rc = parse_header(b, len, h, plen, orig);
+static int parse_verified(const unsigned char *b, size_t len, ss_factors *h, layout *L) {
+    int rc = parse_header(b, len, h, L);
     if (rc) return rc;
-    if ((uint32_t)crc32_z(0, b + HDR_BYTES, (size_t)*plen) != get_u32(b + OFF_PAYLOAD_CRC))
+    const size_t off_pcrc = L->version == SVD_VERSION ? OFF_PAYLOAD_CRC : OFF2_PAYLOAD_CRC;
+    if ((uint32_t)crc32_z(0, b + L->hdr, (size_t)L->plen) != get_u32(b + off_pcrc))
         return ss_fail(SS_ECORRUPT, ".svd: payload checksum mismatch");
     return SS_OK;
 }
 
 int ss_svd_verify(const void *buf, size_t len, ss_factors *hdr) {
-    uint64_t plen;
-    int orig;
-    return parse_verified(buf, len, hdr, &plen, &orig);
+    layout L;
+    return parse_verified(buf, len, hdr, &L);
+}
+
+static int deserialize_v1(const unsigned char *b, const ss_factors *h, int orig, ss_factors *f) {
+    const size_t m = (size_t)h->m, n = (size_t)h->n, r = (size_t)h->rank;
+    const unsigned char *p = b + HDR_BYTES;
+    int bad = 0;
+    for (size_t i = 0; i < m * r; i++, p += 4) bad |= !isfinite(f->U[i] = get_f32(p));
+    for (size_t i = 0; i < (size_t)h->nsv; i++, p += 4) {
+        f->S[i] = get_f32(p);
+        bad |= sv_bad(f->S, i);
+    }
+    for (size_t i = 0; i < r * n; i++, p += 4) bad |= !isfinite(f->Vt[i] = get_f32(p));
+    if (bad) return ss_fail(SS_ECORRUPT, ".svd: non-finite, negative or unsorted factor values");
+    if (orig) {
+        const unsigned maxv = (1u << h->bit_depth) - 1;
+        for (size_t i = 0; i < m * n; i++, p += 2) {
+            unsigned v = (unsigned)p[0] | (unsigned)p[1] << 8;
+            bad |= v > maxv;
+            f->orig[i] = (uint16_t)v;
+        }
+        if (bad) return ss_fail(SS_ECORRUPT, ".svd: original sample above %u", maxv);
+    }
+    return SS_OK;
+}
+
+/* v2 with the original kept: the factors are computed from it again (what the upload did). */
+static int factors_from_orig(ss_factors *f) {
+    ss_image img = {.width = f->n, .height = f->m, .bit_depth = f->bit_depth, .px = f->orig};
+    ss_factors *g = NULL;
+    int rc = ss_svd_factor(&img, f->rank, 0, &g);
+    if (rc) return rc == SS_ENOMEM ? rc : ss_fail(SS_ECORRUPT, ".svd: cannot factorise the original: %s", ss_error());
+    float *t;
+    t = f->U, f->U = g->U, g->U = t;
+    t = f->Vt, f->Vt = g->Vt, g->Vt = t;
+    t = f->W, f->W = g->W, g->W = t;
+    t = f->S, f->S = g->S, g->S = t;
+    ss_factors_free(g);
+    return SS_OK;
+}
+
+static int deserialize_v2(const unsigned char *b, const layout *L, ss_factors *f) {
+    const unsigned char *p = b + HDR2_BYTES;
+    if (ss_svd_read_sv(p, f->nsv, f->S)) return SS_ECORRUPT;
+    p += 4 * (size_t)f->nsv;
+    if (!L->orig) return ss_factors_decode(p, (size_t)L->fact_len, f);
+    int rc = ss_orig_decode(p, (size_t)L->orig_len, L->codec, f->m, f->n, f->bit_depth, f->orig);
+    return rc ? rc : factors_from_orig(f);
 }
 
 int ss_svd_deserialize(const void *buf, size_t len, ss_factors **out) {
     *out = NULL;
     const unsigned char *b = buf;
     ss_factors h;
-    uint64_t plen;
-    int orig;
-    int rc = parse_verified(b, len, &h, &plen, &orig);
+    layout L;
+    int rc = parse_verified(b, len, &h, &L);
     if (rc) return rc;
 
     ss_factors *f;
-    rc = ss_factors_alloc(h.m, h.n, h.rank, h.bit_depth, orig, &f);
+    rc = ss_factors_alloc(h.m, h.n, h.rank, h.bit_depth, L.orig, &f);
     if (rc) return rc;
     f->created = h.created;
+    f->upload_bytes = h.upload_bytes;
     memcpy(f->name, h.name, sizeof f->name);
     memcpy(f->id, h.id, sizeof f->id);
-
-    const size_t m = (size_t)h.m, n = (size_t)h.n, r = (size_t)h.rank;
-    const unsigned char *p = b + HDR_BYTES;
-    int bad = 0;
-    for (size_t i = 0; i < m * r; i++, p += 4) bad |= !isfinite(f->U[i] = get_f32(p));
-    for (size_t i = 0; i < (size_t)h.nsv; i++, p += 4) {
-        f->S[i] = get_f32(p);
-        bad |= sv_bad(f->S, i);
-    }
-    for (size_t i = 0; i < r * n; i++, p += 4) bad |= !isfinite(f->Vt[i] = get_f32(p));
-    if (bad) {
+    rc = L.version == SVD_VERSION ? deserialize_v1(b, &h, L.orig, f) : deserialize_v2(b, &L, f);
+    if (rc) {
         ss_factors_free(f);
-        return ss_fail(SS_ECORRUPT, ".svd: non-finite, negative or unsorted factor values");
+        return rc;
     }
-    if (orig) {
-        const unsigned maxv = (1u << h.bit_depth) - 1;
-        for (size_t i = 0; i < m * n; i++, p += 2) {
-            unsigned v = (unsigned)p[0] | (unsigned)p[1] << 8;
-            bad |= v > maxv;
-            f->orig[i] = (uint16_t)v;
-        }
-        if (bad) {
-            ss_factors_free(f);
-            return ss_fail(SS_ECORRUPT, ".svd: original sample above %u", maxv);
-        }
-    }
-    ss_factors_update_w(f);
+    if (L.version == SVD_VERSION || !L.orig) ss_factors_update_w(f);
     *out = f;
+    return SS_OK;
+}
+
+int ss_svd_serialize(const ss_factors *f, unsigned char **out, size_t *out_len) {
+    *out = NULL;
+    *out_len = 0;
+    int nsv = f->m < f->n ? f->m : f->n;
+    if (f->m <= 0 || f->n <= 0 || (uint32_t)f->m > SVD_MAX_SIDE || (uint32_t)f->n > SVD_MAX_SIDE ||
+        f->nsv != nsv || f->rank < 1 || f->rank > nsv || (f->bit_depth != 8 && f->bit_depth != 16) ||
+        f->upload_bytes < 0)
+        return ss_fail(SS_EINVAL, "cannot serialise factors %dx%d rank %d", f->m, f->n, f->rank);
+    unsigned char *sec = NULL;
+    size_t sec_len = 0;
+    int codec = 0;
+    int rc = f->orig ? ss_orig_encode(f->orig, f->m, f->n, f->bit_depth, 0, &sec, &sec_len, &codec)
+                     : ss_factors_encode(f, &sec, &sec_len);
+    if (rc) return rc;
+    const uint64_t plen = 4 * (uint64_t)nsv + sec_len;
+    if (plen > SIZE_MAX - HDR2_BYTES) {
+        free(sec);
+        return ss_fail(SS_ENOMEM, "factors too large to serialise");
+    }
+    const size_t total = HDR2_BYTES + (size_t)plen;
+    unsigned char *buf = calloc(1, total);
+    if (!buf) {
+        free(sec);
+        return ss_fail(SS_ENOMEM, "out of memory serialising %zu bytes", total);
+    }
+    unsigned char *p = buf + HDR2_BYTES;
+    for (size_t i = 0; i < (size_t)nsv; i++, p += 4) put_f32(p, f->S[i]);
+    memcpy(p, sec, sec_len);
+    free(sec);
+
+    memcpy(buf + OFF_MAGIC, SVD_MAGIC, 8);
+    put_u32(buf + OFF_VERSION, SVD_VERSION2);
+    put_u32(buf + OFF_HDRSIZE, HDR2_BYTES);
+    put_u32(buf + OFF_M, (uint32_t)f->m);
+    put_u32(buf + OFF_N, (uint32_t)f->n);
+    put_u32(buf + OFF_BITS, (uint32_t)f->bit_depth);
+    put_u32(buf + OFF_RANK, (uint32_t)f->rank);
+    put_u32(buf + OFF_NSV, (uint32_t)nsv);
+    put_u32(buf + OFF_FLAGS, f->orig ? FLAG_ORIG : FLAG_FACTORS);
+    put_u64(buf + OFF_CREATED, (uint64_t)f->created);
+    memcpy(buf + OFF_NAME, f->name, strnlen(f->name, NAME_BYTES - 1));
+    memcpy(buf + OFF_ID, f->id, strnlen(f->id, sizeof f->id - 1));
+    put_u64(buf + OFF2_UPLOAD, (uint64_t)f->upload_bytes);
+    put_u64(buf + OFF2_FACT_LEN, f->orig ? 0 : sec_len);
+    put_u64(buf + OFF2_ORIG_LEN, f->orig ? sec_len : 0);
+    put_u32(buf + OFF2_ORIG_CODEC, (uint32_t)codec);
+    put_u64(buf + OFF2_PAYLOAD_LEN, plen);
+    put_u32(buf + OFF2_PAYLOAD_CRC, (uint32_t)crc32_z(0, buf + HDR2_BYTES, (size_t)plen));
+    put_u32(buf + OFF2_HEADER_CRC, (uint32_t)crc32_z(0, buf, OFF2_HEADER_CRC));
+    *out = buf;
+    *out_len = total;
     return SS_OK;
 }
 

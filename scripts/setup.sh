@@ -21,6 +21,7 @@ build   libmicrohttpd-dev                          # the HTTP server
 build   nettle-dev                                 # SHA-256 content ids
 build   libnifti2-dev                              # NIfTI-1/-2 volume headers (nifticlib)
 build   libpq-dev                                  # the shared PostgreSQL store (--store postgres://)
+build   libcharls-dev                              # JPEG-LS: stored originals, losslessly
 build   libcmocka-dev                              # unit tests (small; CMake wants it unless -DBUILD_TESTING=OFF)
 slices  insighttoolkit4-examples                   # real MRI slices (7 MB): the demo slice and test data
 ref     python3 python3-numpy python3-skimage python3-pil   # references of the unit tests: float64 SVD, scikit-image
