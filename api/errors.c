@@ -16,6 +16,7 @@ const ss_api_error ss_api_errors[] = {
      "missing or wrong Authorization: Bearer KEY",
      {"WWW-Authenticate", "Bearer", "string", "Bearer"}},
     {"not_found", 404, "unknown slice, volume or path", {0}},
+    {"original_not_kept", 404, "the slice was uploaded with keep-original=false: its original pixels are not stored", {0}},
     {"method_not_allowed",
      405,
      "the path does not serve this method",

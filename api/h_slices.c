@@ -11,6 +11,7 @@
 #include "api/json.h"
 #include "util/clock.h"
 #include "util/error.h"
+#include "engine/compress.h"
 #include "engine/png.h"
 #include "engine/svd.h"
 
@@ -24,7 +25,8 @@ typedef struct upload_job {
     size_t reserved;  /* upload budget bytes png holds (see ss_upload_give_back) */
     long long mem;    /* memory budget bytes reserved to decode and factorise (ss_server.mem_bytes) */
     char name[256];   /* "" = the multipart filename, else the id */
-    int rank;         /* 0 = full */
+    ss_target target; /* rank=, energy=, psnr= or none (every component) */
+    int keep;         /* keep-original */
 } upload_job;
 
 
@@ -47,26 +49,19 @@ static void drop_work(ss_server *srv, upload_job *j, ss_image *img, ss_factors *
     j->mem = 0;
 }
 
-/* When --max-expansion is set and the .svd file of img at rank would be more than that many
- * times the PNG's png_len bytes: answers 413 with the rank that would fit, and returns 1. */
-static int over_expansion(upload_job *j, ss_image *img, ss_factors **f, int rank) {
+/* When --max-expansion is set and the encoding (file bytes) is more than that many times the
+ * upload's bytes: answers 413 and returns 1. */
+static int over_expansion(upload_job *j, ss_image *img, ss_factors **f, long long file) {
     const double maxx = j->r->srv->cfg->max_expansion;
-    const int m = img->height, n = img->width, bits = img->bit_depth;
-    const long long file = ss_svd_file_bytes(m, n, rank, 1), png = (long long)j->len;
+    const long long png = (long long)j->len;
     if (maxx <= 0 || (double)file <= maxx * (double)png) return 0;
-    /* the largest rank whose file fits: header + 4 (m r + p + r n) + 2 m n <= maxx * png */
-    const long long fixed = ss_svd_file_bytes(m, n, 0, 1);
-    const double r_fit = floor((maxx * (double)png - (double)fixed) / (4.0 * ((double)m + (double)n)));
-    char hint[160];
-    if (r_fit >= 1)
-        snprintf(hint, sizeof hint, "upload it with ?rank=%lld or fewer", (long long)r_fit);
-    else
-        snprintf(hint, sizeof hint, "no rank fits: the original pixels alone take %lld bytes", 2LL * m * n);
+    const int m = img->height, n = img->width, bits = img->bit_depth, rank = (*f)->rank, kept = (*f)->orig != NULL;
     drop_work(j->r->srv, j, img, f);
     ss_job_fail(j->r, "too_large",
-                "this %dx%d %d-bit image at rank %d would be stored in %lld bytes, %.0f times its %lld-byte "
-                "PNG, over --max-expansion %g: %s",
-                n, m, bits, rank, file, (double)file / (double)png, png, maxx, hint);
+                "this %dx%d %d-bit image at rank %d would be stored in %lld bytes, %.1f times its %lld-byte "
+                "upload, over --max-expansion %g: %s",
+                n, m, bits, rank, file, (double)file / (double)png, png, maxx,
+                kept ? "upload it with keep-original=false (and psnr= or rank=)" : "upload it with a lower psnr= or rank=");
     return 1;
 }
 
@@ -84,19 +79,16 @@ static void reply_info_async(ss_req *r, const char *id, int status, json_t *body
 /* The info of what ss_store_put just stored (or found stored) as f, from f itself
  * when it is no longer stored: ids name content, so a DELETE of the same content
  * may remove the slice any time after the put, and the upload still succeeded. */
-static json_t *stored_info(ss_server *srv, const ss_factors *f, int existed, long long upload_bytes) {
+static json_t *stored_info(ss_server *srv, const ss_factors *f, int existed, long long upload_bytes,
+                           long long stored_bytes) {
     ss_slice_info info;
     if (existed && ss_store_info(srv->store, f->id, &info) == 0) { /* the stored slice's name and time */
         json_t *body = ss_json_info(&info, 1);
         ss_slice_info_free(&info);
         return body;
     }
-    json_t *body = ss_json_slice_info(f);
-    if (body && json_object_set_new(body, "upload_bytes", json_integer(upload_bytes)) != 0) {
-        json_decref(body);
-        body = NULL;
-    }
-    return body;
+    (void)upload_bytes; /* f carries it */
+    return ss_json_slice_info(f, stored_bytes);
 }
 
 static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
@@ -122,19 +114,30 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
         goto out;
     }
     int nsv = img.width < img.height ? img.width : img.height;
-    if (j->rank > nsv) {
+    if (j->target.kind == SS_TARGET_RANK && j->target.value > nsv) {
         int w = img.width, h = img.height;
         drop_work(srv, j, &img, &f);
         ss_job_fail(r, "invalid_parameter", "rank must be an integer in 1..%d for a %dx%d image", nsv, w, h);
         goto out;
     }
-    int rank = j->rank ? j->rank : nsv;
-    if (over_expansion(j, &img, &f, rank)) goto out;
-    char id[65];
+    /* The id names the content and what is kept of it. With the original kept, the factors are
+     * computed from it, so the rank alone tells two encodings apart (an id that predates the
+     * options); without it, the target does (the quantisation follows from it). */
+    char id[65] = "";
+    char what[64];
+    const int rank_given = j->target.kind == SS_TARGET_RANK ? (int)j->target.value : 0;
+    if (j->target.kind == SS_TARGET_ENERGY) snprintf(what, sizeof what, "energy=%.17g", j->target.value);
+    else if (j->target.kind == SS_TARGET_PSNR) snprintf(what, sizeof what, "psnr=%.17g", j->target.value);
+    else snprintf(what, sizeof what, "rank=%d", rank_given ? rank_given : nsv);
     ss_slice_info have;
     int found = 0; /* a slice found stored may be deleted before its info is read: then store it again */
-    for (int tries = 0; tries < 3 && !found && ss_store_find_content(srv->store, &img, rank, id); tries++)
+    if (!j->keep) {
+        ss_content_id_lossy(&img, what, id);
         found = ss_store_info(srv->store, id, &have) == 0;
+    } else if (j->target.kind == SS_TARGET_NONE || j->target.kind == SS_TARGET_RANK) {
+        for (int tries = 0; tries < 3 && !found && ss_store_find_content(srv->store, &img, rank_given, id); tries++)
+            found = ss_store_info(srv->store, id, &have) == 0;
+    }
     if (found) { /* idempotent: skip the SVD */
         json_t *body = ss_json_info(&have, 1);
         ss_slice_info_free(&have);
@@ -142,26 +145,65 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
         reply_info_async(r, id, 200, body);
         goto out;
     }
-    rc = ss_svd_factor(&img, rank, 1, &f);
+    rc = ss_svd_factor(&img, 0, j->keep, &f);
     if (rc) { /* SS_ETOOLARGE: a shape LAPACK cannot take is the body's fault (413) */
         drop_work(srv, j, &img, &f);
         ss_job_fail_engine(r, rc, SS_FROM_BODY, "factorise");
         goto out;
     }
+    if (j->target.kind != SS_TARGET_NONE || !j->keep) {
+        /* the rank from the target, checked on the quantised, rounded pixels served */
+        const size_t mn = (size_t)img.width * (size_t)img.height;
+        float *A = malloc(sizeof(float) * mn);
+        const int maxval = (1 << img.bit_depth) - 1;
+        rc = A ? SS_OK : ss_fail(SS_ENOMEM, "out of memory");
+        for (size_t i = 0; A && i < mn; i++) A[i] = img.px[i];
+        if (rc == SS_OK) rc = ss_compress_fit(f, A, j->target, maxval, maxval, !j->keep, NULL);
+        free(A);
+        if (rc) {
+            drop_work(srv, j, &img, &f);
+            ss_job_fail_engine(r, rc, 0, "compress");
+            goto out;
+        }
+    }
+    if (j->keep) {
+        ss_content_id(&img, f->rank, id);
+        if (j->target.kind != SS_TARGET_NONE && j->target.kind != SS_TARGET_RANK &&
+            ss_store_info(srv->store, id, &have) == 0) { /* the same rank stored before */
+            json_t *body = ss_json_info(&have, 1);
+            ss_slice_info_free(&have);
+            drop_work(srv, j, &img, &f);
+            reply_info_async(r, id, 200, body);
+            goto out;
+        }
+    }
     memcpy(f->id, id, sizeof f->id);
     const char *name = j->name[0] ? j->name : id;
     snprintf(f->name, sizeof f->name, "%s", name);
     f->created = (int64_t)time(NULL);
-    const long long file = ss_svd_file_bytes(f->m, f->n, f->rank, 1);
+    f->upload_bytes = (long long)j->len;
+    unsigned char *enc = NULL;
+    size_t enc_len = 0;
+    rc = ss_svd_serialize(f, &enc, &enc_len);
+    if (rc) {
+        drop_work(srv, j, &img, &f);
+        ss_job_fail_engine(r, rc, 0, "encode");
+        goto out;
+    }
+    const long long file = (long long)enc_len;
+    if (over_expansion(j, &img, &f, file)) {
+        free(enc);
+        goto out;
+    }
     int existed = 0;
-    rc = ss_store_put(srv->store, f, &existed);
-    json_t *body = rc ? NULL : stored_info(srv, f, existed, (long long)j->len);
+    rc = ss_store_put_encoded(srv->store, f, enc, enc_len, &existed);
+    free(enc);
+    json_t *body = rc ? NULL : stored_info(srv, f, existed, (long long)j->len, file);
     drop_work(srv, j, &img, &f);
     if (rc) {
         ss_job_fail_engine(r, rc, 0, "store");
     } else {
         if (!existed) {
-            ss_store_set_upload_bytes(srv->store, id, (long long)j->len);
             __atomic_add_fetch(&srv->png_bytes_total, (long long)j->len, __ATOMIC_RELAXED);
             __atomic_add_fetch(&srv->file_bytes_total, file, __ATOMIC_RELAXED);
         }
@@ -184,14 +226,71 @@ static int parse_pos_int(const char *s) {
     return (int)v;
 }
 
+/* Strict decimal number (no exponent, no sign, no spaces); 0 when s is not one. */
+static int parse_number(const char *s, double *out) {
+    if (!s || !*s || strlen(s) > 32) return 0;
+    int dots = 0, digits = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p == '.') dots++;
+        else if (*p >= '0' && *p <= '9') digits++;
+        else return 0;
+    }
+    if (dots > 1 || !digits) return 0;
+    *out = strtod(s, NULL);
+    return isfinite(*out);
+}
+
+/* rank=, energy=, psnr= (one at most) and keep-original=: 1, or 0 after answering 400. */
+static int parse_store_options(ss_req *r, ss_target *t, int *keep, enum MHD_Result *ret) {
+    const char *rank_s = ss_arg(r, "rank"), *energy_s = ss_arg(r, "energy"), *psnr_s = ss_arg(r, "psnr");
+    const char *keep_s = ss_arg(r, "keep-original");
+    *t = (ss_target){SS_TARGET_NONE, 0};
+    *keep = 1;
+    if (!!rank_s + !!energy_s + !!psnr_s > 1) {
+        *ret = ss_reply_error(r, "invalid_parameter", "rank, energy and psnr each choose the rank: give one at most");
+        return 0;
+    }
+    double v = 0;
+    if (rank_s) {
+        int rank = parse_pos_int(rank_s);
+        if (!rank) {
+            *ret = ss_reply_error(r, "invalid_parameter", "rank must be a positive integer");
+            return 0;
+        }
+        *t = (ss_target){SS_TARGET_RANK, rank};
+    } else if (energy_s) {
+        if (!parse_number(energy_s, &v) || !(v > 0 && v <= 1)) {
+            *ret = ss_reply_error(r, "invalid_parameter",
+                                  "energy must be a decimal fraction of the singular values' energy, in (0, 1]");
+            return 0;
+        }
+        *t = (ss_target){SS_TARGET_ENERGY, v};
+    } else if (psnr_s) {
+        if (!parse_number(psnr_s, &v) || !(v >= 1 && v <= 200)) {
+            *ret = ss_reply_error(r, "invalid_parameter", "psnr must be a decimal number of dB in 1..200");
+            return 0;
+        }
+        *t = (ss_target){SS_TARGET_PSNR, v};
+    }
+    if (keep_s) {
+        if (!strcmp(keep_s, "true")) *keep = 1;
+        else if (!strcmp(keep_s, "false")) *keep = 0;
+        else {
+            *ret = ss_reply_error(r, "invalid_parameter", "keep-original must be true or false");
+            return 0;
+        }
+    }
+    return 1;
+}
+
 enum MHD_Result ss_h_upload(ss_req *r) {
     const char *name = ss_arg(r, "name");
-    const char *rank_s = ss_arg(r, "rank");
-    int rank = 0;
+    ss_target target;
+    int keep;
+    enum MHD_Result ret;
     if (name && (ss_arg_has_nul(r, "name") || (*name && !ss_valid_name(name))))
         return ss_reply_error(r, "invalid_parameter", "name must be printable UTF-8 of at most 255 bytes");
-    if (rank_s && !(rank = parse_pos_int(rank_s)))
-        return ss_reply_error(r, "invalid_parameter", "rank must be a positive integer");
+    if (!parse_store_options(r, &target, &keep, &ret)) return ret;
     /* What the worker will allocate is reserved now, from the PNG's header, before the job is
      * queued: a job never waits in the queue for memory, and a reservation that cannot be had
      * is a 503 the client can retry. A header that does not parse, or is over --max-side, fails
@@ -217,7 +316,8 @@ enum MHD_Result ss_h_upload(ss_req *r) {
     j->pj.run = upload_run;
     j->r = r;
     j->mem = need;
-    j->rank = rank;
+    j->target = target;
+    j->keep = keep;
     if (name && *name)
         snprintf(j->name, sizeof j->name, "%s", name);
     else if (ss_valid_name(r->up.filename))
@@ -370,6 +470,11 @@ static enum MHD_Result start_read(ss_req *r, int factors) {
     ss_slice_info info; /* an unknown id is answered here: a lookup, no I/O */
     int rc = ss_store_info_scalars(r->srv->store, r->id, &info);
     if (rc) return ss_reply_engine(r, rc, SS_FROM_LOOKUP, "info");
+    if (!factors && !info.has_original)
+        return ss_reply_error(r, "original_not_kept",
+                              "slice %s was uploaded with keep-original=false: its original pixels are not stored; "
+                              "/reconstruct serves it at k = 1..%d",
+                              r->id, info.rank);
     read_job *j = calloc(1, sizeof *j);
     if (!j) return ss_reply(r, 500, NULL);
     j->pj.run = read_run;

@@ -24,7 +24,7 @@ json_t *ss_json_info(const ss_slice_info *in, int with_sv) {
     json_t *o = json_object();
     if (!o) return NULL;
     long long original = (long long)in->width * in->height * in->bit_depth / 8;
-    long long stored = ss_stored_bytes(in->height, in->width, in->rank);
+    long long stored = in->file_bytes; /* what the store holds: the .svd file's bytes */
     char created[32];
     ss_rfc3339(in->created, created, sizeof created);
     int ok = 1;
@@ -36,12 +36,15 @@ json_t *ss_json_info(const ss_slice_info *in, int with_sv) {
     ok = put(o, "height", json_integer(in->height), ok);
     ok = put(o, "bit_depth", json_integer(in->bit_depth), ok);
     ok = put(o, "rank", json_integer(in->rank), ok);
+    ok = put(o, "original_kept", json_boolean(in->has_original), ok);
+    /* what the slice takes in the store against what was sent (the quota counts the former);
+     * a ratio named by what it divides, so that nobody reads it upside down */
     ok = put(o, "stored_bytes", json_integer(stored), ok);
-    ok = put(o, "original_bytes", json_integer(original), ok);
-    ok = put(o, "compression_ratio", json_real(stored > 0 ? (double)original / (double)stored : 0.0), ok);
-    /* what the slice takes on disk against what was sent: the quota counts the former */
-    ok = put(o, "file_bytes", json_integer(in->file_bytes), ok);
     ok = put(o, "upload_bytes", in->upload_bytes > 0 ? json_integer(in->upload_bytes) : json_null(), ok);
+    ok = put(o, "stored_vs_upload",
+             in->upload_bytes > 0 ? json_real((double)stored / (double)in->upload_bytes) : json_null(), ok);
+    ok = put(o, "original_bytes", json_integer(original), ok);
+    ok = put(o, "file_bytes", json_integer(in->file_bytes), ok); /* = stored_bytes, for older clients */
     if (with_sv) {
         json_t *sv = json_array();
         for (int i = 0; sv && in->singular_values && i < in->nsv; i++)
@@ -54,7 +57,7 @@ json_t *ss_json_info(const ss_slice_info *in, int with_sv) {
     return NULL;
 }
 
-json_t *ss_json_slice_info(const ss_factors *f) {
+json_t *ss_json_slice_info(const ss_factors *f, long long stored_bytes) {
     ss_slice_info in;
     memset(&in, 0, sizeof in);
     snprintf(in.id, sizeof in.id, "%s", f->id);
@@ -65,7 +68,9 @@ json_t *ss_json_slice_info(const ss_factors *f) {
     in.rank = f->rank;
     in.nsv = f->nsv;
     in.created = f->created;
-    in.file_bytes = ss_svd_file_bytes(f->m, f->n, f->rank, f->orig != NULL);
+    in.file_bytes = stored_bytes;
+    in.upload_bytes = f->upload_bytes;
+    in.has_original = f->orig != NULL;
     in.singular_values = (float *)f->S; /* read only here */
     return ss_json_info(&in, 1);
 }
@@ -89,13 +94,18 @@ json_t *ss_json_quality(const char *id, const char *backend, const ss_quality *q
     ok = put(o, "id", json_string(id), ok);
     ok = put(o, "k", json_integer(q->k), ok);
     ok = put(o, "backend", json_string(backend), ok);
-    ok = put(o, "mse", json_real(q->mse), ok);
+    ok = put(o, "rank", json_integer(q->rank), ok);
+    ok = put(o, "original_kept", json_boolean(!q->no_original), ok);
+    ok = put(o, "mse", q->no_original ? json_null() : json_real(q->mse), ok);
     ok = put(o, "psnr", q->psnr_null ? json_null() : json_real(q->psnr), ok);
+    ok = put(o, "psnr_data_range", q->psnr_dr_null ? json_null() : json_real(q->psnr_data_range), ok);
     ok = put(o, "ssim", q->ssim_null ? json_null() : json_real(q->ssim), ok);
     ok = put(o, "hausdorff", q->hausdorff_null ? json_null() : json_real(q->hausdorff), ok);
     ok = put(o, "energy", json_real(q->energy), ok);
-    ok = put(o, "stored_bytes_at_k", json_integer(q->stored_bytes_at_k), ok);
-    ok = put(o, "compression_ratio", json_real(q->compression_ratio), ok);
+    ok = put(o, "float32_bytes_at_k", json_integer(q->stored_bytes_at_k), ok);
+    if (q->no_original)
+        ok = put(o, "note", json_string("the original was not kept (keep-original=false): no mse, psnr, ssim or "
+                                        "hausdorff; energy is from the stored singular values"), ok);
     if (ok) return o;
     json_decref(o);
     return NULL;

@@ -10,14 +10,15 @@
 
 /* Each json_t * returned is a new reference (caller json_decref()s it), NULL on ENOMEM. */
 
-/* API.md "Slice info": id, name, width, height, bit_depth, rank, stored_bytes,
- * original_bytes, compression_ratio, singular_values (only when with_sv),
- * created (RFC 3339 UTC). */
+/* API.md "Slice info": id, name, width, height, bit_depth, rank, original_kept,
+ * stored_bytes (the .svd's bytes), upload_bytes, stored_vs_upload, original_bytes,
+ * file_bytes, singular_values (only when with_sv), created (RFC 3339 UTC). */
 json_t *ss_json_info(const ss_slice_info *in, int with_sv);
-/* The same for a factorisation in memory (the CLI's compress), with singular values. */
-json_t *ss_json_slice_info(const ss_factors *f);
-/* API.md /quality: id, k, backend, mse, psnr, ssim, hausdorff, energy,
- * stored_bytes_at_k, compression_ratio; null where quality.h flags null. */
+/* The same for factors in memory whose encoding takes stored_bytes, with singular values. */
+json_t *ss_json_slice_info(const ss_factors *f, long long stored_bytes);
+/* API.md /quality: id, k, backend, rank, original_kept, mse, psnr, psnr_data_range, ssim,
+ * hausdorff, energy, float32_bytes_at_k (and a note without the original); null where
+ * quality.h flags null. */
 json_t *ss_json_quality(const char *id, const char *backend, const ss_quality *q);
 /* A volume's or one slice's quality (engine/volume.h): {"index" (with_index), "k", "mse",
  * "psnr", "ssim", "energy"}, null where flagged; for /volumes/{id}/quality and the CLI. */

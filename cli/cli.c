@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -268,7 +269,9 @@ int ss_cmd_compress(int argc, char **argv) {
     if (ss_svd_save(pos[1], f)) {
         rc = ss_cli_error(cmd, SS_EXIT_FAIL, "cannot write %s: %s", pos[1], ss_error());
     } else {
-        rc = ss_cli_print_json(cmd, ss_json_slice_info(f)) ? SS_EXIT_FAIL : SS_EXIT_OK;
+        struct stat st;
+        long long bytes = stat(pos[1], &st) == 0 ? (long long)st.st_size : 0;
+        rc = ss_cli_print_json(cmd, ss_json_slice_info(f, bytes)) ? SS_EXIT_FAIL : SS_EXIT_OK;
     }
     ss_factors_free(f);
     return rc;

@@ -336,7 +336,6 @@ int ss_hausdorff(const uint16_t *a, const uint16_t *b, int h, int w, double *out
 
 int ss_quality_compute(const ss_factors *f, int k, const uint16_t *recon, ss_quality *q) {
     if (!f || !recon || !q) return ss_fail(SS_EINVAL, "quality: missing argument");
-    if (!f->orig) return ss_fail(SS_EINVAL, "quality needs the original pixels, which were not kept");
     if (k < 1 || k > f->rank) return ss_fail(SS_EINVAL, "k=%d is not in 1..%d", k, f->rank);
     if (f->bit_depth != 8 && f->bit_depth != 16)
         return ss_fail(SS_EINVAL, "bad bit depth %d", f->bit_depth);
@@ -345,10 +344,33 @@ int ss_quality_compute(const ss_factors *f, int k, const uint16_t *recon, ss_qua
     const double range = (double)((1u << f->bit_depth) - 1);
     memset(q, 0, sizeof *q);
     q->k = k;
+    q->rank = f->rank;
+    q->stored_bytes_at_k = ss_stored_bytes(m, n, k);
+    double original_bytes = (double)npx * (double)f->bit_depth / 8.0;
+    q->compression_ratio = original_bytes / (double)q->stored_bytes_at_k;
+    double num = 0.0, den = 0.0;
+    for (int i = 0; i < f->nsv; i++) {
+        double s2 = (double)f->S[i] * (double)f->S[i];
+        if (i < k) num += s2;
+        den += s2;
+    }
+    /* An all-zero slice has no energy to lose: call it fully kept. */
+    q->energy = den > 0.0 ? num / den : 1.0;
+    if (!f->orig) {
+        q->no_original = q->psnr_null = q->psnr_dr_null = q->ssim_null = q->hausdorff_null = 1;
+        return SS_OK;
+    }
 
     q->mse = ss_mse(f->orig, recon, npx);
+    uint16_t lo = UINT16_MAX, hi = 0;
+    for (size_t i = 0; i < npx; i++) {
+        if (f->orig[i] < lo) lo = f->orig[i];
+        if (f->orig[i] > hi) hi = f->orig[i];
+    }
     if (q->mse == 0.0) q->psnr_null = 1;
     else q->psnr = ss_psnr(q->mse, range);
+    if (q->mse == 0.0 || hi == lo) q->psnr_dr_null = 1;
+    else q->psnr_data_range = ss_psnr(q->mse, (double)(hi - lo));
 
     int rc = ss_ssim(f->orig, recon, m, n, range, &q->ssim);
     if (rc == SS_ENOMEM) return rc;
@@ -363,18 +385,5 @@ int ss_quality_compute(const ss_factors *f, int k, const uint16_t *recon, ss_qua
         q->hausdorff = 0.0;
         q->hausdorff_null = 1;
     }
-
-    double num = 0.0, den = 0.0;
-    for (int i = 0; i < f->nsv; i++) {
-        double s2 = (double)f->S[i] * (double)f->S[i];
-        if (i < k) num += s2;
-        den += s2;
-    }
-    /* An all-zero slice has no energy to lose: call it fully kept. */
-    q->energy = den > 0.0 ? num / den : 1.0;
-
-    q->stored_bytes_at_k = ss_stored_bytes(m, n, k);
-    double original_bytes = (double)npx * (double)f->bit_depth / 8.0;
-    q->compression_ratio = original_bytes / (double)q->stored_bytes_at_k;
     return SS_OK;
 }

@@ -26,8 +26,11 @@ int ss_hausdorff(const uint16_t *a, const uint16_t *b, int h, int w, double *out
 
 typedef struct ss_quality {
     int k;
+    int rank;                            /* the stored rank */
+    int no_original;                     /* the original was not kept: only k, rank, energy */
     double mse;
-    double psnr; int psnr_null;          /* null when mse == 0 */
+    double psnr; int psnr_null;          /* over 2^bits - 1; null when mse == 0 */
+    double psnr_data_range; int psnr_dr_null; /* over the original's max - min; null when mse or that is 0 */
     double ssim; int ssim_null;          /* null when min(h, w) < 7 */
     double hausdorff; int hausdorff_null; /* null when one image is empty */
     double energy;                       /* sum_{i<k} s_i^2 / sum_i s_i^2 */
@@ -36,7 +39,8 @@ typedef struct ss_quality {
 } ss_quality;
 
 /* All of the above for recon (m*n samples at f->bit_depth) against f->orig,
- * data range 2^bit_depth - 1. Returns 0 or SS_EINVAL (no original kept). */
+ * data range 2^bit_depth - 1. Without f->orig only k, rank and energy (no_original set, the
+ * rest null). Returns 0, SS_EINVAL (bad k) or SS_ENOMEM. */
 int ss_quality_compute(const ss_factors *f, int k, const uint16_t *recon, ss_quality *q);
 
 #endif

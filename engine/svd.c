@@ -79,18 +79,26 @@ static void put_le32(uint8_t *b, uint32_t v) {
  * that slice, so ids must not collide even when someone tries (a 128-bit
  * prefix would leave 2^64 work for a collision). 64 characters is also the
  * id rule's limit, and old ids (32 characters) cannot be mistaken for one. */
-void ss_content_id(const ss_image *img, int rank, char id[65]) {
+/* extra (NULL: none) is hashed after the shape, with its length, for lossy encodings. */
+static void content_id(const ss_image *img, int rank, const char *extra, char id[65]) {
     const int m = img->height, n = img->width;
     struct sha256_ctx c;
     sha256_init(&c);
-    static const char tag[] = "svdslice-id-2";
-    sha256_update(&c, sizeof tag - 1, (const uint8_t *)tag);
+    static const char tag[] = "svdslice-id-2", tag_lossy[] = "svdslice-id-2-lossy";
+    if (extra) sha256_update(&c, sizeof tag_lossy - 1, (const uint8_t *)tag_lossy);
+    else sha256_update(&c, sizeof tag - 1, (const uint8_t *)tag);
     uint8_t head[16];
     put_le32(head, (uint32_t)m);
     put_le32(head + 4, (uint32_t)n);
     put_le32(head + 8, (uint32_t)img->bit_depth);
     put_le32(head + 12, (uint32_t)norm_rank(rank, m < n ? m : n));
     sha256_update(&c, sizeof head, head);
+    if (extra) {
+        uint8_t el[4];
+        put_le32(el, (uint32_t)strlen(extra));
+        sha256_update(&c, sizeof el, el);
+        sha256_update(&c, strlen(extra), (const uint8_t *)extra);
+    }
     const size_t count = (size_t)m * (size_t)n;
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     sha256_update(&c, count * sizeof *img->px, (const uint8_t *)img->px); /* already u16le */
@@ -108,6 +116,12 @@ void ss_content_id(const ss_image *img, int rank, char id[65]) {
     uint8_t d[SHA256_DIGEST_SIZE];
     sha256_digest(&c, sizeof d, d);
     for (int i = 0; i < SHA256_DIGEST_SIZE; i++) snprintf(id + 2 * i, 3, "%02x", d[i]);
+}
+
+void ss_content_id(const ss_image *img, int rank, char id[65]) { content_id(img, rank, NULL, id); }
+
+void ss_content_id_lossy(const ss_image *img, const char *target, char id[65]) {
+    content_id(img, 0, target ? target : "", id);
 }
 
 /* The version-1 id: two unrelated 64-bit hashes over the same canonical byte

@@ -60,6 +60,11 @@ void ss_factors_update_w(ss_factors *f);
  * min(m,n)) as little-endian u32, then the samples as little-endian u16, row
  * by row; the same upload gives the same id. Writes 65 bytes (NUL included). */
 void ss_content_id(const ss_image *img, int rank, char id[65]);
+/* The id of an upload stored without its original (quantised factors): SHA-256 of
+ * "svdslice-id-2-lossy", the same shape fields (rank as full), the target as text (e.g.
+ * "psnr=40"; its length as u32 first) and the samples. The same upload with the same target
+ * gives the same id, never one of a slice that keeps its original. */
+void ss_content_id_lossy(const ss_image *img, const char *target, char id[65]);
 /* The id before SHA-256 (32 hex characters, a 128-bit non-cryptographic hash
  * of the same fields): slices stored under it keep it, and an upload of the
  * very same pixels is recognised as them (ss_store_find_content). */

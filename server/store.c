@@ -177,12 +177,14 @@ static void fill_info(ss_slice_info *info, const ss_factors *f, long long file_b
     info->nsv = f->nsv;
     info->created = f->created;
     info->file_bytes = file_bytes;
+    info->upload_bytes = f->upload_bytes;
 }
 
 static entry *entry_from_factors(const ss_factors *f, long long file_bytes) {
     entry *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     fill_info(&e->info, f, file_bytes);
+    e->info.has_original = f->orig != NULL;
     e->info.singular_values = malloc((size_t)f->nsv * sizeof(float));
     if (!e->info.singular_values) {
         free(e);
@@ -279,9 +281,9 @@ int ss_store_decode(const char *id, const unsigned char *buf, size_t len, ss_fac
         snprintf(why, sizeof why, "%s", ss_error());
         return rc == SS_ENOMEM ? rc : ss_fail(SS_ECORRUPT, "slice %s: %s", id, why);
     }
-    if (strcmp(f->id, id) != 0 || !f->orig) {
+    if (strcmp(f->id, id) != 0) {
         ss_factors_free(f);
-        return ss_fail(SS_ECORRUPT, "slice %s: id or original pixels do not match its name", id);
+        return ss_fail(SS_ECORRUPT, "slice %s: id does not match its name", id);
     }
     *out = f;
     return SS_OK;
@@ -298,9 +300,9 @@ int ss_store_decode_head(const char *id, const unsigned char *head, size_t file_
         snprintf(why, sizeof why, "%s", ss_error());
         return ss_fail(SS_ECORRUPT, "slice %s: %s", id, why);
     }
-    if (strcmp(h.id, id) != 0 || !orig)
-        return ss_fail(SS_ECORRUPT, "slice %s: id or original pixels do not match its name", id);
+    if (strcmp(h.id, id) != 0) return ss_fail(SS_ECORRUPT, "slice %s: id does not match its name", id);
     fill_info(out, &h, (long long)file_len);
+    out->has_original = orig;
     return SS_OK;
 }
 
@@ -419,8 +421,7 @@ void ss_store_close(ss_store *s) {
 
 int ss_store_put(ss_store *s, const ss_factors *f, int *existed) {
     if (existed) *existed = 0;
-    if (!f || !id_valid(f->id) || !f->orig)
-        return ss_fail(SS_EINVAL, "slice has no valid id or original pixels");
+    if (!f || !id_valid(f->id)) return ss_fail(SS_EINVAL, "slice has no valid id");
     int rc;
     pthread_mutex_lock(&s->mu);
     int have = lookup_locked(s, f->id, &rc) != NULL;
@@ -434,11 +435,25 @@ int ss_store_put(ss_store *s, const ss_factors *f, int *existed) {
     size_t len = 0;
     rc = ss_svd_serialize(f, &buf, &len);
     if (rc != SS_OK) return rc;
-    entry *e = entry_from_factors(f, (long long)len);
-    if (!e) {
-        free(buf);
-        return ss_fail(SS_ENOMEM, "out of memory");
+    rc = ss_store_put_encoded(s, f, buf, len, existed);
+    free(buf);
+    return rc;
+}
+
+int ss_store_put_encoded(ss_store *s, const ss_factors *f, const unsigned char *buf, size_t len, int *existed) {
+    if (existed) *existed = 0;
+    if (!f || !id_valid(f->id) || !buf) return ss_fail(SS_EINVAL, "slice has no valid id or encoding");
+    int rc;
+    pthread_mutex_lock(&s->mu);
+    int have = lookup_locked(s, f->id, &rc) != NULL; /* shared: another process may hold it */
+    pthread_mutex_unlock(&s->mu);
+    if (have) {
+        if (existed) *existed = 1;
+        return SS_OK;
     }
+    if (rc != SS_EINVAL) return rc; /* the shared store could not say */
+    entry *e = entry_from_factors(f, (long long)len);
+    if (!e) return ss_fail(SS_ENOMEM, "out of memory");
 
     /* Everything from the quota check to the index insert happens under
      * disk_mu, so a concurrent put or delete of the same id cannot interleave. */
@@ -475,7 +490,6 @@ int ss_store_put(ss_store *s, const ss_factors *f, int *existed) {
 done:
     pthread_mutex_unlock(&s->disk_mu);
     entry_free(e);
-    free(buf);
     return rc;
 }
 

@@ -36,8 +36,9 @@ typedef struct ss_slice_info {
     int width, height, bit_depth, rank, nsv;
     int64_t created;          /* unix seconds */
     long long file_bytes;     /* size of the .svd file */
-    long long upload_bytes;   /* PNG bytes it was uploaded as; 0 = unknown (indexed from disk:
-                               * the .svd file does not carry it) */
+    long long upload_bytes;   /* bytes it was uploaded as; 0 = unknown (a version-1 .svd file
+                               * does not carry it) */
+    int has_original;         /* the original pixels are kept (else only quantised factors) */
     float *singular_values;   /* nsv values */
 } ss_slice_info;
 
@@ -49,12 +50,14 @@ typedef struct ss_slice_info {
 int ss_store_open(const ss_store_opts *opts, ss_store **out);
 void ss_store_close(ss_store *s); /* NULL-safe; all acquired factors must be released */
 
-/* Stores f (which must carry orig, id, name, created) durably (dir: temp
+/* Stores f (which must carry id, name, created; orig or not) durably (dir: temp
  * file, fsync, rename, directory fsync), and only then into the index. If the
  * id is already stored, nothing is written and *existed = 1. Returns 0,
  * SS_ENOSPC (quota or full disk), SS_EIO; on an error nothing of f is left
  * (no temp file, no slice file) and nothing stored before is lost. Thread-safe. */
 int ss_store_put(ss_store *s, const ss_factors *f, int *existed);
+/* The same with f's encoding (ss_svd_serialize) already made: buf, len. */
+int ss_store_put_encoded(ss_store *s, const ss_factors *f, const unsigned char *buf, size_t len, int *existed);
 
 /* Records the PNG size a slice was uploaded as, for its info, unless one is recorded.
  * Returns 0 or SS_EINVAL when the id is unknown. */

@@ -77,11 +77,11 @@ int ss_store_dir_open(const ss_store_opts *opts, ss_store_backend **out);
 int ss_store_pg_open(const ss_store_opts *opts, ss_store_backend **out);
 
 /* For backends: the id rule, and decoding an encoding into verified factors
- * (its id must be id and it must carry the original pixels). */
+ * (its id must be id). */
 int ss_store_id_valid(const char *id);
 int ss_store_decode(const char *id, const unsigned char *buf, size_t len, ss_factors **out);
-/* Info from parts of an encoding of file_len bytes: its first
- * SS_SVD_HEADER_BYTES bytes (checked as slice id's, with original pixels)
+/* Info from parts of an encoding of file_len bytes: its header (the first
+ * ss_svd_header_bytes bytes, checked as slice id's)
  * give the scalars and *sv_off, where the 4 * out->nsv bytes of singular
  * values lie; ss_store_decode_sv checks those into out->singular_values
  * (malloc'd). SS_ECORRUPT, SS_ENOMEM. */

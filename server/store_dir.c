@@ -377,11 +377,14 @@ static int dir_info(ss_store_backend *b, const char *id, ss_slice_info *out) {
     dir_backend *d = (dir_backend *)b;
     const ss_fileops *o = d->ops;
     char path[4096];
-    unsigned char head[SS_SVD_HEADER_BYTES];
-    size_t file_len = 0, again = 0, sv_off = 0;
+    unsigned char head[SS_SVD_HEADER_MAX];
+    size_t file_len = 0, again = 0, sv_off = 0, hlen = SS_SVD_HEADER_BYTES;
     memset(out, 0, sizeof *out);
     int rc = slice_path(d, id, path, sizeof path);
-    if (rc == SS_OK) rc = o->read_range(o->ctx, path, 0, sizeof head, head, &file_len);
+    if (rc == SS_OK) rc = o->read_range(o->ctx, path, 0, hlen, head, &file_len);
+    if (rc == SS_OK && (hlen = ss_svd_header_bytes(head, hlen)) > SS_SVD_HEADER_BYTES) /* version 2 */
+        rc = o->read_range(o->ctx, path, 0, hlen, head, &again);
+    if (rc == SS_OK && again && again != file_len) rc = ss_fail(SS_ECORRUPT, "%s.svd changed while being read", id);
     if (rc == SS_OK) rc = ss_store_decode_head(id, head, file_len, out, &sv_off);
     if (rc != SS_OK) return rc;
     size_t sv_len = sizeof(float) * (size_t)out->nsv;
