@@ -301,6 +301,13 @@ enum MHD_Result ss_h_upload(ss_req *r) {
     if (ss_upload_png_shape(r->up.data, r->up.len, &w, &h, &bits) == 0 && w <= srv->cfg->max_side &&
         h <= srv->cfg->max_side)
         need = ss_server_upload_need(w, h, bits);
+    if (need && (target.kind != SS_TARGET_NONE || !keep)) {
+        /* ss_compress_fit's data and product as floats and its quantised factors at full rank;
+         * never more than the whole budget, so that one such upload can still run alone */
+        const long long p = w < h ? w : h;
+        need += 8LL * w * h + 4LL * p * (w + h);
+        if (need > srv->mem_budget) need = srv->mem_budget;
+    }
     if (ss_budget_take(&srv->mem_bytes, srv->mem_budget, need) != 0)
         return ss_reply_error(r, "overloaded",
                               "server busy: decoding and factorising this %dx%d %d-bit image takes %lld MiB "

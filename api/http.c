@@ -44,7 +44,7 @@ static const ss_route k_routes[] = {
     {"/slices", M_GET | M_HEAD, ss_h_list, R_AUTH_READ | R_STORE, ""},
     {"/slices/{id}", M_GET | M_HEAD, ss_h_info, R_AUTH_READ | R_STORE, "invalid_id not_found"},
     {"/slices/{id}", M_DELETE, ss_h_delete, R_AUTH_WRITE | R_STORE, "invalid_id not_found"},
-    {"/slices/{id}/original", M_GET | M_HEAD, ss_h_original, R_AUTH_READ | R_STORE, "invalid_id not_found overloaded"},
+    {"/slices/{id}/original", M_GET | M_HEAD, ss_h_original, R_AUTH_READ | R_STORE, "invalid_id not_found original_not_kept overloaded"},
     {"/slices/{id}/factors", M_GET | M_HEAD, ss_h_factors, R_AUTH_READ | R_STORE, "invalid_id not_found overloaded"},
     {"/reconstruct", M_GET | M_HEAD, ss_h_reconstruct, R_AUTH_READ | R_STORE,
      "invalid_id not_found invalid_k invalid_backend invalid_parameter backend_unavailable overloaded"},

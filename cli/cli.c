@@ -30,9 +30,11 @@ static const char k_help_compress[] =
     "usage: svdslice compress IN.png OUT.svd [--rank R]\n"
     "\n"
     "Factorises a grayscale (or palette/RGB, converted to gray) PNG with a float32\n"
-    "SVD and writes the factors and the original pixels to OUT.svd. Prints the\n"
-    "slice info JSON (id, name, width, height, bit_depth, rank, stored_bytes,\n"
-    "original_bytes, compression_ratio, singular_values, created).\n"
+    "SVD and writes OUT.svd (version 2: the singular values and the original pixels,\n"
+    "losslessly compressed; the factors are computed from them when it is read).\n"
+    "Prints the slice info JSON (id, name, width, height, bit_depth, rank,\n"
+    "original_kept, stored_bytes (OUT.svd's size), upload_bytes, stored_vs_upload,\n"
+    "original_bytes, file_bytes, singular_values, created).\n"
     "\n"
     "  --rank R   keep only the first R components (default: min(width, height))\n";
 
@@ -51,8 +53,9 @@ static const char k_help_quality[] =
     "usage: svdslice quality IN.png [-k K] [--backend NAME]\n"
     "\n"
     "Factorises IN.png at full rank, rebuilds it at rank K and prints the quality\n"
-    "JSON: id, k, backend, mse, psnr, ssim, hausdorff, energy, stored_bytes_at_k,\n"
-    "compression_ratio (as scikit-image 0.19 computes them; null where undefined).\n"
+    "JSON: id, k, backend, rank, original_kept, mse, psnr, psnr_data_range, ssim,\n"
+    "hausdorff, energy, float32_bytes_at_k (as scikit-image 0.19 computes them; null\n"
+    "where undefined).\n"
     "\n"
     "  -k, --k K        components to use, 1..rank (default: the rank)\n"
     "  --backend NAME   as for reconstruct (default: auto)\n";

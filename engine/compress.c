@@ -692,7 +692,8 @@ static int jpegls_encode(const uint16_t *px, int m, int n, int bits, unsigned ch
     size_t cap = 0, wrote = 0;
     unsigned char *dst = NULL;
     int ok = e && charls_jpegls_encoder_set_frame_info(e, &fi) == 0 &&
-             charls_jpegls_encoder_get_estimated_destination_size(e, &cap) == 0 && (dst = malloc(cap)) &&
+             charls_jpegls_encoder_get_estimated_destination_size(e, &cap) == 0 &&
+             (cap = cap > 2 * src_len + 4096 ? cap : 2 * src_len + 4096) && (dst = malloc(cap)) &&
              charls_jpegls_encoder_set_destination_buffer(e, dst, cap) == 0 &&
              charls_jpegls_encoder_encode_from_buffer(e, src, src_len, 0) == 0 &&
              charls_jpegls_encoder_get_bytes_written(e, &wrote) == 0;
@@ -748,7 +749,10 @@ int ss_orig_encode(const uint16_t *px, int m, int n, int bits, int codec, unsign
     size_t al = 0, bl = 0;
     int rc = SS_OK;
     if (codec != SS_ORIG_JPEGLS) rc = deflate_encode(px, m, n, bits, &a, &al);
-    if (rc == SS_OK && codec != SS_ORIG_DEFLATE) rc = jpegls_encode(px, m, n, bits, &b, &bl);
+    if (rc == SS_OK && codec != SS_ORIG_DEFLATE) {
+        rc = jpegls_encode(px, m, n, bits, &b, &bl);
+        if (rc && codec == 0 && a) rc = SS_OK; /* CharLS refused it: deflate alone */
+    }
     if (rc) {
         free(a);
         free(b);

@@ -19,10 +19,7 @@ static void purge_responses(void *arg, const char *id) {
 
 long long ss_server_upload_need(int width, int height, int bit_depth) {
     long long ws = ss_svd_workspace_bytes(height, width, bit_depth);
-    /* and what ss_compress_fit and the encoding add: the data and a product as floats, the
-     * quantised factors at full rank, the encoding (at most the pixels' size) */
-    const long long p = width < height ? width : height;
-    return ws < 0 ? 0 : 2LL * width * height + ws + 10LL * width * height + 4LL * p * (width + height);
+    return ws < 0 ? 0 : 2LL * width * height + ws;
 }
 
 int ss_server_open(ss_server *srv, const ss_config *cfg, const char *const *routes, int nroutes) {

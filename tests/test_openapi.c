@@ -28,6 +28,7 @@ static const struct {
     {"invalid_parameter", 400},
     {"unauthorized", 401},
     {"not_found", 404},
+    {"original_not_kept", 404},
     {"method_not_allowed", 405},
     {"too_large", 413},
     {"unsupported_media_type", 415},

@@ -101,7 +101,13 @@ static void test_put_acquire_info_list_delete(void **state) {
     /* the upload size: unknown until recorded, then kept (a later record does not replace it) */
     assert_int_equal(ss_store_info_scalars(s, b->id, &info), SS_OK);
     assert_int_equal(info.upload_bytes, 0);
-    assert_int_equal(info.file_bytes, ss_svd_file_bytes(20, 12, b->rank, 1));
+    {
+        unsigned char *enc;
+        size_t enc_len;
+        assert_int_equal(ss_svd_serialize(b, &enc, &enc_len), SS_OK); /* what the store holds */
+        assert_int_equal(info.file_bytes, (long long)enc_len);
+        free(enc);
+    }
     assert_int_equal(ss_store_set_upload_bytes(s, b->id, 777), SS_OK);
     assert_int_equal(ss_store_set_upload_bytes(s, b->id, 999), SS_OK);
     assert_int_equal(ss_store_set_upload_bytes(s, "nosuch", 1), SS_EINVAL);
@@ -195,7 +201,7 @@ static void test_corrupt_files_are_skipped_and_never_served(void **state) {
     size_t len;
     ss_factors *tmp;
     assert_int_equal(ss_svd_serialize(flip, &buf, &len), SS_OK);
-    buf[len / 2] ^= 0x40;
+    buf[len - 10] ^= 0x40; /* in the stored pixels: header and singular values intact */
     snprintf(p, sizeof p, "%s/%s.svd", dir, flip->id);
     write_bytes(p, buf, len);
     assert_int_not_equal(ss_svd_deserialize(buf, len, &tmp), SS_OK);
@@ -333,7 +339,8 @@ static void test_open_reads_headers_not_whole_files(void **state) {
     ss_factors *all[] = {a, b, c};
     for (int i = 0; i < 3; i++) assert_int_equal(ss_store_put(s, all[i], NULL), SS_OK);
     ss_store_close(s);
-    corrupt_file(dir, c, SS_SVD_HEADER_BYTES + 5, 0x10); /* in U: header and singular values intact */
+    /* past the header and singular values (version 2: the original's section) */
+    corrupt_file(dir, c, SS_SVD2_HEADER_BYTES + 4 * (size_t)c->nsv + 5, 0x10);
 
     ss_fileops ops = ss_fileops_posix;
     ops.read_file = counting_read_file;
@@ -365,7 +372,7 @@ static void test_open_reads_headers_not_whole_files(void **state) {
     assert_int_equal(err, SS_EINVAL);
 
     /* a download verifies the file too */
-    corrupt_file(dir, b, SS_SVD_HEADER_BYTES + 7, 0x01);
+    corrupt_file(dir, b, SS_SVD2_HEADER_BYTES + 4 * (size_t)b->nsv + 7, 0x01);
     unsigned char *buf = NULL;
     size_t len = 0;
     assert_int_equal(ss_store_read_file(s, b->id, &buf, &len), SS_ECORRUPT);
@@ -376,7 +383,7 @@ static void test_open_reads_headers_not_whole_files(void **state) {
     ss_store_close(s);
 
     /* singular values that are not non-increasing are caught at open */
-    size_t sv = SS_SVD_HEADER_BYTES + sizeof(float) * (size_t)a->m * (size_t)a->rank;
+    size_t sv = SS_SVD2_HEADER_BYTES; /* version 2: the singular values come first */
     corrupt_file(dir, a, sv + 4 + 3, 0x40); /* S[1]'s exponent byte: far above S[0] */
     s = open_store(dir, 1 << 24, 0);
     ss_slice_info info;

@@ -391,7 +391,7 @@ static void test_roundtrip_bit_exact(void **state) {
         ss_factors *f = make_factors(cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4]);
         unsigned char *buf;
         size_t len;
-        assert_int_equal(ss_svd_serialize(f, &buf, &len), 0);
+        assert_int_equal(ss_svd_serialize_v1(f, &buf, &len), 0);
         size_t want = SS_SVD_HEADER_BYTES + 4 * ((size_t)f->m * f->rank + f->nsv + (size_t)f->rank * f->n) +
                       (f->orig ? 2 * (size_t)f->m * f->n : 0);
         assert_int_equal(len, want);
@@ -419,7 +419,7 @@ static void test_roundtrip_bit_exact(void **state) {
         /* serialising again gives the same bytes */
         unsigned char *buf2;
         size_t len2;
-        assert_int_equal(ss_svd_serialize(g, &buf2, &len2), 0);
+        assert_int_equal(ss_svd_serialize_v1(g, &buf2, &len2), 0);
         assert_int_equal(len2, len);
         assert_memory_equal(buf2, buf, len);
         free(buf2);
@@ -458,7 +458,7 @@ static void test_every_byte_flip_detected(void **state) {
         ss_factors *f = make_factors(9, 7, 0, 8, keep), *g;
         unsigned char *buf;
         size_t len;
-        assert_int_equal(ss_svd_serialize(f, &buf, &len), 0);
+        assert_int_equal(ss_svd_serialize_v1(f, &buf, &len), 0);
         for (size_t pos = 0; pos < len; pos++)
             for (size_t k = 0; k < sizeof flips; k++) {
                 buf[pos] ^= flips[k];
@@ -482,7 +482,7 @@ static void test_every_byte_flip_detected(void **state) {
     ss_factors *f = make_factors(256, 170, 0, 8, 1), *g;
     unsigned char *buf;
     size_t len;
-    assert_int_equal(ss_svd_serialize(f, &buf, &len), 0);
+    assert_int_equal(ss_svd_serialize_v1(f, &buf, &len), 0);
     for (size_t pos = 0; pos < len; pos += 4099) {
         buf[pos] ^= 0x10;
         assert_int_equal(ss_svd_deserialize(buf, len, &g), SS_ECORRUPT);
@@ -499,7 +499,7 @@ static void test_every_truncation_detected(void **state) {
     ss_factors *f = make_factors(9, 7, 0, 16, 1), *g;
     unsigned char *buf;
     size_t len;
-    assert_int_equal(ss_svd_serialize(f, &buf, &len), 0);
+    assert_int_equal(ss_svd_serialize_v1(f, &buf, &len), 0);
     for (size_t cut = 0; cut < len; cut++) {
         /* a fresh copy of exactly `cut` bytes, so ASan sees any read past it */
         unsigned char *part = malloc(cut ? cut : 1);
@@ -538,7 +538,7 @@ static void test_huge_header_in_short_file(void **state) {
     ss_factors *f = make_factors(9, 7, 0, 8, 1), *g;
     unsigned char *buf;
     size_t len;
-    assert_int_equal(ss_svd_serialize(f, &buf, &len), 0);
+    assert_int_equal(ss_svd_serialize_v1(f, &buf, &len), 0);
     /* A validly sealed header claiming 100000 x 100000, full rank, with its
      * payload size field consistent: only the file length gives it away, and it
      * must be caught before ~160 GB are allocated (ASan would abort on that). */
@@ -601,7 +601,7 @@ static void test_semantic_checks_behind_valid_checksums(void **state) {
     ss_factors *f = make_factors(9, 7, 0, 8, 1), *g;
     unsigned char *buf;
     size_t len;
-    assert_int_equal(ss_svd_serialize(f, &buf, &len), 0);
+    assert_int_equal(ss_svd_serialize_v1(f, &buf, &len), 0);
     unsigned char *copy = malloc(len);
     assert_non_null(copy);
     for (size_t e = 0; e < sizeof edits / sizeof edits[0]; e++) {

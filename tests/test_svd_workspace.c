@@ -116,13 +116,13 @@ static void test_bad_shapes(void **state) {
 
 static void test_file_bytes(void **state) {
     (void)state;
-    /* the .svd file ss_svd_serialize writes: header, U, all singular values, Vt, original pixels */
+    /* the .svd file ss_svd_serialize_v1 writes (version 1): header, U, all singular values, Vt, original pixels */
     ss_factors *f = NULL;
     assert_int_equal(ss_factors_alloc(30, 20, 7, 16, 1, &f), 0);
     snprintf(f->id, sizeof f->id, "abc");
     unsigned char *buf = NULL;
     size_t len = 0;
-    assert_int_equal(ss_svd_serialize(f, &buf, &len), 0);
+    assert_int_equal(ss_svd_serialize_v1(f, &buf, &len), 0);
     assert_int_equal((long long)len, ss_svd_file_bytes(30, 20, 7, 1));
     free(buf);
     ss_factors_free(f);

@@ -23,7 +23,9 @@ class MixedLoadTest(unittest.TestCase):
                     util.png_encode(util.phantom(64, 50, 16, seed=400)),
                     util.png_encode(util.phantom(40, 72, 8, seed=401))]
             infos = [srv.upload_ok(p) for p in pngs]
-            factors = [util.parse_svd(srv.get("/slices/%s/factors" % i["id"]).body) for i in infos]
+            factors = [util.with_factors(util.parse_svd(srv.get("/slices/%s/factors" % i["id"]).body),
+                                         util.png_decode(srv.get("/slices/%s/original" % i["id"]).body)[0])
+                       for i in infos]
             available = [b["name"] for b in srv.get("/backends").json()["backends"] if b["available"]]
             cpu = [b for b in util.CPU_BACKENDS if b in available]
             refs = {}
@@ -74,7 +76,7 @@ class MixedLoadTest(unittest.TestCase):
                             r = srv.get("/quality?id=%s&k=%d" % (info["id"], k))
                             q = r.json() if r.status == 200 else None
                             if not q or q["k"] != k or q["id"] != info["id"] or q["mse"] < 0 or \
-                                    q["stored_bytes_at_k"] != 4 * k * (info["width"] + info["height"] + 1):
+                                    q["float32_bytes_at_k"] != 4 * k * (info["width"] + info["height"] + 1):
                                 fail("quality k=%d: %r" % (k, r))
                         elif kind == "list":
                             r = srv.get("/slices")

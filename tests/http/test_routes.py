@@ -17,8 +17,8 @@ MAX_BODY_MB = 1
 MAX_SIDE = 300
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]00:00)$")
-INFO_KEYS = {"id", "name", "width", "height", "bit_depth", "rank", "stored_bytes", "original_bytes",
-             "compression_ratio", "singular_values", "created"}
+INFO_KEYS = {"id", "name", "width", "height", "bit_depth", "rank", "original_kept", "stored_bytes",
+             "upload_bytes", "stored_vs_upload", "original_bytes", "file_bytes", "singular_values", "created"}
 
 
 def parse_created(s):
@@ -61,9 +61,13 @@ class RoutesTest(unittest.TestCase):
         nsv = min(w, h)
         self.assertEqual(info["rank"], rank if rank else nsv)
         self.assertEqual(info["original_bytes"], w * h * bits // 8)
-        self.assertEqual(info["stored_bytes"], 4 * info["rank"] * (w + h + 1))
-        self.assertAlmostEqual(info["compression_ratio"], info["original_bytes"] / info["stored_bytes"],
-                               delta=1e-9 * info["compression_ratio"] + 1e-12)
+        self.assertNotIn("compression_ratio", info)  # dropped: it read as a gain where the store grew
+        self.assertEqual(info["stored_bytes"], info["file_bytes"])
+        if info["upload_bytes"] is None:
+            self.assertIsNone(info["stored_vs_upload"])
+        else:
+            self.assertAlmostEqual(info["stored_vs_upload"], info["stored_bytes"] / info["upload_bytes"],
+                                   delta=1e-9 * info["stored_vs_upload"])
         if with_sv:
             sv = info["singular_values"]
             self.assertEqual(len(sv), nsv)
@@ -247,18 +251,24 @@ class RoutesTest(unittest.TestCase):
         f = util.parse_svd(r.body)
         self.assertEqual((f["m"], f["n"], f["bit_depth"], f["rank"], f["nsv"]), (180, 217, 8, 180, 180))
         self.assertEqual(f["id"], info["id"])
-        np.testing.assert_allclose(f["S"], info["singular_values"], rtol=1e-6, atol=1e-4)
+        np.testing.assert_array_equal(f["S"], np.asarray(info["singular_values"], np.float32))
         orig, _ = self.original(info["id"])
-        self.assertIsNotNone(f["orig"], "the store keeps the original beside the factors")
-        np.testing.assert_array_equal(f["orig"], orig)
-        # full rank rebuilds the original within +-1 ...
-        full = util.reference_pixels(f, f["rank"])
-        self.assertLessEqual(np.abs(full - orig).max(), 1)
+        # the defaults keep the original (losslessly compressed) and no factors: far below the
+        # float32 factors' 4*rank*(w+h+1) bytes
+        self.assertTrue(f["orig_kept"])
+        self.assertEqual(f["factor_bytes"], 0)
+        self.assertEqual(len(r.body), info["stored_bytes"])
+        self.assertLess(len(r.body), 4 * 180 * (180 + 217 + 1) / 5)
+        # full rank serves the original exactly ...
+        px, _ = util.png_decode(self.srv.get("/reconstruct?id=" + info["id"]).body)
+        np.testing.assert_array_equal(px, orig)
         # ... and rank k agrees with a float64 SVD's rank k within +-1 (API.md: accurate factors)
         U, S, Vt = np.linalg.svd(orig.astype(np.float64), full_matrices=False)
+        np.testing.assert_allclose(f["S"], S, rtol=1e-5, atol=1e-3)
         for k in (1, 10, 60):
             ref64 = util.round_clamp((U[:, :k] * S[:k]) @ Vt[:k], 255)
-            self.assertLessEqual(np.abs(util.reference_pixels(f, k) - ref64).max(), 1, "k=%d" % k)
+            px, _ = util.png_decode(self.srv.get("/reconstruct?id=%s&k=%d" % (info["id"], k)).body)
+            self.assertLessEqual(np.abs(px.astype(np.int64) - ref64).max(), 1, "k=%d" % k)
 
     # ------------------------------------------------------------ delete
     def test_delete_204_then_404(self):

@@ -220,9 +220,12 @@ class StoredVersusUploaded(unittest.TestCase):
             self.assertEqual(info["upload_bytes"], len(zeros))
             f = s.get("/slices/%s/factors" % info["id"])
             self.assertEqual(info["file_bytes"], len(f.body))
-            # the blow-up, visible
-            self.assertGreater(info["file_bytes"], 1000 * info["upload_bytes"])
+            self.assertEqual(info["stored_bytes"], len(f.body))
+            # the original kept losslessly, the singular values exact: no more a 1000-fold blow-up
+            self.assertLess(info["stored_bytes"], 2048 * 4 + 1024)
+            self.assertAlmostEqual(info["stored_vs_upload"], info["stored_bytes"] / len(zeros))
             info2 = s.upload_ok(mri)
+            self.assertLessEqual(info2["stored_bytes"], 3 * len(mri))  # the goal for the defaults
             self.assertEqual(s.get("/slices/" + info2["id"]).json()["upload_bytes"], len(mri))
             listed = {x["id"]: x for x in s.get("/slices").json()["slices"]}
             self.assertEqual(listed[info["id"]]["file_bytes"], info["file_bytes"])
@@ -238,27 +241,31 @@ class StoredVersusUploaded(unittest.TestCase):
             self.assertEqual(gauge(s, "svdslice_upload_png_bytes_total"), len(zeros) + len(mri))
             data_dir = s.data_dir
             s.stop()
-            # after a restart the upload size is not known (the .svd file does not carry it)
+            # after a restart the upload size is still known (the .svd file carries it)
             with Server([], data_dir=data_dir) as s2:
                 again = s2.get("/slices/" + info["id"]).json()
-                self.assertIsNone(again["upload_bytes"])
+                self.assertEqual(again["upload_bytes"], len(zeros))
                 self.assertEqual(again["file_bytes"], info["file_bytes"])
+                self.assertEqual(again["stored_vs_upload"], info["stored_vs_upload"])
 
     def test_max_expansion_refuses_a_blow_up_with_413(self):
-        zeros = util.png_encode(np.zeros((512, 512), dtype=np.uint16))  # 588 bytes -> 2.6 MB: 4462x
+        # noise: every component at full rank, quantised finely, takes about 3x its PNG
+        noise = noise_png(64, 7)
         mri = util.read_bytes(util.test_data("BrainProtonDensitySlice.png"))
-        with Server(["--quota-mb", "64"], env={"SVDSLICE_MAX_EXPANSION": "2000"}) as s:
-            r = s.upload_raw(zeros)
+        with Server(["--quota-mb", "64"], env={"SVDSLICE_MAX_EXPANSION": "2"}) as s:
+            r = s.upload_raw(noise, "?keep-original=false")
             err = assert_error(self, r, 413, "too_large")
             self.assertIn("max-expansion", err["message"])
-            self.assertIn("rank", err["message"])
+            self.assertIn("psnr=", err["message"])
             self.assertEqual(s.get("/slices").json()["slices"], [])
-            # fewer components fit; a real slice is far below the bound
-            self.assertEqual(s.upload_raw(zeros, "?rank=1").status, 201)
+            # fewer components fit, and so does the original kept losslessly; a real slice is far below
+            self.assertEqual(s.upload_raw(noise, "?keep-original=false&rank=1").status, 201)
+            info = s.upload_ok(noise)
+            self.assertLessEqual(info["stored_vs_upload"], 2)
             self.assertEqual(s.upload_raw(mri).status, 201)
             m = metrics(s)
             self.assertEqual(util.metric_sum(m, "svdslice_quota_bytes"), 64 * MiB)
-            self.assertEqual(util.metric_sum(m, "svdslice_max_expansion"), 2000)
+            self.assertEqual(util.metric_sum(m, "svdslice_max_expansion"), 2)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ CPU_BACKENDS = ["loops3", "loops2", "loops1", "blocked", "threads", "blas"]
 ALL_BACKENDS = CPU_BACKENDS + ["cuda", "cublas"]
 ERROR_STATUS = {  # API.md's error table: code -> status
     "invalid_k": 400, "invalid_backend": 400, "invalid_id": 400, "invalid_parameter": 400,
-    "unauthorized": 401, "not_found": 404, "method_not_allowed": 405, "too_large": 413,
+    "unauthorized": 401, "not_found": 404, "original_not_kept": 404, "method_not_allowed": 405, "too_large": 413,
     "unsupported_media_type": 415, "invalid_png": 422, "backend_unavailable": 503,
     "not_ready": 409, "invalid_nifti": 422, "unsupported_nifti": 422,
     "overloaded": 503, "store_unavailable": 503, "insufficient_storage": 507, "internal": 500,
@@ -380,7 +380,47 @@ SVD_MAGIC = b"SVDSLICE"
 
 
 def parse_svd(data):
-    """Parses the .svd format of engine/svd.h (little-endian):
+    """Parses a .svd file: version 2 (what the store writes) or version 1 (parse_svd_v1)."""
+    if data[:8] != SVD_MAGIC:
+        raise ValueError("bad .svd magic")
+    version, hsize, m, n, bit_depth, rank, nsv, flags = struct.unpack_from("<8I", data, 8)
+    if version == 1:
+        return parse_svd_v1(data)
+    if version != 2 or hsize != 424:
+        raise ValueError("unknown .svd version %d / header %d" % (version, hsize))
+    (created,) = struct.unpack_from("<q", data, 40)
+    name = data[48:48 + 256].split(b"\0", 1)[0].decode("utf-8", "replace")
+    sid = data[304:304 + 65].split(b"\0", 1)[0].decode("ascii", "replace")
+    upload, fact_len, orig_len, codec, reserved, plen, pcrc, hcrc = struct.unpack_from("<QQQIIQII", data, 376)
+    if hcrc != zlib.crc32(data[:420]) & 0xFFFFFFFF:
+        raise ValueError("header crc mismatch")
+    if plen != 4 * nsv + fact_len + orig_len or len(data) != hsize + plen or reserved:
+        raise ValueError("section sizes disagree")
+    payload = data[hsize:]
+    if pcrc != zlib.crc32(payload) & 0xFFFFFFFF:
+        raise ValueError("payload crc mismatch")
+    if flags not in (1, 2) or (flags == 1) != (orig_len > 0) or (flags == 2) != (fact_len > 0):
+        raise ValueError("bad flags %d" % flags)
+    S = np.frombuffer(payload, dtype="<f4", count=nsv, offset=0)
+    # The sections (JPEG-LS or filtered deflate; range-coded factors) are not decoded here: the
+    # server serves the original at /slices/{id}/original; with_factors() adds float64 factors.
+    return {"version": 2, "m": m, "n": n, "bit_depth": bit_depth, "rank": rank, "nsv": nsv,
+            "flags": flags, "created": created, "name": name, "id": sid, "upload_bytes": upload,
+            "orig_kept": flags == 1, "orig_codec": codec, "factor_bytes": fact_len, "orig_bytes": orig_len,
+            "U": None, "S": S, "Vt": None, "orig": None}
+
+
+def with_factors(f, orig):
+    """f with the float64 SVD of orig at f's rank as its factors (and orig): what a version-2 file
+    that keeps the original stands for (the server factorises the original when it loads it)."""
+    U, S, Vt = np.linalg.svd(np.asarray(orig, np.float64), full_matrices=False)
+    g = dict(f)
+    g.update(U=U[:, :f["rank"]], S=S, Vt=Vt[:f["rank"]], orig=np.asarray(orig))
+    return g
+
+
+def parse_svd_v1(data):
+    """Parses the version-1 .svd format of engine/svd.h (little-endian):
     magic, u32 version, u32 header size, u32 m, n, bit_depth, rank, nsv, flags,
     i64 created, name[256], id[65 padded], u64 payload bytes, u32 payload crc32,
     u32 header crc32; payload U (m*rank f32), S (nsv f32), Vt (rank*n f32), orig (m*n u16)?
