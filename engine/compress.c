@@ -411,12 +411,12 @@ static int dequantised(const ss_factors *f, int k, float c, float *Uq, float *Vq
         for (size_t i = 0; i < m; i++) {
             double v = nearbyint((double)f->U[i * R + p] / (double)st);
             if (!(fabs(v) <= QMAX)) return -1;
-            Uq[i * (size_t)k + p] = (float)(v * (double)st);
+            Uq[i * (size_t)k + p] = (float)((double)(int32_t)v * (double)st); /* as decoded: no -0 */
         }
         for (size_t j = 0; j < n; j++) {
             double v = nearbyint((double)f->Vt[p * n + j] / (double)st);
             if (!(fabs(v) <= QMAX)) return -1;
-            Vq[p * n + j] = (float)(v * (double)st);
+            Vq[p * n + j] = (float)((double)(int32_t)v * (double)st);
         }
     }
     return 0;
