@@ -304,7 +304,11 @@ function usableBackend(name) {
 async function thumbnail(id) {
   let url = state.thumbs.get(id);
   if (url) return url;
-  const raw = await decodeGrayPng(await (await api(`/slices/${encodeURIComponent(id)}/original`)).arrayBuffer());
+  const res = await api(`/slices/${encodeURIComponent(id)}/original`).catch((e) => {
+    if (e && e.code === 'original_not_kept') return api(`/reconstruct?id=${encodeURIComponent(id)}`); // its stored rank
+    throw e;
+  });
+  const raw = await decodeGrayPng(await res.arrayBuffer());
   const win = presetWindow(raw, defaultPreset(raw));
   let cv = windowedCanvas(raw, win.c, win.w);
   const s = Math.min(1, THUMB_PX / Math.max(raw.width, raw.height));
@@ -451,7 +455,8 @@ async function select(id, want = {}) {
   try {
     const base = `/slices/${encodeURIComponent(id)}`;
     info = await (await api(base, { signal: ctrl.signal })).json();
-    raw = await decodeGrayPng(await (await api(base + '/original', { signal: ctrl.signal })).arrayBuffer());
+    const src = info.original_kept === false ? `/reconstruct?id=${encodeURIComponent(id)}` : base + '/original';
+    raw = await decodeGrayPng(await (await api(src, { signal: ctrl.signal })).arrayBuffer());
   } catch (e) {
     if (isAbort(e) || seq !== state.selectSeq) return;
     if (isGone(e)) await sliceGone(id);
@@ -474,10 +479,14 @@ async function select(id, want = {}) {
   $('viewer').hidden = false;
   $('slice-title').textContent = info.name;
   $('slice-meta').textContent = `${info.width}×${info.height}, ${info.bit_depth}-bit, rank ${info.rank}`;
+  // What the store holds beside what was sent (docs/COMPRESSION.md), each with its unit.
+  const up = info.upload_bytes;
   $('slice-sizes').innerHTML =
-    `factors stored: <strong>${fmtBytes(info.stored_bytes)}</strong> (${info.stored_bytes} bytes, ${info.rank} components) · ` +
-    `original pixels: <strong>${fmtBytes(info.original_bytes)}</strong> (${info.original_bytes} bytes) · ` +
-    `the factors are <strong>${sizeVs(info.stored_bytes, info.original_bytes)}</strong> than the original`;
+    `stored <strong>${fmtBytes(info.stored_bytes)}</strong> (${info.stored_bytes} bytes) · ` +
+    (up ? `upload <strong>${fmtBytes(up)}</strong> (${up} bytes): the store holds <strong>${sizeVs(info.stored_bytes, up)}</strong> than the upload · `
+        : 'upload size not known · ') +
+    (info.original_kept === false ? `original not kept (rank ${info.rank}, quantised factors) · ` : 'original kept losslessly · ') +
+    `raw pixels ${fmtBytes(info.original_bytes)}`;
   $('slice-sizes').dataset.stored = String(info.stored_bytes);
   const base = `/slices/${encodeURIComponent(id)}`, stem = info.name.replace(/\.png$/i, '');
   $('dl-original').href = base + '/original';
@@ -724,7 +733,9 @@ function psnrOverRange(mse) {
 function showQuality(q) {
   const info = state.info, o = state.orig, unit = unitName();
   const full = 2 ** info.bit_depth - 1, range = o.max - o.min;
-  const vals = { ...q, psnr_range: q.mse === null ? null : psnrOverRange(q.mse) };
+  // psnr (over 2^bits - 1) and psnr_data_range (over max - min) as /quality answers them
+  const vals = { ...q, psnr_range: q.mse === 0 ? Infinity : q.psnr_data_range };
+  const noOrig = q.original_kept === false;
   const dB = (v, nullText) => (v === null || v === undefined ? nullText : `${fmt(v)} dB`);
   for (const dd of $('quality').querySelectorAll('dd[data-metric]')) {
     const name = dd.dataset.metric, v = vals[name];
@@ -732,15 +743,15 @@ function showQuality(q) {
     let text;
     switch (name) {
       // psnr is null for a perfect match: infinite.
-      case 'psnr': case 'psnr_range': text = v === Infinity ? '∞ dB (identical)' : dB(v, '∞ dB (identical)'); break;
-      case 'mse': text = `${fmt(v)} (${unit})²`; break;
-      case 'ssim': text = v === null ? '— (needs both sides ≥ 7 px)' : fmt(v); break;
+      case 'psnr': case 'psnr_range':
+        text = noOrig ? '— (original not kept)' : v === Infinity ? '∞ dB (identical)' : dB(v, '∞ dB (identical)'); break;
+      case 'mse': text = noOrig ? '— (original not kept)' : `${fmt(v)} (${unit})²`; break;
+      case 'ssim': text = noOrig ? '— (original not kept)' : v === null ? '— (needs both sides ≥ 7 px)' : fmt(v); break;
       // null when exactly one image has no nonzero pixel.
-      case 'hausdorff': text = v === null ? '∞ (one image is all zero)' : `${fmt(v)} px`; break;
+      case 'hausdorff': text = noOrig ? '— (original not kept)' : v === null ? '∞ (one image is all zero)' : `${fmt(v)} px`; break;
       case 'energy': text = `${(v * 100).toFixed(4)} %`; break;
-      case 'stored_bytes_at_k': text = `${fmtBytes(v)} (${v} bytes)`; break;
-      case 'compression_ratio':
-        text = `${sizeVs(q.stored_bytes_at_k, info.original_bytes)} than the original (${fmtBytes(info.original_bytes)})`; break;
+      case 'float32_bytes_at_k':
+        text = `${fmtBytes(v)} (${v} bytes), ${sizeVs(v, info.original_bytes)} than the raw pixels`; break;
       default: text = fmt(v);
     }
     dd.textContent = text;
@@ -801,6 +812,10 @@ async function measureTarget(ev) {
   ev.preventDefault();
   const info = state.info, P = Number($('target-psnr').value), out = $('target-measured');
   if (!info || !(P > 0)) return;
+  if (info.original_kept === false) { // /quality has no original to measure against
+    out.textContent = 'not measurable: the original was not kept';
+    return;
+  }
   const backend = backendNow(), signal = state.ctrl.signal, btn = $('target-measure');
   const psnrAt = async (k) => {
     out.textContent = `measuring k = ${k}…`;

@@ -189,18 +189,17 @@ export async function checkQuality(pg, base, id, k, headers = {}) {
   eq(Number(er), body.energy, 'energy value');
   near(parseFloat(et) / 100, body.energy, 1e-6, `energy shown ${et} as a percentage`);
   ok(et.endsWith('%'), 'energy in %');
-  const [br, bt] = await shown('stored_bytes_at_k');
-  eq(Number(br), body.stored_bytes_at_k, 'bytes at k');
-  ok(bt.includes(`(${body.stored_bytes_at_k} bytes)`) && /KiB|MiB|bytes/.test(bt), `bytes at k shown: ${bt}`);
-  const [cr, ct] = await shown('compression_ratio');
-  eq(Number(cr), body.compression_ratio, 'compression ratio value');
-  const vs = sizeVs(body.stored_bytes_at_k, info.original_bytes);
-  ok(ct.includes(vs) && ct.includes('than the original'), `size against the original: "${ct}" has "${vs}"`);
+  const [br, bt] = await shown('float32_bytes_at_k');
+  eq(Number(br), body.float32_bytes_at_k, 'float32 bytes at k');
+  ok(bt.includes(`(${body.float32_bytes_at_k} bytes)`) && /KiB|MiB|bytes/.test(bt), `bytes at k shown: ${bt}`);
+  const vs = sizeVs(body.float32_bytes_at_k, info.original_bytes);
+  ok(bt.includes(vs) && bt.includes('than the raw pixels'), `float32 factors against the raw pixels: "${bt}" has "${vs}"`);
   // PSNR over the data's own range, computed here from /quality's MSE.
   const [pr, pt] = await shown('psnr_range');
   if (body.mse === 0) ok(pt.startsWith('∞'), 'perfect match: infinite PSNR');
   else {
     const want = 10 * Math.log10((hi - lo) ** 2 / body.mse);
+    near(body.psnr_data_range, want, 1e-9 * want, '/quality psnr_data_range is over max - min');
     near(Number(pr), want, 1e-9 * want, 'PSNR over the data range');
     near(parseFloat(pt), want, 1e-5 * want, `PSNR over the data range shown ${pt}`);
     ok((await pg.textContent('#why-psnr-range')).includes(`R = ${hi - lo}`), 'the range used is said');
