@@ -90,9 +90,12 @@ int main(int argc, char **argv) {
             uint16_t *px = malloc(sizeof(uint16_t) * mn);
             ss_workspace *ws = ss_workspace_new();
             const ss_backend *be = ss_backend_find("blas");
-            double t1 = ss_now();
-            be->reconstruct(g, g->rank, px, ws);
-            double kms = ms_since(t1);
+            double kms = 1e9; /* the best of five: the first call also wakes the BLAS threads */
+            for (int rep = 0; rep < 5; rep++) {
+                double t1 = ss_now();
+                be->reconstruct(g, g->rank, px, ws);
+                if (ms_since(t1) < kms) kms = ms_since(t1);
+            }
             double sse = 0;
             for (size_t i = 0; i < mn; i++) sse += ((double)px[i] - img.px[i]) * ((double)px[i] - img.px[i]);
             double served = sse > 0 ? 10 * log10((double)maxval * maxval * (double)mn / sse) : INFINITY;

@@ -537,6 +537,17 @@ int ss_compress_fit(ss_factors *f, const float *A, ss_target t, double peak, int
                 break; /* full rank at the finest step: the best there is */
             }
         }
+        /* The error model counts every value's full step^2/12, but small values quantise to 0
+         * with less: coarser steps usually still hold. Take them while they do. */
+        for (int up = 0; up < 12 && sse <= limit; up++) {
+            float cc = c * 1.12f;
+            if (dequantised(f, k, cc, Uq, Wq) != 0) break;
+            for (int p = 0; p < k; p++)
+                for (int j = 0; j < n; j++) Wq[(size_t)p * n + j] *= f->S[p];
+            double s2 = served_sse(Uq, k, Wq, k, m, n, A, maxval, C);
+            if (s2 > limit) break;
+            c = cc;
+        }
     }
 
     truncate_to(f, k);
