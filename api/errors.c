@@ -10,7 +10,7 @@ const ss_api_error ss_api_errors[] = {
     {"invalid_k", 400, "k not an integer in 1..rank", {0}},
     {"invalid_backend", 400, "unknown backend name (the message lists the valid ones)", {0}},
     {"invalid_id", 400, "id not of the form [A-Za-z0-9_-]{1,64}", {0}},
-    {"invalid_parameter", 400, "any other bad parameter (bits, window, rank, name)", {0}},
+    {"invalid_parameter", 400, "any other bad parameter (bits, window, rank, energy, psnr, keep-original, name)", {0}},
     {"unauthorized",
      401,
      "missing or wrong Authorization: Bearer KEY",

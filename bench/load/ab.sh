@@ -3,6 +3,7 @@
 #
 # Usage: bench/load/ab.sh BIN_A BIN_B [ROUNDS]      (default 3 rounds)
 # Env:   DURATION=5s  CONNS=16  THREADS=2  SVDSLICE_TEST_DATA (Debian's ITK example slices)
+#        UPLOAD_QUERY (e.g. "?rank=100&keep-original=false", the same for both; then set KMAX=100)
 # Each round runs, for A then B: a repeated URL (response cache, fixed.lua) and rotating k
 # (computed, rotate_k.lua), each against a fresh server holding the same 256x170 real slice.
 # Prints req/s per run, then the median per binary and scenario and the B/A ratio.
@@ -38,7 +39,7 @@ serve() {
   [ -n "$PORT" ] || { echo "ab.sh: $1 did not start: $(cat "$WORK/out" "$WORK/err")" >&2; exit 1; }
   for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
   SLICE_ID=$(curl -fsS --data-binary @"$WORK/slice.png" -H 'Content-Type: image/png' \
-    "http://127.0.0.1:$PORT/slices" | $PY -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    "http://127.0.0.1:$PORT/slices${UPLOAD_QUERY:-}" | $PY -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   export SLICE_ID
 }
 stop() { kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
