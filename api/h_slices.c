@@ -199,6 +199,10 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
     rc = ss_store_put_encoded(srv->store, f, enc, enc_len, &existed);
     free(enc);
     json_t *body = rc ? NULL : stored_info(srv, f, existed, (long long)j->len, file);
+    if (rc == 0 && !existed) { /* the first /reconstruct needs no load (with the original kept, no SVD) */
+        ss_store_cache_factors(srv->store, f);
+        f = NULL;
+    }
     drop_work(srv, j, &img, &f);
     if (rc) {
         ss_job_fail_engine(r, rc, 0, "store");
@@ -400,21 +404,36 @@ typedef struct read_job {
 } read_job;
 
 static void send_original(ss_req *r, const char *id) {
-    int e = 0;
-    const ss_factors *f = ss_store_acquire(r->srv->store, id, &e);
-    if (!f) {
-        ss_job_fail_engine(r, e, SS_FROM_LOOKUP, "load");
-        return;
-    }
-    if (!f->orig) {
-        ss_store_release(r->srv->store, f);
-        ss_job_fail(r, "internal", "internal error (request %s): slice has no original pixels", r->rid);
-        return;
+    /* From the factors cache when there; else only the original is decoded from the file (a
+     * load into the cache would factorise it) */
+    const ss_factors *f = ss_store_acquire_cached(r->srv->store, id);
+    ss_factors hdr;
+    uint16_t *px = NULL;
+    int rc;
+    if (f && f->orig) {
+        hdr = *f;
+        px = f->orig;
+    } else {
+        if (f) ss_store_release(r->srv->store, f);
+        f = NULL;
+        unsigned char *buf = NULL;
+        size_t blen = 0;
+        rc = ss_store_read_file(r->srv->store, id, &buf, &blen); /* verified, a corrupt file dropped */
+        if (rc == SS_OK) {
+            rc = ss_svd_read_original(buf, blen, &hdr, &px);
+            if (rc == SS_EINVAL) rc = ss_fail(SS_EINVAL, "no slice %s", id); /* not kept: checked before */
+        }
+        free(buf);
+        if (rc) {
+            ss_job_fail_engine(r, rc, SS_FROM_LOOKUP, "load");
+            return;
+        }
     }
     unsigned char *png = NULL;
     size_t len = 0;
-    int rc = ss_png_encode(f->orig, f->n, f->m, f->bit_depth, &png, &len);
-    ss_store_release(r->srv->store, f);
+    rc = ss_png_encode(px, hdr.n, hdr.m, hdr.bit_depth, &png, &len);
+    if (f) ss_store_release(r->srv->store, f);
+    else free(px);
     if (rc) {
         ss_job_fail_engine(r, rc, 0, "encode");
         return;

@@ -129,6 +129,9 @@ int ss_svd_verify(const void *buf, size_t len, ss_factors *hdr);
  * (one encoding per content), and for an id only [A-Za-z0-9_-]. Returns its length,
  * or -1 and *why ("unterminated name", "bad id character", ...: static text). */
 long ss_stored_text_len(const unsigned char *field, size_t size, size_t max_len, int is_id, const char **why);
+/* Only the original pixels of a verified file (either version), malloc'd into *px, its header
+ * into *hdr: no factors decoded, no SVD. SS_EINVAL when the original was not kept, SS_ECORRUPT. */
+int ss_svd_read_original(const void *buf, size_t len, ss_factors *hdr, uint16_t **px);
 int ss_svd_save(const char *path, const ss_factors *f); /* plain write, no fsync */
 int ss_svd_load(const char *path, ss_factors **out);
 

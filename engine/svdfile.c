@@ -369,6 +369,36 @@ int ss_svd_deserialize(const void *buf, size_t len, ss_factors **out) {
     return SS_OK;
 }
 
+int ss_svd_read_original(const void *buf, size_t len, ss_factors *hdr, uint16_t **px) {
+    *px = NULL;
+    layout L;
+    int rc = parse_verified(buf, len, hdr, &L);
+    if (rc) return rc;
+    if (!L.orig) return ss_fail(SS_EINVAL, ".svd: the original was not kept");
+    const size_t m = (size_t)hdr->m, n = (size_t)hdr->n, r = (size_t)hdr->rank;
+    uint16_t *p = malloc(sizeof(uint16_t) * m * n);
+    if (!p) return ss_fail(SS_ENOMEM, "out of memory for %zux%zu pixels", n, m);
+    const unsigned char *b = buf;
+    if (L.version == SVD_VERSION) {
+        const unsigned char *q = b + HDR_BYTES + 4 * (m * r + (size_t)hdr->nsv + r * n);
+        const unsigned maxv = (1u << hdr->bit_depth) - 1;
+        for (size_t i = 0; i < m * n && rc == SS_OK; i++, q += 2) {
+            unsigned v = (unsigned)q[0] | (unsigned)q[1] << 8;
+            if (v > maxv) rc = ss_fail(SS_ECORRUPT, ".svd: original sample above %u", maxv);
+            p[i] = (uint16_t)v;
+        }
+    } else {
+        rc = ss_orig_decode(b + HDR2_BYTES + 4 * (size_t)hdr->nsv, (size_t)L.orig_len, L.codec, hdr->m, hdr->n,
+                            hdr->bit_depth, p);
+    }
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    *px = p;
+    return SS_OK;
+}
+
 int ss_svd_serialize(const ss_factors *f, unsigned char **out, size_t *out_len) {
     *out = NULL;
     *out_len = 0;

@@ -631,6 +631,29 @@ const ss_factors *ss_store_acquire(ss_store *s, const char *id, int *err) {
     return f;
 }
 
+void ss_store_cache_factors(ss_store *s, ss_factors *f) {
+    if (!f) return;
+    pthread_mutex_lock(&s->mu);
+    entry *e = find_locked(s, f->id);
+    cnode *n = e && !e->node ? calloc(1, sizeof *n) : NULL;
+    if (n) {
+        n->f = f;
+        n->bytes = factors_bytes(f);
+        if (n->bytes <= s->cache_budget) {
+            n->attached = 1;
+            e->node = n;
+            list_push_front(&s->lru, n);
+            s->cache_bytes += n->bytes;
+            evict_locked(s);
+            f = NULL;
+        } else {
+            free(n);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    ss_factors_free(f); /* not cached: already there, gone, or too big */
+}
+
 const ss_factors *ss_store_acquire_cached(ss_store *s, const char *id) {
     if (!id_valid(id)) return NULL;
     if (s->shared && !s->b->watching(s->b)) return NULL; /* must ask the store: a worker does */

@@ -69,6 +69,10 @@ int ss_store_set_upload_bytes(ss_store *s, const char *id, long long bytes);
  * file no longer verifies (it is then dropped from the index), SS_ENOMEM. */
 const ss_factors *ss_store_acquire(ss_store *s, const char *id, int *err);
 void ss_store_release(ss_store *s, const ss_factors *f);
+/* Hands f (what a load of its stored slice would give: the upload's own factors) to the
+ * factors cache, so the first read after an upload does not decode, or factorise, again.
+ * Takes ownership; freed when not cached (no such slice, already cached, over the budget). */
+void ss_store_cache_factors(ss_store *s, ss_factors *f);
 /* As ss_store_acquire when the factors are in memory; NULL otherwise (no
  * error: ss_store_acquire would read the file). For callers that must never
  * wait on the disk, such as the HTTP polling thread. */

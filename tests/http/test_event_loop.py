@@ -120,9 +120,10 @@ class EventLoopTest(unittest.TestCase):
 
     def test_gpu_queue_factor_loads_do_not_block_the_event_loop(self):
         # CPU mode routes reconstructions through the GPU queue; with no factors cache every
-        # request loads (reads and verifies) the ~9 MB .svd file first
+        # request loads (reads, verifies and decodes) the .svd file first: the quantised factors
+        # here (with the original kept, each load would be a 2048x2048 SVD: docs/COMPRESSION.md)
         with util.Server(["--gpu-cpu-mode", "--cache-mb", "0"] + DEADLINE) as srv:
-            sid = srv.upload_ok(self.png, "?rank=64")["id"]
+            sid = srv.upload_ok(self.png, "?rank=64&keep-original=false")["id"]
 
             def load(n):
                 r = srv.get("/reconstruct?id=%s&k=%d&backend=blas" % (sid, 1 + n % 64),
