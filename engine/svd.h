@@ -24,7 +24,8 @@ typedef struct ss_factors {
     char name[256];    /* free text metadata, NUL-terminated ("" if none) */
     int64_t created;   /* unix seconds, 0 if unknown */
     char id[65];       /* content id (see ss_content_id), "" until computed */
-    float qstep;       /* quantisation of stored factors (engine/compress.h): 0 = the default */
+    float qstep;       /* quantisation of stored factors (engine/compress.h): 0 = the default,
+                        * < 0: stored as float32, unquantised (volume slices) */
     long long upload_bytes; /* bytes of the upload it came from, 0 = unknown (kept in .svd v2) */
 } ss_factors;
 
@@ -91,7 +92,8 @@ long long ss_svd_workspace_bytes(int m, int n, int bit_depth);
  *   u64 factor section bytes, u64 original section bytes, u32 original codec,
  *   u32 0, u64 payload bytes, u32 payload crc32, u32 header crc32 (424 bytes);
  *   flags: exactly one of bit0 (original kept: the factors are computed from it
- *   on load) or bit1 (quantised factors, engine/compress.h);
+ *   on load) or bit1 (factors: quantised and range coded, engine/compress.h, codec 0;
+ *   or float32 U then Vt, codec 3);
  *   payload: S (nsv f32, exact), then the factor section or the original's.
  * Reading verifies magic, version, sizes, both checksums and finiteness,
  * and rejects a truncated or corrupted file with SS_ECORRUPT and a message. */
@@ -105,7 +107,8 @@ size_t ss_svd_header_bytes(const void *head, size_t have);
 /* Size of the version-1 .svd file of m x n factors at rank, with or without the original pixels. */
 long long ss_svd_file_bytes(int m, int n, int rank, int with_orig);
 /* Version 2 (malloc'd): with f->orig the original losslessly compressed and the factors not
- * stored (computed again on load); without it U and Vt quantised with f->qstep (engine/compress.h). */
+ * stored (computed again on load); without it U and Vt quantised with f->qstep (engine/compress.h),
+ * or as float32 when f->qstep < 0. */
 int ss_svd_serialize(const ss_factors *f, unsigned char **out, size_t *out_len);
 /* Version 1, the old code path: float32 factors and raw samples (tests, compatibility). */
 int ss_svd_serialize_v1(const ss_factors *f, unsigned char **out, size_t *out_len);

@@ -40,7 +40,8 @@ enum {
     OFF2_UPLOAD = 376,      /* u64 bytes of the upload, 0 = unknown */
     OFF2_FACT_LEN = 384,    /* u64 bytes of the factor section (0 when the original is kept) */
     OFF2_ORIG_LEN = 392,    /* u64 bytes of the original section (0 when not kept) */
-    OFF2_ORIG_CODEC = 400,  /* u32 SS_ORIG_DEFLATE or SS_ORIG_JPEGLS (0 when not kept) */
+    OFF2_ORIG_CODEC = 400,  /* u32 the section's codec: SS_ORIG_DEFLATE or SS_ORIG_JPEGLS for the
+                             * original; 0 (quantised, range coded) or FACT_F32 for factors */
     OFF2_RESERVED = 404,    /* u32 0 */
     OFF2_PAYLOAD_LEN = 408, /* u64 4*nsv + factor section + original section */
     OFF2_PAYLOAD_CRC = 416, /* u32 */
@@ -53,7 +54,8 @@ _Static_assert(HDR2_BYTES == SS_SVD2_HEADER_BYTES, "v2 header size");
 #define SVD_VERSION 1u
 #define SVD_VERSION2 2u
 #define FLAG_ORIG 1u
-#define FLAG_FACTORS 2u /* v2: quantised factors stored (else derived from the original) */
+#define FLAG_FACTORS 2u /* v2: factors stored (else derived from the original) */
+#define FACT_F32 3u     /* v2 factor codec: U then Vt as float32, unquantised (qstep < 0) */
 /* Per side. Far above any slice; keeps every product below 2^63. */
 #define SVD_MAX_SIDE (1u << 20)
 
@@ -220,7 +222,9 @@ static int parse_header(const unsigned char *b, size_t len, ss_factors *out, lay
             get_u32(b + OFF2_RESERVED) != 0 || plen != 4 * (uint64_t)nsv + L->fact_len + L->orig_len)
             return ss_fail(SS_ECORRUPT, ".svd: section sizes disagree");
         if (orig ? (L->fact_len != 0 || L->orig_len == 0 || (L->codec != SS_ORIG_DEFLATE && L->codec != SS_ORIG_JPEGLS))
-                 : (L->orig_len != 0 || L->codec != 0 || L->fact_len < 5 * (uint64_t)rank + 5))
+                 : (L->orig_len != 0 ||
+                    (L->codec == 0 ? L->fact_len < 5 * (uint64_t)rank + 5
+                                   : L->codec != FACT_F32 || L->fact_len != 4 * (uint64_t)rank * ((uint64_t)m + n))))
             return ss_fail(SS_ECORRUPT, ".svd: bad sections for its flags");
     }
     if ((uint64_t)(len - hdr) != plen)
@@ -339,6 +343,14 @@ static int deserialize_v2(const unsigned char *b, const layout *L, ss_factors *f
     const unsigned char *p = b + HDR2_BYTES;
     if (ss_svd_read_sv(p, f->nsv, f->S)) return SS_ECORRUPT;
     p += 4 * (size_t)f->nsv;
+    if (!L->orig && L->codec == FACT_F32) {
+        int bad = 0;
+        const size_t nu = (size_t)f->m * (size_t)f->rank, nv = (size_t)f->rank * (size_t)f->n;
+        for (size_t i = 0; i < nu; i++, p += 4) bad |= !isfinite(f->U[i] = get_f32(p));
+        for (size_t i = 0; i < nv; i++, p += 4) bad |= !isfinite(f->Vt[i] = get_f32(p));
+        f->qstep = -1;
+        return bad ? ss_fail(SS_ECORRUPT, ".svd: non-finite factor values") : SS_OK;
+    }
     if (!L->orig) return ss_factors_decode(p, (size_t)L->fact_len, f);
     int rc = ss_orig_decode(p, (size_t)L->orig_len, L->codec, f->m, f->n, f->bit_depth, f->orig);
     return rc ? rc : factors_from_orig(f);
@@ -410,8 +422,20 @@ int ss_svd_serialize(const ss_factors *f, unsigned char **out, size_t *out_len) 
     unsigned char *sec = NULL;
     size_t sec_len = 0;
     int codec = 0;
-    int rc = f->orig ? ss_orig_encode(f->orig, f->m, f->n, f->bit_depth, 0, &sec, &sec_len, &codec)
-                     : ss_factors_encode(f, &sec, &sec_len);
+    int rc = SS_OK;
+    if (f->orig) {
+        rc = ss_orig_encode(f->orig, f->m, f->n, f->bit_depth, 0, &sec, &sec_len, &codec);
+    } else if (f->qstep < 0) { /* float32, as computed */
+        const size_t nu = (size_t)f->m * (size_t)f->rank, nv = (size_t)f->rank * (size_t)f->n;
+        sec_len = 4 * (nu + nv);
+        codec = FACT_F32;
+        if (!(sec = malloc(sec_len))) return ss_fail(SS_ENOMEM, "out of memory serialising factors");
+        unsigned char *q = sec;
+        for (size_t i = 0; i < nu; i++, q += 4) put_f32(q, f->U[i]);
+        for (size_t i = 0; i < nv; i++, q += 4) put_f32(q, f->Vt[i]);
+    } else {
+        rc = ss_factors_encode(f, &sec, &sec_len);
+    }
     if (rc) return rc;
     const uint64_t plen = 4 * (uint64_t)nsv + sec_len;
     if (plen > SIZE_MAX - HDR2_BYTES) {

@@ -236,6 +236,7 @@ int ss_volume_factor_slice(ss_volume *v, int index) {
     rc = ss_svd_factor_values(a, g.rows, g.cols, slice_bits(v), 0, slice_f64(v), &f);
     free(a);
     if (rc) return rc;
+    f->qstep = -1; /* stored as float32: quantised volumes (engine/compress.h) are still to come */
     v->slices[index] = f;
     return SS_OK;
 }

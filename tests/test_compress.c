@@ -282,10 +282,24 @@ static void test_both_codecs_are_lossless(void **state) {
 
 /* ---- corruption ---------------------------------------------------------------------------- */
 
+/* keep: 0 quantised factors, 1 the original, 2 float32 factors (what volume slices store) */
 static unsigned char *small_v2(int keep, size_t *len) {
     ss_image img = gradient16(9, 7, 9);
-    ss_factors *f;
-    assert_int_equal(ss_svd_factor(&img, 0, keep, &f), 0);
+    ss_factors *f, *g;
+    assert_int_equal(ss_svd_factor(&img, 0, keep == 1, &f), 0);
+    if (keep == 2) { /* float32: given back bit for bit */
+        f->qstep = -1;
+        unsigned char *b;
+        size_t l;
+        assert_int_equal(ss_svd_serialize(f, &b, &l), 0);
+        assert_int_equal((long long)l, SS_SVD2_HEADER_BYTES + 4LL * (7 + 7 * (9 + 7)));
+        assert_int_equal(ss_svd_deserialize(b, l, &g), 0);
+        assert_memory_equal(g->U, f->U, sizeof(float) * 9 * 7);
+        assert_memory_equal(g->Vt, f->Vt, sizeof(float) * 7 * 7);
+        assert_true(g->qstep < 0 && !g->orig);
+        ss_factors_free(g);
+        free(b);
+    }
     snprintf(f->id, sizeof f->id, "id-%d", keep);
     f->upload_bytes = 1000;
     unsigned char *buf;
@@ -298,7 +312,7 @@ static unsigned char *small_v2(int keep, size_t *len) {
 static void test_every_byte_flip_and_truncation_detected(void **state) {
     (void)state;
     static const unsigned char flips[] = {0x01, 0x80, 0xff, 0x5a};
-    for (int keep = 0; keep <= 1; keep++) {
+    for (int keep = 0; keep <= 2; keep++) {
         size_t len;
         unsigned char *buf = small_v2(keep, &len);
         ss_factors *g;
@@ -341,7 +355,7 @@ static void reseal2(unsigned char *buf, size_t len) {
 /* Checksums can be forged: whatever lies behind valid ones is parsed as untrusted. */
 static void test_semantic_checks_behind_valid_checksums(void **state) {
     (void)state;
-    for (int keep = 0; keep <= 1; keep++) {
+    for (int keep = 0; keep <= 2; keep++) {
         size_t len;
         unsigned char *buf = small_v2(keep, &len), *copy = malloc(len);
         uint64_t st = 99;
@@ -350,11 +364,11 @@ static void test_semantic_checks_behind_valid_checksums(void **state) {
             memcpy(copy, buf, len);
             switch (edit) {
             case 0: put32(copy + 36, 3); break;                   /* both flags */
-            case 1: put32(copy + 36, keep ? 2 : 1); break;        /* the other kind */
+            case 1: put32(copy + 36, keep == 1 ? 2 : 1); break;   /* the other kind */
             case 2: put32(copy + 400, 9); break;                  /* unknown codec */
             case 3: put32(copy + 404, 1); break;                  /* reserved */
             case 4: put64(copy + 376, (uint64_t)1 << 63); break;  /* absurd upload size */
-            case 5: put64(copy + 384, keep ? 5 : 4); break;       /* sections disagree */
+            case 5: put64(copy + 384, keep == 1 ? 5 : 4); break;  /* sections disagree */
             case 6: put32(copy + 12, SS_SVD_HEADER_BYTES); break; /* v1 header size */
             case 7: put32(copy + SS_SVD2_HEADER_BYTES + 4, 0x7f800000u); break; /* S[1] = inf */
             default: /* random bytes behind the singular values: the decoders must refuse them */
