@@ -113,6 +113,24 @@ static uint64_t payload_bytes(uint64_t m, uint64_t n, uint64_t rank, uint64_t ns
     return 4 * (m * rank + nsv + rank * n) + (orig ? 2 * m * n : 0);
 }
 
+/* The header fields both versions share (magic up to the id). */
+static void put_common_header(unsigned char *buf, const ss_factors *f, uint32_t version, uint32_t hdr_bytes,
+                              uint32_t flags) {
+    memcpy(buf + OFF_MAGIC, SVD_MAGIC, 8);
+    put_u32(buf + OFF_VERSION, version);
+    put_u32(buf + OFF_HDRSIZE, hdr_bytes);
+    put_u32(buf + OFF_M, (uint32_t)f->m);
+    put_u32(buf + OFF_N, (uint32_t)f->n);
+    put_u32(buf + OFF_BITS, (uint32_t)f->bit_depth);
+    put_u32(buf + OFF_RANK, (uint32_t)f->rank);
+    put_u32(buf + OFF_NSV, (uint32_t)f->nsv);
+    put_u32(buf + OFF_FLAGS, flags);
+    put_u64(buf + OFF_CREATED, (uint64_t)f->created);
+    /* strnlen bounds the copy even if a caller left a field unterminated. */
+    memcpy(buf + OFF_NAME, f->name, strnlen(f->name, NAME_BYTES - 1));
+    memcpy(buf + OFF_ID, f->id, strnlen(f->id, sizeof f->id - 1));
+}
+
 int ss_svd_serialize_v1(const ss_factors *f, unsigned char **out, size_t *out_len) {
     *out = NULL;
     *out_len = 0;
@@ -137,19 +155,7 @@ int ss_svd_serialize_v1(const ss_factors *f, unsigned char **out, size_t *out_le
             p[1] = (unsigned char)(f->orig[i] >> 8);
         }
 
-    memcpy(buf + OFF_MAGIC, SVD_MAGIC, 8);
-    put_u32(buf + OFF_VERSION, SVD_VERSION);
-    put_u32(buf + OFF_HDRSIZE, HDR_BYTES);
-    put_u32(buf + OFF_M, (uint32_t)f->m);
-    put_u32(buf + OFF_N, (uint32_t)f->n);
-    put_u32(buf + OFF_BITS, (uint32_t)f->bit_depth);
-    put_u32(buf + OFF_RANK, (uint32_t)f->rank);
-    put_u32(buf + OFF_NSV, (uint32_t)nsv);
-    put_u32(buf + OFF_FLAGS, f->orig ? FLAG_ORIG : 0);
-    put_u64(buf + OFF_CREATED, (uint64_t)f->created);
-    /* strnlen bounds the copy even if a caller left a field unterminated. */
-    memcpy(buf + OFF_NAME, f->name, strnlen(f->name, NAME_BYTES - 1));
-    memcpy(buf + OFF_ID, f->id, strnlen(f->id, sizeof f->id - 1));
+    put_common_header(buf, f, SVD_VERSION, HDR_BYTES, f->orig ? FLAG_ORIG : 0);
     put_u64(buf + OFF_PAYLOAD_LEN, plen);
     put_u32(buf + OFF_PAYLOAD_CRC, (uint32_t)crc32_z(0, buf + HDR_BYTES, (size_t)plen));
     put_u32(buf + OFF_HEADER_CRC, (uint32_t)crc32_z(0, buf, OFF_HEADER_CRC));
@@ -453,18 +459,7 @@ int ss_svd_serialize(const ss_factors *f, unsigned char **out, size_t *out_len) 
     memcpy(p, sec, sec_len);
     free(sec);
 
-    memcpy(buf + OFF_MAGIC, SVD_MAGIC, 8);
-    put_u32(buf + OFF_VERSION, SVD_VERSION2);
-    put_u32(buf + OFF_HDRSIZE, HDR2_BYTES);
-    put_u32(buf + OFF_M, (uint32_t)f->m);
-    put_u32(buf + OFF_N, (uint32_t)f->n);
-    put_u32(buf + OFF_BITS, (uint32_t)f->bit_depth);
-    put_u32(buf + OFF_RANK, (uint32_t)f->rank);
-    put_u32(buf + OFF_NSV, (uint32_t)nsv);
-    put_u32(buf + OFF_FLAGS, f->orig ? FLAG_ORIG : FLAG_FACTORS);
-    put_u64(buf + OFF_CREATED, (uint64_t)f->created);
-    memcpy(buf + OFF_NAME, f->name, strnlen(f->name, NAME_BYTES - 1));
-    memcpy(buf + OFF_ID, f->id, strnlen(f->id, sizeof f->id - 1));
+    put_common_header(buf, f, SVD_VERSION2, HDR2_BYTES, f->orig ? FLAG_ORIG : FLAG_FACTORS);
     put_u64(buf + OFF2_UPLOAD, (uint64_t)f->upload_bytes);
     put_u64(buf + OFF2_FACT_LEN, f->orig ? 0 : sec_len);
     put_u64(buf + OFF2_ORIG_LEN, f->orig ? sec_len : 0);
