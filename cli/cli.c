@@ -269,10 +269,11 @@ int ss_cmd_compress(int argc, char **argv) {
     ss_image_free(&img);
     snprintf(f->name, sizeof f->name, "%s", base_name(pos[0]));
     f->created = (int64_t)time(NULL);
+    struct stat st;
+    f->upload_bytes = stat(pos[0], &st) == 0 ? (long long)st.st_size : 0; /* the PNG's, as an upload's */
     if (ss_svd_save(pos[1], f)) {
         rc = ss_cli_error(cmd, SS_EXIT_FAIL, "cannot write %s: %s", pos[1], ss_error());
     } else {
-        struct stat st;
         long long bytes = stat(pos[1], &st) == 0 ? (long long)st.st_size : 0;
         rc = ss_cli_print_json(cmd, ss_json_slice_info(f, bytes)) ? SS_EXIT_FAIL : SS_EXIT_OK;
     }

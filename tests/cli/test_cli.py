@@ -152,6 +152,7 @@ class CliTest(unittest.TestCase):
             self.assertEqual(info["rank"], min(w, h))
             self.assertEqual(info["original_bytes"], w * h)
             self.assertEqual(info["stored_bytes"], os.path.getsize(svd_path))  # what the file takes
+            self.assertEqual(info["upload_bytes"], os.path.getsize(os.path.join(DATA, name)))
             self.assertLess(info["stored_bytes"], w * h)  # the original losslessly compressed, no factors
             self.assertNotIn("compression_ratio", info)
             self.assertRegex(info["id"], r"^[A-Za-z0-9_-]{1,64}$")
