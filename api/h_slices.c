@@ -208,6 +208,7 @@ static void upload_run(ss_pool_job *pj, ss_workspace *ws) {
         ss_job_fail_engine(r, rc, 0, "store");
     } else {
         if (!existed) {
+            ss_store_set_upload_bytes(srv->store, id, (long long)j->len); /* a shared store's column */
             __atomic_add_fetch(&srv->png_bytes_total, (long long)j->len, __ATOMIC_RELAXED);
             __atomic_add_fetch(&srv->file_bytes_total, file, __ATOMIC_RELAXED);
         }

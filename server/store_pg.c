@@ -308,7 +308,7 @@ static int pg_info(ss_store_backend *b, const char *id, ss_slice_info *out) {
     memset(out, 0, sizeof *out);
     int rc;
     PGresult *res = run1(p,
-                         "SELECT substring(svd FROM 1 FOR " STR(SS_SVD_HEADER_BYTES) "), octet_length(svd),"
+                         "SELECT substring(svd FROM 1 FOR " STR(SS_SVD_HEADER_MAX) "), octet_length(svd),"
                          " singular_values, coalesce(upload_bytes, 0) FROM svdslice_slices WHERE id = $1",
                          id, 1, &rc);
     if (!res) return rc;
@@ -316,7 +316,7 @@ static int pg_info(ss_store_backend *b, const char *id, ss_slice_info *out) {
         PQclear(res);
         return ss_fail(SS_EINVAL, "no slice %s", id);
     }
-    unsigned char head[SS_SVD_HEADER_BYTES] = {0};
+    unsigned char head[SS_SVD_HEADER_MAX] = {0}; /* either version's header; a version-1 file may be shorter */
     size_t hl = (size_t)PQgetlength(res, 0, 0);
     memcpy(head, PQgetvalue(res, 0, 0), hl < sizeof head ? hl : sizeof head);
     const unsigned char *f = (const unsigned char *)PQgetvalue(res, 0, 1); /* binary int4/int8, big endian */
@@ -326,12 +326,13 @@ static int pg_info(ss_store_backend *b, const char *id, ss_slice_info *out) {
     const unsigned char *u = (const unsigned char *)PQgetvalue(res, 0, 3);
     for (int i = 0; i < PQgetlength(res, 0, 3); i++) upload = upload << 8 | u[i];
     size_t sv_off;
-    rc = hl == sizeof head ? ss_store_decode_head(id, head, (size_t)file_len, out, &sv_off)
-                           : ss_fail(SS_ECORRUPT, "slice %s: stored encoding too short", id);
+    rc = hl >= SS_SVD_HEADER_BYTES && hl >= ss_svd_header_bytes(head, hl)
+             ? ss_store_decode_head(id, head, (size_t)file_len, out, &sv_off)
+             : ss_fail(SS_ECORRUPT, "slice %s: stored encoding too short", id);
     if (rc == SS_OK && (size_t)PQgetlength(res, 0, 2) != sizeof(float) * (size_t)out->nsv)
         rc = ss_fail(SS_ECORRUPT, "slice %s: stored singular values do not match its header", id);
     if (rc == SS_OK) rc = ss_store_decode_sv(id, (const unsigned char *)PQgetvalue(res, 0, 2), out);
-    if (rc == SS_OK) out->upload_bytes = (long long)upload;
+    if (rc == SS_OK && upload > 0) out->upload_bytes = (long long)upload; /* else the header's */
     PQclear(res);
     return rc;
 }
@@ -341,7 +342,8 @@ static int pg_scan(ss_store_backend *b, int (*each)(void *arg, const ss_slice_in
     int rc;
     PGresult *res = run(p,
                         "SELECT id, name, width, height, bit_depth, rank, nsv, created, file_bytes,"
-                        " coalesce(upload_bytes, 0) FROM svdslice_slices",
+                        " coalesce(upload_bytes, 0), get_byte(substring(svd FROM 37 FOR 1), 0)"
+                        " FROM svdslice_slices",
                         0, NULL, NULL, NULL, 0, &rc);
     if (!res) return rc;
     for (int i = 0; rc == SS_OK && i < PQntuples(res); i++) {
@@ -356,6 +358,7 @@ static int pg_scan(ss_store_backend *b, int (*each)(void *arg, const ss_slice_in
         in.created = strtoll(PQgetvalue(res, i, 7), NULL, 10);
         in.file_bytes = strtoll(PQgetvalue(res, i, 8), NULL, 10);
         in.upload_bytes = strtoll(PQgetvalue(res, i, 9), NULL, 10);
+        in.has_original = atoi(PQgetvalue(res, i, 10)) & 1; /* the header's flags (offset 36): bit 0 */
         rc = each(arg, &in);
     }
     PQclear(res);

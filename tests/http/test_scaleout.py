@@ -241,6 +241,27 @@ class ScaleOut(unittest.TestCase):
         listed = self.nginx.request("GET", "/slices").json()["slices"]
         self.assertEqual(sorted(s["id"] for s in listed), sorted(self.acknowledged))
 
+    def test_1b_without_the_original_every_replica_says_so(self):
+        # what a slice keeps comes from its stored header: every replica reads the same
+        png = phantom_png(11)
+        r = self.replicas[0].upload_raw(png, "?psnr=40&keep-original=false")
+        self.assertEqual(r.status, 201, r)
+        info = r.json()
+        for rep in self.replicas:
+            got = rep.get("/slices/" + info["id"]).json()
+            self.assertEqual((got["original_kept"], got["upload_bytes"], got["stored_bytes"], got["rank"]),
+                             (False, len(png), info["stored_bytes"], info["rank"]))
+            listed = {s["id"]: s for s in rep.get("/slices").json()["slices"]}
+            self.assertFalse(listed[info["id"]]["original_kept"])
+            util.assert_error(self, rep.get("/slices/%s/original" % info["id"]), 404, "original_not_kept")
+            self.assertEqual(rep.get("/reconstruct?id=" + info["id"]).status, 200)
+        kept = self.replicas[1].upload_ok(phantom_png(12))
+        for rep in self.replicas:
+            self.assertTrue(rep.get("/slices/" + kept["id"]).json()["original_kept"])
+            self.assertEqual(rep.get("/slices/%s/original" % kept["id"]).status, 200)
+        for sid in (info["id"], kept["id"]):
+            self.assertEqual(self.replicas[0].request("DELETE", "/slices/" + sid).status, 204)
+
     def test_2_delete_through_nginx_is_gone_everywhere(self):
         sid = self.upload_nginx(phantom_png(2))
         for rep in self.replicas:  # warm every replica's index, factors and response caches
