@@ -227,6 +227,13 @@ static int parse_header(const unsigned char *b, size_t len, ss_factors *out, lay
         if (upload > ((uint64_t)1 << 62) || L->fact_len > ((uint64_t)1 << 62) || L->orig_len > ((uint64_t)1 << 62) ||
             get_u32(b + OFF2_RESERVED) != 0 || plen != 4 * (uint64_t)nsv + L->fact_len + L->orig_len)
             return ss_fail(SS_ECORRUPT, ".svd: section sizes disagree");
+        /* Compressed sections can expand a long way (a blank slice's original, zero factors):
+         * what a file may make a reader allocate is bounded by its size, or 1 GiB, so a forged
+         * small file cannot ask for terabytes. Version 1 is bounded by its exact size. */
+        const uint64_t decoded = 4 * (uint64_t)rank * (m + 2 * (uint64_t)n) + (orig ? 2 * (uint64_t)m * n : 0);
+        if (decoded > ((uint64_t)1 << 30) && decoded / 4096 > (uint64_t)len)
+            return ss_fail(SS_ECORRUPT, ".svd: %llu bytes would decode to %llu", (unsigned long long)len,
+                           (unsigned long long)decoded);
         if (orig ? (L->fact_len != 0 || L->orig_len == 0 || (L->codec != SS_ORIG_DEFLATE && L->codec != SS_ORIG_JPEGLS))
                  : (L->orig_len != 0 ||
                     (L->codec == 0 ? L->fact_len < 5 * (uint64_t)rank + 5

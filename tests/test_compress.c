@@ -386,6 +386,39 @@ static void test_semantic_checks_behind_valid_checksums(void **state) {
     }
 }
 
+/* A small forged file that would decode to terabytes is refused from its header, before any
+ * allocation (a 4 MB file claiming 2^20 x 2^20 at rank 2000: 25 GB of factors). */
+static void test_forged_expansion_is_refused(void **state) {
+    (void)state;
+    const uint32_t side = 1u << 20, rank = 2000;
+    const size_t fact = 5 * (size_t)rank + 5, len = SS_SVD2_HEADER_BYTES + 4 * (size_t)side + fact;
+    unsigned char *buf = calloc(1, len);
+    assert_non_null(buf);
+    memcpy(buf, "SVDSLICE", 8);
+    put32(buf + 8, 2);
+    put32(buf + 12, SS_SVD2_HEADER_BYTES);
+    put32(buf + 16, side);
+    put32(buf + 20, side);
+    put32(buf + 24, 8);
+    put32(buf + 28, rank);
+    put32(buf + 32, side);
+    put32(buf + 36, 2); /* quantised factors */
+    put64(buf + 384, fact);
+    put64(buf + 408, 4 * (uint64_t)side + fact);
+    reseal2(buf, len);
+    ss_factors *g = (ss_factors *)&g, h;
+    assert_int_equal(ss_svd_deserialize(buf, len, &g), SS_ECORRUPT);
+    assert_null(g);
+    assert_non_null(strstr(ss_error(), "would decode to"));
+    assert_int_equal(ss_svd_read_header(buf, len, &h), SS_ECORRUPT);
+    put32(buf + 28, 8); /* a rank whose factors fit: the header passes (the stream then fails) */
+    put64(buf + 384, 45);
+    put64(buf + 408, 4 * (uint64_t)side + 45);
+    reseal2(buf, SS_SVD2_HEADER_BYTES + 4 * (size_t)side + 45);
+    assert_int_equal(ss_svd_read_header(buf, SS_SVD2_HEADER_BYTES + 4 * (size_t)side + 45, &h), 0);
+    free(buf);
+}
+
 /* A file of the old code path (version 1) still loads, whole and as an index. */
 static void test_version1_files_still_load(void **state) {
     (void)state;
@@ -486,6 +519,7 @@ int main(void) {
         cmocka_unit_test(test_both_codecs_are_lossless),
         cmocka_unit_test(test_every_byte_flip_and_truncation_detected),
         cmocka_unit_test(test_semantic_checks_behind_valid_checksums),
+        cmocka_unit_test(test_forged_expansion_is_refused),
         cmocka_unit_test(test_version1_files_still_load),
         cmocka_unit_test(test_psnr_targets_met_on_real_slices),
         cmocka_unit_test(test_float_data_of_any_range),
