@@ -168,8 +168,9 @@ static void intake(vol_job *j) {
 
 static void info_job(vol_job *j, ss_vhandle *h) {
     ss_vol_info info;
-    if (ss_vstore_info(j->srv->vstore, j->id, &info) != 0) {
-        ss_job_fail(j->r, "not_found", "no volume %s", j->id);
+    int rc = ss_vstore_info(j->srv->vstore, j->id, &info);
+    if (rc) {
+        ss_job_fail_engine(j->r, rc, SS_FROM_LOOKUP, "volume");
         return;
     }
     ss_job_end(j->r, 200, ss_resp_json(volume_json(&info, ss_vhandle_volume(h), j->with_sv)));
@@ -575,7 +576,8 @@ enum MHD_Result ss_h_vlist(ss_req *r) {
     if (!check_store(r, &ret)) return ret;
     ss_vol_info *all = NULL;
     size_t n = 0;
-    if (ss_vstore_list(r->srv->vstore, &all, &n) != 0) return ss_reply_internal(r, ss_error());
+    int rc = ss_vstore_list(r->srv->vstore, &all, &n);
+    if (rc) return rc == SS_ENOMEM ? ss_reply_internal(r, ss_error()) : ss_reply_engine(r, rc, 0, "list volumes");
     json_t *arr = json_array();
     for (size_t i = 0; arr && i < n; i++) json_array_append_new(arr, volume_json(&all[i], NULL, 0));
     free(all);
@@ -589,8 +591,13 @@ static int lookup(ss_req *r, ss_vol_info *info, enum MHD_Result *ret) {
         *ret = ss_reply_error(r, "invalid_id", "volume id must match [A-Za-z0-9_-]{1,64}");
         return 0;
     }
-    if (ss_vstore_info(r->srv->vstore, r->id, info) != 0) {
+    int rc = ss_vstore_info(r->srv->vstore, r->id, info);
+    if (rc == SS_EINVAL) {
         *ret = ss_reply_error(r, "not_found", "no volume %s", r->id);
+        return 0;
+    }
+    if (rc) { /* the shared store cannot be reached: 503 store_unavailable */
+        *ret = ss_reply_engine(r, rc, 0, "volume");
         return 0;
     }
     return 1;

@@ -86,7 +86,10 @@ int ss_server_open(ss_server *srv, const ss_config *cfg, const char *const *rout
                          .pool = srv->pool,
                          .parallel = workers,
                          .mem_held = &srv->mem_bytes,
-                         .stopping = &srv->stopping};
+                         .stopping = &srv->stopping,
+                         .store = srv->store,
+                         .on_purge = purge_responses,
+                         .purge_arg = srv->rc};
     if (ss_vstore_open(&vo, &srv->vstore) != 0) {
         fprintf(stderr, "svdslice serve: cannot index the volumes in %s: %s\n", cfg->data, ss_error());
         goto fail;

@@ -39,6 +39,7 @@ struct ss_store {
     cnode orphans; /* sentinel */
     size_t cache_bytes;
     long long disk_bytes, hits, misses;
+    long long volume_bytes; /* private backend: the bytes volumes hold (server/volumes.c), for the quota */
     int shared;          /* the backend is shared: the index is a cache of it */
     unsigned long epoch; /* bumped by every purge: a fill that raced one is not kept */
     void (*on_purge)(void *arg, const char *id);
@@ -419,6 +420,46 @@ void ss_store_close(ss_store *s) {
 
 /* ---- put / delete ------------------------------------------------------------- */
 
+/* What counts against the quota: every slice's and every volume's stored bytes. Shared:
+ * other processes store too; two of them may each pass the check with one upload, so
+ * the quota is exceeded by at most one upload each. With disk_mu held. */
+static int used_bytes(ss_store *s, long long *used) {
+    if (!s->shared) {
+        pthread_mutex_lock(&s->mu);
+        *used = s->disk_bytes + s->volume_bytes;
+        pthread_mutex_unlock(&s->mu);
+        return SS_OK;
+    }
+    long long n, slices = 0, volumes = 0;
+    int rc = s->b->usage(s->b, &n, &slices);
+    if (rc == SS_OK && s->b->vusage) rc = s->b->vusage(s->b, &n, &volumes);
+    *used = slices + volumes;
+    return rc;
+}
+
+int ss_store_admit_volume(ss_store *s, long long len) {
+    if (s->quota <= 0) {
+        ss_store_volume_bytes(s, len);
+        return SS_OK;
+    }
+    long long used = 0;
+    pthread_mutex_lock(&s->disk_mu);
+    int rc = used_bytes(s, &used);
+    if (rc == SS_OK && used + len > s->quota)
+        rc = ss_fail(SS_ENOSPC, "storing %lld bytes would exceed the quota of %lld bytes (%lld used)", len, s->quota,
+                     used);
+    if (rc == SS_OK) ss_store_volume_bytes(s, len);
+    pthread_mutex_unlock(&s->disk_mu);
+    return rc;
+}
+
+void ss_store_volume_bytes(ss_store *s, long long delta) {
+    if (s->shared) return; /* the store's own sums count them */
+    pthread_mutex_lock(&s->mu);
+    s->volume_bytes += delta;
+    pthread_mutex_unlock(&s->mu);
+}
+
 int ss_store_put(ss_store *s, const ss_factors *f, int *existed) {
     if (existed) *existed = 0;
     if (!f || !id_valid(f->id)) return ss_fail(SS_EINVAL, "slice has no valid id");
@@ -462,10 +503,7 @@ int ss_store_put_encoded(ss_store *s, const ss_factors *f, const unsigned char *
     int dup = find_locked(s, f->id) != NULL;
     long long used = s->disk_bytes;
     pthread_mutex_unlock(&s->mu);
-    long long nslices;
-    /* Shared: other processes store too; two of them may each pass the check
-     * with one upload, so the quota is exceeded by at most one upload each. */
-    if (!dup && s->shared && s->quota > 0 && (rc = s->b->usage(s->b, &nslices, &used)) != SS_OK) goto done;
+    if (!dup && s->quota > 0 && (rc = used_bytes(s, &used)) != SS_OK) goto done;
     if (dup) {
         if (existed) *existed = 1;
         rc = SS_OK;

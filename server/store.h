@@ -13,7 +13,7 @@ struct ss_fileops;
 typedef struct ss_store_opts {
     const char *dir;         /* data directory; created if missing */
     size_t cache_bytes;      /* bound on factors held in memory (LRU), e.g. 256 MiB */
-    long long quota_bytes;   /* bound on the bytes of .svd files on disk; 0 = none */
+    long long quota_bytes;   /* bound on the bytes stored (.svd files and volumes); 0 = none */
     const char *backend;     /* "dir" (also when NULL): files in dir; "postgres": shared, in dsn */
     const char *dsn;         /* postgres: a libpq connection URI or keyword string */
     int connections;         /* postgres: connection pool size (>= 1) */
@@ -103,6 +103,14 @@ int ss_store_delete(ss_store *s, const char *id);
 /* The backend the store opened (server/store_backend.h), for the volume store,
  * which keeps its blobs through the same one. Owned by s. */
 struct ss_store_backend *ss_store_get_backend(ss_store *s);
+
+/* Volumes (server/volumes.c) count in the quota too. ss_store_admit_volume: SS_ENOSPC when
+ * len more bytes would pass the quota beside every slice and volume stored, SS_ESTORE when
+ * the shared store cannot say; else they are counted at once (ss_store_volume_bytes(s, -len)
+ * when the volume is not stored after all). ss_store_volume_bytes: volumes stored (index at
+ * start) or deleted; a shared store sums its own and ignores it. */
+int ss_store_admit_volume(ss_store *s, long long len);
+void ss_store_volume_bytes(ss_store *s, long long delta);
 
 typedef struct ss_store_stats {
     long long slices, disk_bytes, cache_bytes, cache_hits, cache_misses;

@@ -69,6 +69,18 @@ struct ss_store_backend {
     int (*vdel)(ss_store_backend *b, const char *id, int *gone);
     int (*vlist)(ss_store_backend *b, int (*each)(void *arg, const char *id), void *arg);
     int (*vhead)(ss_store_backend *b, const char *id, size_t n, unsigned char *buf, size_t *len);
+    /* A shared backend keeping volumes also sets these three (a private one leaves them NULL),
+     * and its vhead and vget answer SS_EINVAL for a missing id, SS_ESTORE when unreachable.
+     * vscan: each(arg, id, head, head_len, len) for every stored volume, head its first
+     * head_len bytes (the header and index table, ss_svv_sections_offset), len the blob's;
+     * vusage: how many volumes and their bytes; vwatch: from now on the watcher (watch) also
+     * calls vpurge(arg, id) for every volume another process deletes, and vpurge(arg, NULL)
+     * whenever it calls purge(arg, NULL). */
+    int (*vscan)(ss_store_backend *b,
+                 int (*each)(void *arg, const char *id, const unsigned char *head, size_t head_len, size_t len),
+                 void *arg);
+    int (*vusage)(ss_store_backend *b, long long *volumes, long long *bytes);
+    void (*vwatch)(ss_store_backend *b, void (*vpurge)(void *arg, const char *id), void *arg);
 };
 
 /* The directory backend (server/store_dir.c): opts->dir, opts->fileops. */

@@ -1,6 +1,7 @@
 /* store_pg.c - the PostgreSQL store backend: one row per slice (metadata in columns, the .svd
  * encoding as bytea) shared by every replica; deletes reach the others by LISTEN/NOTIFY */
 #include "util/error.h"
+#include "engine/volume.h"
 #include "server/store_backend.h"
 
 #include <errno.h>
@@ -27,14 +28,19 @@
 #define PG_ACKS "svdslice_purged"     /* "ID REPLICA": a replica's watcher dropped ID from its caches */
 #define PG_WATCHER "svdslice-watcher" /* the watchers' application_name, counted by a delete */
 #define PG_ACK_WAIT_S 2               /* a delete waits this long for every watcher's ack */
+#define PG_VOL_TAG "v:"               /* a deleted volume's notification: "v:ID" (':' is in no id) */
+/* Storing or reading a volume moves tens of MB: its transaction gets these bounds instead. */
+#define PG_VOL_TIMEOUTS "SET LOCAL statement_timeout = 60000; SET LOCAL lock_timeout = 60000"
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-/* Version 1. A later version adds its statements to k_migrations and bumps
- * svdslice_schema.version: volumes (issue 10) would be svdslice_volumes plus
- * one svdslice_slices row per volume slice, keyed by the slice's content id. */
-static const char *const k_migrations[] = {
-    "CREATE TABLE IF NOT EXISTS svdslice_slices ("
+/* Each statement with the schema version it came in: start-up runs those newer than
+ * svdslice_schema.version, in one transaction, and records SCHEMA_VERSION. */
+static const struct {
+    int version;
+    const char *sql;
+} k_migrations[] = {
+    {1, "CREATE TABLE IF NOT EXISTS svdslice_slices ("
     " id text PRIMARY KEY,"
     " name text NOT NULL,"
     " width integer NOT NULL, height integer NOT NULL, bit_depth integer NOT NULL,"
@@ -44,11 +50,30 @@ static const char *const k_migrations[] = {
     " upload_bytes bigint,"                /* PNG bytes it was uploaded as; NULL = unknown */
     " singular_values bytea NOT NULL,"     /* float32 LE, as in the encoding: the index reads only these */
     " svd bytea NOT NULL,"                 /* the whole .svd encoding, checked on every load */
-    " stored_at timestamptz NOT NULL DEFAULT now())",
+    " stored_at timestamptz NOT NULL DEFAULT now())"},
     /* Float factors do not compress: skip pglz, and let substring() read only the header's pages. */
-    "ALTER TABLE svdslice_slices ALTER COLUMN svd SET STORAGE EXTERNAL",
+    {1, "ALTER TABLE svdslice_slices ALTER COLUMN svd SET STORAGE EXTERNAL"},
+    /* Volumes: the .svv's header and index table (the first ss_svv_sections_offset bytes) with
+     * the metadata in columns, and one row per section (0 the voxels, 1 + s slice s's .svd
+     * encoding), deleted with their volume. */
+    {2, "CREATE TABLE IF NOT EXISTS svdslice_volumes ("
+        " id text PRIMARY KEY,"
+        " name text NOT NULL,"
+        " nx integer NOT NULL, ny integer NOT NULL, nz integer NOT NULL,"
+        " datatype integer NOT NULL,"          /* NIfTI's code */
+        " axis integer NOT NULL, nslices integer NOT NULL,"
+        " created bigint NOT NULL,"            /* unix seconds, as in the header */
+        " bytes bigint NOT NULL,"              /* the whole .svv: head and every section */
+        " head bytea NOT NULL,"
+        " stored_at timestamptz NOT NULL DEFAULT now())"},
+    {2, "CREATE TABLE IF NOT EXISTS svdslice_volume_sections ("
+        " volume_id text NOT NULL REFERENCES svdslice_volumes (id) ON DELETE CASCADE,"
+        " section integer NOT NULL,"
+        " data bytea NOT NULL,"
+        " PRIMARY KEY (volume_id, section))"},
+    {2, "ALTER TABLE svdslice_volume_sections ALTER COLUMN data SET STORAGE EXTERNAL"},
 };
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 typedef struct pg_backend {
     ss_store_backend b; /* first: the core hands this pointer back */
@@ -64,6 +89,8 @@ typedef struct pg_backend {
     int watching; /* atomic */
     void (*purge)(void *arg, const char *id);
     void *purge_arg;
+    void (*vpurge)(void *arg, const char *id); /* under ack_mu: set by vwatch after the watcher starts */
+    void *vpurge_arg;
     char replica[17]; /* random: names this process's acks */
     /* deletes waiting for acks (under ack_mu) */
     pthread_mutex_t ack_mu;
@@ -73,7 +100,7 @@ typedef struct pg_backend {
 
 /* A delete of this process waiting until every listening replica said it purged id. */
 typedef struct pending_del {
-    char id[65];
+    char id[68]; /* a slice id, or PG_VOL_TAG and a volume id */
     char acked[64][17]; /* replica tags heard from; more replicas than this wait out PG_ACK_WAIT_S */
     int nacked;
     struct pending_del *next;
@@ -237,21 +264,17 @@ static int pg_get(ss_store_backend *b, const char *id, unsigned char **buf, size
  * so that once the client is told 204 no replica's cache serves the slice.
  * A replica that is not listening (reconnecting) asks the store on each
  * lookup, and forgets all it cached once it listens again. */
-static int pg_del(ss_store_backend *b, const char *id, int *gone) {
-    pg_backend *p = (pg_backend *)b;
+static int del_notified(pg_backend *p, const char *sql, const char *key, const char *id, int *gone,
+                        const char *what) {
     *gone = 0;
     pending_del pd = {.nacked = 0};
-    snprintf(pd.id, sizeof pd.id, "%s", id);
+    snprintf(pd.id, sizeof pd.id, "%s", key);
     pthread_mutex_lock(&p->ack_mu); /* before the delete: no ack can come before it is looked for */
     pd.next = p->pending;
     p->pending = &pd;
     pthread_mutex_unlock(&p->ack_mu);
     int rc;
-    PGresult *res = run1(p,
-                         "WITH d AS (DELETE FROM svdslice_slices WHERE id = $1 RETURNING id)"
-                         " SELECT pg_notify('" PG_CHANNEL "', id), (SELECT count(*) FROM pg_stat_activity"
-                         " WHERE application_name = '" PG_WATCHER "' AND datname = current_database()) FROM d",
-                         id, 0, &rc);
+    PGresult *res = run1(p, sql, id, 0, &rc);
     int n = res ? PQntuples(res) : 0, watchers = n == 1 ? atoi(PQgetvalue(res, 0, 1)) : 0;
     PQclear(res);
     struct timespec until;
@@ -262,9 +285,9 @@ static int pg_del(ss_store_backend *b, const char *id, int *gone) {
     }
     if (pd.nacked < watchers)
         fprintf(stderr,
-                "svdslice: store: delete of %s: %d of %d replicas confirmed within %d s; the others ask the"
-                " store once their watcher reconnects\n",
-                id, pd.nacked, watchers, PG_ACK_WAIT_S);
+                "svdslice: store: delete of %s %s: %d of %d replicas confirmed within %d s; the others ask"
+                " the store once their watcher reconnects\n",
+                what, id, pd.nacked, watchers, PG_ACK_WAIT_S);
     for (pending_del **pp = &p->pending; *pp; pp = &(*pp)->next)
         if (*pp == &pd) {
             *pp = pd.next;
@@ -273,13 +296,25 @@ static int pg_del(ss_store_backend *b, const char *id, int *gone) {
     pthread_mutex_unlock(&p->ack_mu);
     if (rc != SS_OK) return rc;
     *gone = 1;
-    return n == 1 ? SS_OK : ss_fail(SS_EINVAL, "no slice %s", id); /* another replica deleted it first */
+    return n == 1 ? SS_OK : ss_fail(SS_EINVAL, "no %s %s", what, id); /* another replica deleted it first */
+}
+
+/* The count of listening watchers, taken in the deleting transaction: the acks to wait for. */
+#define PG_WATCHERS                                                                                               \
+    "(SELECT count(*) FROM pg_stat_activity WHERE application_name = '" PG_WATCHER "'"                            \
+    " AND datname = current_database())"
+
+static int pg_del(ss_store_backend *b, const char *id, int *gone) {
+    return del_notified((pg_backend *)b,
+                        "WITH d AS (DELETE FROM svdslice_slices WHERE id = $1 RETURNING id)"
+                        " SELECT pg_notify('" PG_CHANNEL "', id), " PG_WATCHERS " FROM d",
+                        id, id, gone, "slice");
 }
 
 /* From the watcher: replica `who` purged id. */
 static void heard_ack(pg_backend *p, const char *payload) {
-    char id[65], who[17];
-    if (sscanf(payload, "%64s %16s", id, who) != 2) return;
+    char id[68], who[17];
+    if (sscanf(payload, "%67s %16s", id, who) != 2) return;
     pthread_mutex_lock(&p->ack_mu);
     for (pending_del *d = p->pending; d; d = d->next) {
         if (strcmp(d->id, id) != 0) continue;
@@ -389,6 +424,263 @@ static int pg_set_upload_bytes(ss_store_backend *b, const char *id, long long by
     return rc;
 }
 
+/* ---- volumes: a head row and one row per section ------------------------------------ */
+
+/* A binary integer column (int4 or int8, big endian). */
+static long long bin_int(const PGresult *res, int row, int col) {
+    const unsigned char *v = (const unsigned char *)PQgetvalue(res, row, col);
+    int n = PQgetlength(res, row, col);
+    uint64_t x = n > 0 && (v[0] & 0x80) ? ~(uint64_t)0 : 0; /* sign-extend */
+    for (int i = 0; i < n; i++) x = x << 8 | v[i];
+    return (long long)x;
+}
+
+static uint64_t le64(const unsigned char *q) {
+    uint64_t x = 0;
+    for (int i = 7; i >= 0; i--) x = x << 8 | q[i];
+    return x;
+}
+
+/* Runs one statement of a transaction on c; SS_ESTORE with the reason unless it succeeded. */
+static int tx_exec(PGconn *c, const char *sql, int n, const char *const *vals, const int *lens, const int *fmts,
+                   int binary, PGresult **out) {
+    PGresult *res = n ? PQexecParams(c, sql, n, NULL, vals, lens, fmts, binary) : PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        if (out) *out = res;
+        else PQclear(res);
+        return SS_OK;
+    }
+    char m[300];
+    snprintf(m, sizeof m, "%s", res && PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(c));
+    m[strcspn(m, "\n")] = '\0';
+    PQclear(res);
+    return ss_fail(SS_ESTORE, "PostgreSQL store: %s", m);
+}
+
+/* A pooled connection in a transaction with the volume timeouts; a connection found broken
+ * (PostgreSQL restarted) is reconnected once, as run() does. */
+static int tx_begin(pg_backend *p, int *idx) {
+    for (int attempt = 0;; attempt++) {
+        int rc = conn_take(p, idx);
+        if (rc != SS_OK) return rc;
+        PGconn *c = p->conns[*idx];
+        rc = tx_exec(c, "BEGIN; " PG_VOL_TIMEOUTS, 0, NULL, NULL, NULL, 0, NULL);
+        if (rc == SS_OK) return rc;
+        int broken = PQstatus(c) != CONNECTION_OK;
+        if (broken) {
+            PQfinish(c);
+            p->conns[*idx] = NULL;
+        }
+        conn_give(p, *idx);
+        if (!broken || attempt) return rc;
+    }
+}
+
+/* Commits (rc == SS_OK) or rolls back, and gives the connection back. */
+static int tx_end(pg_backend *p, int idx, int rc) {
+    PGconn *c = p->conns[idx];
+    if (rc == SS_OK) rc = tx_exec(c, "COMMIT", 0, NULL, NULL, NULL, 0, NULL);
+    else if (PQstatus(c) == CONNECTION_OK) PQclear(PQexec(c, "ROLLBACK"));
+    if (PQstatus(c) != CONNECTION_OK) {
+        PQfinish(c);
+        p->conns[idx] = NULL;
+    }
+    conn_give(p, idx);
+    return rc;
+}
+
+/* The head row (metadata in columns) and one row per section, in one transaction: the
+ * volume is all there or absent. The id is the key, so two replicas storing the same
+ * volume at once store it once (the second waits for the first's commit, then inserts
+ * nothing) and both are told it is stored. */
+static int pg_vput(ss_store_backend *b, const char *id, const unsigned char *buf, size_t len) {
+    pg_backend *p = (pg_backend *)b;
+    size_t head = len >= SS_SVV_HEADER_BYTES ? ss_svv_head_bytes(buf, SS_SVV_HEADER_BYTES) : 0;
+    ss_volume meta;
+    if (!head || head > len || ss_volume_read_header(buf, head, len, &meta) != SS_OK || strcmp(meta.id, id) != 0)
+        return ss_fail(SS_EIO, "volume %s: encoding malformed", id);
+    char nx[16], ny[16], nz[16], dt[16], ax[16], ns[16], cr[24], by[24];
+    snprintf(nx, sizeof nx, "%d", meta.nii.nx);
+    snprintf(ny, sizeof ny, "%d", meta.nii.ny);
+    snprintf(nz, sizeof nz, "%d", meta.nii.nz);
+    snprintf(dt, sizeof dt, "%d", meta.nii.datatype);
+    snprintf(ax, sizeof ax, "%d", meta.axis);
+    snprintf(ns, sizeof ns, "%d", meta.nslices);
+    snprintf(cr, sizeof cr, "%" PRId64, meta.created);
+    snprintf(by, sizeof by, "%zu", len);
+    int idx, rc = tx_begin(p, &idx);
+    if (rc != SS_OK) return rc;
+    PGconn *c = p->conns[idx];
+    const char *hv[] = {id, meta.name, nx, ny, nz, dt, ax, ns, cr, by, (const char *)buf};
+    const int hl[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (int)head};
+    const int hf[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    PGresult *res = NULL;
+    rc = tx_exec(c,
+                 "INSERT INTO svdslice_volumes (id, name, nx, ny, nz, datatype, axis, nslices, created, bytes, head)"
+                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING RETURNING 1",
+                 11, hv, hl, hf, 0, &res);
+    int fresh = rc == SS_OK && PQntuples(res) == 1; /* else stored already: nothing more to write */
+    PQclear(res);
+    size_t at = head;
+    for (int i = 0; rc == SS_OK && fresh && i <= meta.nslices; i++) {
+        const unsigned char *ent = buf + SS_SVV_HEADER_BYTES + (size_t)i * SS_SVV_INDEX_ENTRY_BYTES;
+        uint64_t off = le64(ent), n = le64(ent + 8);
+        if (off != at || n > len - at || n > 0x3fffffff) {
+            rc = ss_fail(SS_EIO, "volume %s: section %d misplaced", id, i);
+            break;
+        }
+        char sec[16];
+        snprintf(sec, sizeof sec, "%d", i);
+        const char *sv[] = {id, sec, (const char *)buf + off};
+        const int sl[] = {0, 0, (int)n}, sf[] = {0, 0, 1};
+        rc = tx_exec(c, "INSERT INTO svdslice_volume_sections (volume_id, section, data) VALUES ($1, $2, $3)", 3,
+                     sv, sl, sf, 0, NULL);
+        at += n;
+    }
+    if (rc == SS_OK && fresh && at != len) rc = ss_fail(SS_EIO, "volume %s: sections do not end the blob", id);
+    return tx_end(p, idx, rc);
+}
+
+/* The blob rejoined: the head row and the sections in order, read in one statement (one
+ * snapshot, so a delete committing meanwhile gives all or nothing), checked whole. */
+static int pg_vget(ss_store_backend *b, const char *id, unsigned char **buf, size_t *len) {
+    pg_backend *p = (pg_backend *)b;
+    *buf = NULL;
+    *len = 0;
+    int idx, rc = tx_begin(p, &idx);
+    if (rc != SS_OK) return rc;
+    const char *v[] = {id};
+    PGresult *res = NULL;
+    rc = tx_exec(p->conns[idx],
+                 "SELECT section, data FROM (SELECT -1 AS section, head AS data FROM svdslice_volumes WHERE id = $1"
+                 " UNION ALL SELECT section, data FROM svdslice_volume_sections WHERE volume_id = $1) t"
+                 " ORDER BY section",
+                 1, v, NULL, NULL, 1, &res);
+    rc = tx_end(p, idx, rc);
+    if (rc != SS_OK) {
+        PQclear(res);
+        return rc;
+    }
+    int rows = PQntuples(res);
+    if (rows == 0 || bin_int(res, 0, 0) != -1) {
+        PQclear(res);
+        return ss_fail(SS_EINVAL, "no volume %s", id);
+    }
+    size_t total = 0;
+    for (int i = 0; i < rows; i++) {
+        if (bin_int(res, i, 0) != i - 1) {
+            PQclear(res);
+            return ss_fail(SS_ECORRUPT, "volume %s: section %d is missing in the store", id, i - 1);
+        }
+        total += (size_t)PQgetlength(res, i, 1);
+    }
+    unsigned char *out = malloc(total ? total : 1);
+    if (!out) {
+        PQclear(res);
+        return ss_fail(SS_ENOMEM, "out of memory");
+    }
+    size_t at = 0;
+    for (int i = 0; i < rows; i++) {
+        memcpy(out + at, PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1));
+        at += (size_t)PQgetlength(res, i, 1);
+    }
+    PQclear(res);
+    if (ss_volume_verify(out, total) != SS_OK) {
+        char why[300];
+        snprintf(why, sizeof why, "%s", ss_error());
+        free(out);
+        return ss_fail(SS_ECORRUPT, "volume %s in the store: %s", id, why);
+    }
+    *buf = out;
+    *len = total;
+    return SS_OK;
+}
+
+/* The head row only: the index never reads a volume's sections. */
+static int pg_vhead(ss_store_backend *b, const char *id, size_t n, unsigned char *buf, size_t *len) {
+    pg_backend *p = (pg_backend *)b;
+    int rc;
+    PGresult *res = run1(p, "SELECT head, bytes FROM svdslice_volumes WHERE id = $1", id, 1, &rc);
+    if (!res) return rc;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return ss_fail(SS_EINVAL, "no volume %s", id);
+    }
+    size_t hl = (size_t)PQgetlength(res, 0, 0);
+    *len = (size_t)bin_int(res, 0, 1);
+    if (n <= hl) memcpy(buf, PQgetvalue(res, 0, 0), n);
+    PQclear(res);
+    if (n > *len) return ss_fail(SS_ECORRUPT, "volume %s: %zu bytes stored, %zu asked", id, *len, n);
+    if (n <= hl) return SS_OK;
+    unsigned char *all = NULL; /* past the head: rare (the index asks the head only) */
+    size_t al = 0;
+    if ((rc = pg_vget(b, id, &all, &al)) == SS_OK) {
+        if (al >= n) memcpy(buf, all, n);
+        else rc = ss_fail(SS_ECORRUPT, "volume %s: shorter than recorded", id);
+        *len = al;
+    }
+    free(all);
+    return rc;
+}
+
+static int pg_vdel(ss_store_backend *b, const char *id, int *gone) {
+    char key[68];
+    snprintf(key, sizeof key, PG_VOL_TAG "%s", id);
+    /* the sections go with the head row (ON DELETE CASCADE), in the same statement */
+    return del_notified((pg_backend *)b,
+                        "WITH d AS (DELETE FROM svdslice_volumes WHERE id = $1 RETURNING id)"
+                        " SELECT pg_notify('" PG_CHANNEL "', '" PG_VOL_TAG "' || id), " PG_WATCHERS " FROM d",
+                        key, id, gone, "volume");
+}
+
+static int pg_vlist(ss_store_backend *b, int (*each)(void *arg, const char *id), void *arg) {
+    pg_backend *p = (pg_backend *)b;
+    int rc;
+    PGresult *res = run(p, "SELECT id FROM svdslice_volumes", 0, NULL, NULL, NULL, 0, &rc);
+    if (!res) return rc;
+    for (int i = 0; rc == SS_OK && i < PQntuples(res); i++) rc = each(arg, PQgetvalue(res, i, 0));
+    PQclear(res);
+    return rc;
+}
+
+static int pg_vscan(ss_store_backend *b,
+                    int (*each)(void *arg, const char *id, const unsigned char *head, size_t head_len, size_t len),
+                    void *arg) {
+    pg_backend *p = (pg_backend *)b;
+    int rc;
+    PGresult *res = run(p, "SELECT id, head, bytes FROM svdslice_volumes", 0, NULL, NULL, NULL, 1, &rc);
+    if (!res) return rc;
+    for (int i = 0; rc == SS_OK && i < PQntuples(res); i++) {
+        char id[65];
+        snprintf(id, sizeof id, "%.*s", PQgetlength(res, i, 0), PQgetvalue(res, i, 0));
+        rc = each(arg, id, (const unsigned char *)PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1),
+                  (size_t)bin_int(res, i, 2));
+    }
+    PQclear(res);
+    return rc;
+}
+
+static int pg_vusage(ss_store_backend *b, long long *volumes, long long *bytes) {
+    pg_backend *p = (pg_backend *)b;
+    int rc;
+    PGresult *res = run(p, "SELECT count(*), coalesce(sum(bytes), 0) FROM svdslice_volumes", 0, NULL, NULL, NULL,
+                        0, &rc);
+    if (!res) return rc;
+    *volumes = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    *bytes = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    PQclear(res);
+    return SS_OK;
+}
+
+static void pg_vwatch(ss_store_backend *b, void (*fn)(void *arg, const char *id), void *arg) {
+    pg_backend *p = (pg_backend *)b;
+    pthread_mutex_lock(&p->ack_mu);
+    p->vpurge = fn;
+    p->vpurge_arg = arg;
+    pthread_mutex_unlock(&p->ack_mu);
+}
+
 /* ---- the watcher: LISTEN for deletes -------------------------------------------------- */
 
 /* Waits up to ms for fd to be readable or the stop pipe; returns 1 when told to stop. */
@@ -396,6 +688,15 @@ static int wait_or_stop(pg_backend *p, int fd, int ms) {
     struct pollfd pf[2] = {{p->stop_fd[0], POLLIN, 0}, {fd, POLLIN, 0}};
     poll(pf, fd >= 0 ? 2 : 1, ms);
     return (pf[0].revents & POLLIN) != 0;
+}
+
+/* Tells the volume store (once it asked, by vwatch) that volume id, or perhaps any, is gone. */
+static void vpurge(pg_backend *p, const char *id) {
+    pthread_mutex_lock(&p->ack_mu);
+    void (*fn)(void *, const char *) = p->vpurge;
+    void *arg = p->vpurge_arg;
+    pthread_mutex_unlock(&p->ack_mu);
+    if (fn) fn(arg, id);
 }
 
 static void *watcher_main(void *arg) {
@@ -411,6 +712,7 @@ static void *watcher_main(void *arg) {
              * unknown, so every cached slice is forgotten, and only then are
              * caches trusted again. */
             p->purge(p->purge_arg, NULL);
+            vpurge(p, NULL);
             __atomic_store_n(&p->watching, 1, __ATOMIC_SEQ_CST);
             if (was_down) fprintf(stderr, "svdslice: store: PostgreSQL reachable again; caches flushed\n");
             was_down = 0;
@@ -424,8 +726,10 @@ static void *watcher_main(void *arg) {
                 while ((n = PQnotifies(c)) != NULL) {
                     if (!strcmp(n->relname, PG_ACKS)) {
                         heard_ack(p, n->extra);
-                    } else if (ss_store_id_valid(n->extra)) {
-                        p->purge(p->purge_arg, n->extra);
+                    } else if (ss_store_id_valid(n->extra) ||
+                               (!strncmp(n->extra, PG_VOL_TAG, 2) && ss_store_id_valid(n->extra + 2))) {
+                        if (n->extra[0] == PG_VOL_TAG[0] && n->extra[1] == PG_VOL_TAG[1]) vpurge(p, n->extra + 2);
+                        else p->purge(p->purge_arg, n->extra);
                         /* tell the deleting replica; the notifications it brings are kept for PQnotifies */
                         char ack[90];
                         snprintf(ack, sizeof ack, "%s %s", n->extra, p->replica);
@@ -517,7 +821,8 @@ static int migrate(pg_backend *p) {
         PGresult *res = PQexec(c, "BEGIN");
         PQclear(res);
         for (size_t i = 0; rc == SS_OK && i < sizeof k_migrations / sizeof *k_migrations; i++) {
-            res = PQexec(c, k_migrations[i]);
+            if (k_migrations[i].version <= version) continue;
+            res = PQexec(c, k_migrations[i].sql);
             if (PQresultStatus(res) != PGRES_COMMAND_OK)
                 rc = ss_fail(SS_EIO, "PostgreSQL schema: %s", pg_msg(c, m, sizeof m));
             PQclear(res);
@@ -541,8 +846,7 @@ int ss_store_pg_open(const ss_store_opts *opts, ss_store_backend **out) {
     if (!p) return ss_fail(SS_ENOMEM, "out of memory");
     p->b = (ss_store_backend){"postgres", pg_put, pg_get, pg_del, pg_list, pg_info, pg_close,
                               1, pg_scan, pg_usage, pg_set_upload_bytes, pg_watch, pg_watching,
-                              /* no volumes (vput ... vhead): /volumes answers 503 */
-                              NULL, NULL, NULL, NULL, NULL};
+                              pg_vput, pg_vget, pg_vdel, pg_vlist, pg_vhead, pg_vscan, pg_vusage, pg_vwatch};
     p->stop_fd[0] = p->stop_fd[1] = -1;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/store.h"
 #include "server/store_backend.h"
 #include "util/clock.h"
 #include "util/error.h"
@@ -47,6 +48,8 @@ struct ss_vstore {
     size_t n, cap;
     size_t cache_bytes;
     unsigned long long clock;
+    int shared;          /* the backend is shared: the index is a cache of the store's volumes */
+    unsigned long epoch; /* bumped by every purge: a lookup that raced one is not kept */
 };
 
 typedef struct slice_job {
@@ -130,39 +133,126 @@ static void evict_locked(ss_vstore *vs) {
 
 /* ---- open / close ------------------------------------------------------------- */
 
-static int index_one(void *arg, const char *id) {
-    ss_vstore *vs = arg;
-    unsigned char head[SS_SVV_HEADER_BYTES];
-    size_t len = 0;
+/* A ready entry from a stored volume's first head_len bytes (at least its header and index
+ * table) and the blob's length. SS_ECORRUPT, SS_ENOMEM. */
+static int entry_from_head(const char *id, const unsigned char *head, size_t head_len, size_t len, ventry **out) {
+    *out = NULL;
     ventry *e = calloc(1, sizeof *e);
     if (!e) return ss_fail(SS_ENOMEM, "out of memory");
-    int rc = vs->b->vhead(vs->b, id, sizeof head, head, &len);
-    unsigned char *buf = NULL;
-    if (rc == SS_OK) {
-        size_t need = ss_svv_head_bytes(head, sizeof head); /* the header and the index table */
-        if (!need || need > len) rc = ss_fail(SS_ECORRUPT, "bad .svv header");
-        else if (!(buf = malloc(need))) rc = ss_fail(SS_ENOMEM, "out of memory");
-        if (rc == SS_OK) rc = vs->b->vhead(vs->b, id, need, buf, &len);
-        if (rc == SS_OK) rc = ss_volume_read_header(buf, need, len, &e->info.meta);
-    }
-    free(buf);
-    if (rc == SS_OK && strcmp(e->info.meta.id, id) != 0)
-        rc = ss_fail(SS_ECORRUPT, "holds volume %s", e->info.meta.id);
-    if (rc == SS_ENOMEM) {
+    size_t need = head_len >= SS_SVV_HEADER_BYTES ? ss_svv_head_bytes(head, head_len) : 0;
+    int rc = !need || need > head_len ? ss_fail(SS_ECORRUPT, "bad .svv header")
+                                      : ss_volume_read_header(head, need, len, &e->info.meta);
+    if (rc == SS_OK && strcmp(e->info.meta.id, id) != 0) rc = ss_fail(SS_ECORRUPT, "holds volume %s", e->info.meta.id);
+    if (rc != SS_OK) {
         free(e);
         return rc;
-    }
-    if (rc != SS_OK) {
-        fprintf(stderr, "svdslice: volumes: skipping %s.svv: %s\n", id, ss_error());
-        free(e);
-        return 0;
     }
     e->info.meta.voxels = NULL;
     e->info.meta.slices = NULL;
     e->info.state = SS_VOL_READY;
     e->info.slices_done = e->info.meta.nslices;
     e->info.stored_bytes = (long long)len;
-    return add_locked(vs, e);
+    *out = e;
+    return SS_OK;
+}
+
+/* The entry of a stored volume, from its header and index table only (two vhead calls).
+ * SS_EINVAL (shared: not stored), SS_ESTORE, SS_ECORRUPT, SS_EIO, SS_ENOMEM. */
+static int fetch_entry(ss_vstore *vs, const char *id, ventry **out) {
+    *out = NULL;
+    unsigned char head[SS_SVV_HEADER_BYTES];
+    size_t len = 0;
+    int rc = vs->b->vhead(vs->b, id, sizeof head, head, &len);
+    if (rc != SS_OK) return rc;
+    size_t need = ss_svv_head_bytes(head, sizeof head);
+    if (!need || need > len) return ss_fail(SS_ECORRUPT, "bad .svv header");
+    unsigned char *buf = malloc(need);
+    if (!buf) return ss_fail(SS_ENOMEM, "out of memory");
+    rc = vs->b->vhead(vs->b, id, need, buf, &len);
+    if (rc == SS_OK) rc = entry_from_head(id, buf, need, len, out);
+    free(buf);
+    return rc;
+}
+
+static int index_one(void *arg, const char *id) {
+    ss_vstore *vs = arg;
+    ventry *e = NULL;
+    int rc = fetch_entry(vs, id, &e);
+    if (rc == SS_ENOMEM) return rc;
+    if (rc != SS_OK) {
+        fprintf(stderr, "svdslice: volumes: skipping %s.svv: %s\n", id, ss_error());
+        return 0;
+    }
+    if ((rc = add_locked(vs, e)) != SS_OK) {
+        free(e);
+        return rc;
+    }
+    if (vs->o.store) ss_store_volume_bytes(vs->o.store, e->info.stored_bytes);
+    return SS_OK;
+}
+
+/* Out of the index (at: its place); freed once nothing points at it. */
+static void forget_locked(ss_vstore *vs, ventry *e, size_t at) {
+    vs->v[at] = vs->v[--vs->n];
+    e->removed = 1;
+    maybe_free_locked(vs, e);
+}
+
+/* The entry of id, with vs->mu held (released meanwhile when the store is asked), or NULL
+ * and *rc (SS_EINVAL: no such volume). With a shared backend a miss asks the store and fills
+ * the index, and while its deletes are not watched a ready hit is checked there too: a
+ * replica never serves a volume another one deleted. */
+static ventry *lookup_locked(ss_vstore *vs, const char *id, int *rc) {
+    *rc = SS_OK;
+    ventry *e = find_locked(vs, id, NULL);
+    if (!vs->shared || (e && (e->info.state != SS_VOL_READY || vs->b->watching(vs->b)))) {
+        if (!e) *rc = ss_fail(SS_EINVAL, "no volume %s", id);
+        return e;
+    }
+    for (int tries = 0; tries < 3; tries++) {
+        unsigned long epoch = vs->epoch;
+        pthread_mutex_unlock(&vs->mu);
+        ventry *fresh = NULL;
+        int r = fetch_entry(vs, id, &fresh);
+        pthread_mutex_lock(&vs->mu);
+        size_t at = 0;
+        e = find_locked(vs, id, &at);
+        if (r != SS_OK) {
+            free(fresh);
+            if (r == SS_EINVAL && e && e->info.state == SS_VOL_READY) forget_locked(vs, e, at); /* deleted elsewhere */
+            if (r == SS_EINVAL && e && e->info.state != SS_VOL_READY) return e; /* ours, not stored yet */
+            *rc = r == SS_EINVAL ? ss_fail(SS_EINVAL, "no volume %s", id) : r;
+            return NULL;
+        }
+        if (e) {
+            free(fresh);
+            return e;
+        }
+        if (epoch == vs->epoch) { /* no purge ran while we asked: the answer is current */
+            if (add_locked(vs, fresh) != SS_OK) {
+                free(fresh);
+                *rc = ss_fail(SS_ENOMEM, "out of memory");
+                return NULL;
+            }
+            return fresh;
+        }
+        free(fresh);
+    }
+    *rc = ss_fail(SS_ESTORE, "volume %s: the store kept changing while it was read; retry", id);
+    return NULL;
+}
+
+/* From the backend's watcher: another process deleted volume id (NULL: perhaps some). */
+static void vpurge_cb(void *arg, const char *id) {
+    ss_vstore *vs = arg;
+    pthread_mutex_lock(&vs->mu);
+    vs->epoch++;
+    for (size_t i = vs->n; i-- > 0;) {
+        ventry *e = vs->v[i];
+        if (e->info.state == SS_VOL_READY && (!id || !strcmp(e->info.meta.id, id))) forget_locked(vs, e, i);
+    }
+    pthread_mutex_unlock(&vs->mu);
+    if (vs->o.on_purge) vs->o.on_purge(vs->o.purge_arg, id);
 }
 
 int ss_vstore_open(const ss_vstore_opts *o, ss_vstore **out) {
@@ -174,7 +264,10 @@ int ss_vstore_open(const ss_vstore_opts *o, ss_vstore **out) {
     vs->b = o->backend;
     pthread_mutex_init(&vs->mu, NULL);
     pthread_mutex_init(&vs->disk_mu, NULL);
-    if (ss_vstore_available(vs) && vs->b->vlist && vs->b->vhead) {
+    vs->shared = vs->b && vs->b->shared && vs->b->vscan && vs->b->vusage && vs->b->vwatch;
+    if (vs->shared && ss_vstore_available(vs)) { /* nothing indexed now: lookups ask the store */
+        vs->b->vwatch(vs->b, vpurge_cb, vs);
+    } else if (ss_vstore_available(vs) && vs->b->vlist && vs->b->vhead) {
         int rc = vs->b->vlist(vs->b, index_one, vs);
         if (rc != SS_OK) {
             ss_vstore_close(vs);
@@ -187,6 +280,7 @@ int ss_vstore_open(const ss_vstore_opts *o, ss_vstore **out) {
 
 void ss_vstore_close(ss_vstore *vs) {
     if (!vs) return;
+    if (vs->shared && ss_vstore_available(vs)) vs->b->vwatch(vs->b, NULL, NULL);
     for (size_t i = 0; i < vs->n; i++) {
         vs->v[i]->removed = 1;
         vs->v[i]->refs = vs->v[i]->jobs = 0;
@@ -231,8 +325,13 @@ static void assemble(ss_vstore *vs, ventry *e) {
         int removed = e->removed;
         pthread_mutex_unlock(&vs->mu);
         /* A volume deleted while factorising is not stored; under disk_mu, a delete
-         * that comes after this put finds it stored and removes it. */
-        rc = removed ? SS_OK : vs->b->vput(vs->b, e->info.meta.id, buf, len);
+         * that comes after this put finds it stored and removes it. The quota counts
+         * it first (and gives it back if it is not stored after all). */
+        rc = removed || !vs->o.store ? SS_OK : ss_store_admit_volume(vs->o.store, (long long)len);
+        if (rc == SS_OK && !removed) {
+            rc = vs->b->vput(vs->b, e->info.meta.id, buf, len);
+            if (rc != SS_OK && vs->o.store) ss_store_volume_bytes(vs->o.store, -(long long)len);
+        }
         pthread_mutex_lock(&vs->mu);
         if (rc == SS_OK && !removed) {
             e->info.state = SS_VOL_READY;
@@ -316,7 +415,13 @@ int ss_vstore_begin(ss_vstore *vs, ss_volume *v, long long upload_bytes, long lo
     if (!ss_vstore_available(vs)) return ss_fail(SS_EUNAVAIL, "this store backend keeps no volumes");
     pthread_mutex_lock(&vs->mu);
     size_t at = 0;
-    ventry *old = find_locked(vs, v->id, &at);
+    int lrc;
+    ventry *old = lookup_locked(vs, v->id, &lrc); /* shared: stored by another replica? */
+    if (!old && lrc != SS_EINVAL) {
+        pthread_mutex_unlock(&vs->mu);
+        return lrc; /* the store could not say */
+    }
+    if (old) find_locked(vs, v->id, &at);
     if (old && old->info.state != SS_VOL_FAILED) {
         *out = old->info;
         pthread_mutex_unlock(&vs->mu);
@@ -372,11 +477,12 @@ int ss_vstore_begin(ss_vstore *vs, ss_volume *v, long long upload_bytes, long lo
 /* ---- reading ------------------------------------------------------------------ */
 
 int ss_vstore_info(ss_vstore *vs, const char *id, ss_vol_info *out) {
+    int rc;
     pthread_mutex_lock(&vs->mu);
-    ventry *e = find_locked(vs, id, NULL);
+    ventry *e = lookup_locked(vs, id, &rc);
     if (e) *out = e->info;
     pthread_mutex_unlock(&vs->mu);
-    return e ? SS_OK : ss_fail(SS_EINVAL, "no volume %s", id);
+    return rc;
 }
 
 static int newest_first(const void *a, const void *b) {
@@ -385,13 +491,54 @@ static int newest_first(const void *a, const void *b) {
     return strcmp(x->meta.id, y->meta.id);
 }
 
+typedef struct scan_acc {
+    ss_vol_info *arr;
+    size_t n, cap;
+} scan_acc;
+
+static int acc_push(scan_acc *a, const ss_vol_info *info) {
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? 2 * a->cap : 16;
+        ss_vol_info *na = realloc(a->arr, cap * sizeof *na);
+        if (!na) return ss_fail(SS_ENOMEM, "out of memory");
+        a->arr = na;
+        a->cap = cap;
+    }
+    a->arr[a->n++] = *info;
+    return SS_OK;
+}
+
+static int scan_one(void *arg, const char *id, const unsigned char *head, size_t head_len, size_t len) {
+    ventry *e = NULL;
+    int rc = entry_from_head(id, head, head_len, len, &e);
+    if (rc == SS_ENOMEM) return rc;
+    if (rc != SS_OK) { /* listed by nobody, as at an index's start */
+        fprintf(stderr, "svdslice: volumes: skipping %s in the store: %s\n", id, ss_error());
+        return SS_OK;
+    }
+    rc = acc_push(arg, &e->info);
+    free(e);
+    return rc;
+}
+
 int ss_vstore_list(ss_vstore *vs, ss_vol_info **out, size_t *n) {
+    scan_acc a = {0};
+    int rc = vs->shared ? vs->b->vscan(vs->b, scan_one, &a) : SS_OK; /* shared: what every replica stored */
     pthread_mutex_lock(&vs->mu);
-    size_t cnt = vs->n;
-    ss_vol_info *all = malloc((cnt ? cnt : 1) * sizeof *all);
-    for (size_t i = 0; all && i < cnt; i++) all[i] = vs->v[i]->info;
+    for (size_t i = 0; rc == SS_OK && i < vs->n; i++) {
+        const ss_vol_info *in = &vs->v[i]->info;
+        int listed = 0; /* shared: this replica's volumes not (yet) stored are listed too */
+        for (size_t j = 0; vs->shared && j < a.n && !listed; j++) listed = !strcmp(a.arr[j].meta.id, in->meta.id);
+        if (!listed && (!vs->shared || in->state != SS_VOL_READY)) rc = acc_push(&a, in);
+    }
     pthread_mutex_unlock(&vs->mu);
-    if (!all) return ss_fail(SS_ENOMEM, "out of memory");
+    if (rc == SS_OK && !a.arr && !(a.arr = malloc(sizeof *a.arr))) rc = ss_fail(SS_ENOMEM, "out of memory");
+    if (rc != SS_OK) {
+        free(a.arr);
+        return rc;
+    }
+    ss_vol_info *all = a.arr;
+    size_t cnt = a.n;
     qsort(all, cnt, sizeof *all, newest_first);
     *out = all;
     *n = cnt;
@@ -399,11 +546,12 @@ int ss_vstore_list(ss_vstore *vs, ss_vol_info **out, size_t *n) {
 }
 
 ss_vhandle *ss_vstore_acquire(ss_vstore *vs, const char *id, int *err) {
+    int rc;
     pthread_mutex_lock(&vs->mu);
-    ventry *e = find_locked(vs, id, NULL);
+    ventry *e = lookup_locked(vs, id, &rc);
     if (!e || e->info.state != SS_VOL_READY) {
         pthread_mutex_unlock(&vs->mu);
-        *err = ss_fail(SS_EINVAL, e ? "volume %s is not ready" : "no volume %s", id);
+        *err = e ? ss_fail(SS_EINVAL, "volume %s is not ready", id) : rc;
         return NULL;
     }
     e->refs++;
@@ -417,14 +565,16 @@ ss_vhandle *ss_vstore_acquire(ss_vstore *vs, const char *id, int *err) {
     unsigned char *buf = NULL;
     size_t len = 0;
     ss_volume *v = NULL;
-    int rc = vs->b->vget(vs->b, id, &buf, &len);
+    rc = vs->b->vget(vs->b, id, &buf, &len);
     if (rc == SS_OK) rc = ss_volume_deserialize(buf, len, &v);
     free(buf);
     if (rc == SS_OK && strcmp(v->id, id) != 0) rc = ss_fail(SS_ECORRUPT, "%s.svv holds volume %s", id, v->id);
     pthread_mutex_lock(&vs->mu);
     if (rc != SS_OK) {
         *err = rc;
-        fprintf(stderr, "svdslice: volume %s: %s\n", id, ss_error());
+        if (rc != SS_EINVAL) fprintf(stderr, "svdslice: volume %s: %s\n", id, ss_error());
+        size_t at = 0;
+        if (rc == SS_EINVAL && vs->shared && find_locked(vs, id, &at) == e) forget_locked(vs, e, at); /* deleted elsewhere */
         e->refs--;
         maybe_free_locked(vs, e);
         pthread_mutex_unlock(&vs->mu);
@@ -513,21 +663,24 @@ int ss_vstore_delete(ss_vstore *vs, const char *id) {
     pthread_mutex_lock(&vs->disk_mu);
     pthread_mutex_lock(&vs->mu);
     size_t at = 0;
-    ventry *e = find_locked(vs, id, &at);
+    int rc;
+    ventry *e = lookup_locked(vs, id, &rc);
     if (!e) {
         pthread_mutex_unlock(&vs->mu);
         pthread_mutex_unlock(&vs->disk_mu);
-        return ss_fail(SS_EINVAL, "no volume %s", id);
+        return rc;
     }
     int stored = e->info.state == SS_VOL_READY;
+    long long bytes = e->info.stored_bytes;
+    e->refs++; /* a purge (our own delete's, heard by our watcher) may drop it meanwhile */
     pthread_mutex_unlock(&vs->mu);
-    int gone = 1, rc = stored ? vs->b->vdel(vs->b, id, &gone) : SS_OK;
+    int gone = 1;
+    rc = stored ? vs->b->vdel(vs->b, id, &gone) : SS_OK;
+    if (stored && gone && vs->o.store) ss_store_volume_bytes(vs->o.store, -bytes);
     pthread_mutex_lock(&vs->mu);
-    if (gone && find_locked(vs, id, &at) == e) {
-        vs->v[at] = vs->v[--vs->n];
-        e->removed = 1;
-        maybe_free_locked(vs, e);
-    }
+    e->refs--;
+    if (gone && find_locked(vs, id, &at) == e) forget_locked(vs, e, at);
+    else maybe_free_locked(vs, e);
     pthread_mutex_unlock(&vs->mu);
     pthread_mutex_unlock(&vs->disk_mu);
     return rc;

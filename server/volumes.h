@@ -9,6 +9,7 @@
 #include "server/pool.h"
 
 struct ss_store_backend;
+struct ss_store;
 typedef struct ss_vstore ss_vstore;
 
 /* A volume's life: queued (accepted, no slice started), factorising (slices_done of nslices),
@@ -34,9 +35,16 @@ typedef struct ss_vstore_opts {
     int parallel;            /* slice jobs of one volume in the pool at once (>= 1) */
     long long *mem_held;     /* the server's memory count an upload's reservation comes back to */
     const int *stopping;     /* the server's flag: set, queued slice jobs stop and fail their volume */
+    struct ss_store *store;  /* the slice store, whose --quota-mb counts volumes too; NULL: no quota */
+    /* Called after a volume another process deleted (id; NULL: perhaps any) was dropped
+     * (shared backends): the server purges its response cache there. */
+    void (*on_purge)(void *arg, const char *id);
+    void *purge_arg;
 } ss_vstore_opts;
 
-/* Indexes every stored volume from its header (a corrupt one is logged and skipped). A backend
+/* Indexes every stored volume from its header (a corrupt one is logged and skipped); with a
+ * shared backend (PostgreSQL) the index is only a cache of the store, filled on demand, and
+ * kept from serving what another replica deleted by the backend's watcher. A backend
  * without volume calls gives a store whose calls answer SS_EUNAVAIL. SS_EIO, SS_ENOMEM. */
 int ss_vstore_open(const ss_vstore_opts *o, ss_vstore **out);
 /* After the pool has drained (no slice job runs any more). NULL-safe. */
@@ -50,19 +58,22 @@ int ss_vstore_available(const ss_vstore *vs);
  * took from *mem_held for it) is given back once it is ready or failed, and min(parallel,
  * nslices) slice jobs go into the pool: each factorises one slice and queues itself again
  * behind the requests that came meanwhile, so slice requests are never starved. The last
- * one serialises the .svv, stores it, and only then marks the volume ready. A failed
+ * one serialises the .svv, checks the quota (ss_store_admit_volume: failed when over), stores
+ * it, and only then marks the volume ready. A failed
  * volume's id is taken afresh. Returns 0, SS_EUNAVAIL (no volume backend, pool stopping),
  * SS_ENOMEM. */
 int ss_vstore_begin(ss_vstore *vs, ss_volume *v, long long upload_bytes, long long mem, ss_vol_info *out,
                     int *taken);
 
-/* Info of one volume (0, SS_EINVAL when unknown) and of all, newest first (malloc'd). */
+/* Info of one volume (0, SS_EINVAL when unknown) and of all, newest first (malloc'd); shared:
+ * what the store holds plus this process's volumes not stored yet. SS_ESTORE: the shared store
+ * cannot be reached. */
 int ss_vstore_info(ss_vstore *vs, const char *id, ss_vol_info *out);
 int ss_vstore_list(ss_vstore *vs, ss_vol_info **out, size_t *n);
 
 /* A ready volume, decoded and complete: from the cache, or read and verified from the backend
  * (so call it on a worker). NULL with *err SS_EINVAL (unknown or not ready), SS_ECORRUPT,
- * SS_EIO, SS_ENOMEM. Release every handle. */
+ * SS_EIO, SS_ESTORE, SS_ENOMEM. Release every handle. */
 typedef struct ss_vhandle ss_vhandle;
 ss_vhandle *ss_vstore_acquire(ss_vstore *vs, const char *id, int *err);
 const ss_volume *ss_vhandle_volume(const ss_vhandle *h);
@@ -76,7 +87,7 @@ const void *ss_vstore_rebuilt(ss_vstore *vs, ss_vhandle *h, int k, const void *t
                               void *arg, int *err, void **owned);
 
 /* Removes a volume: a stored one durably (0, SS_EIO as ss_store_delete), one being factorised
- * from the index at once (its jobs stop, nothing is stored). SS_EINVAL when unknown. */
+ * from the index at once (its jobs stop, nothing is stored). SS_EINVAL when unknown, SS_ESTORE. */
 int ss_vstore_delete(ss_vstore *vs, const char *id);
 
 typedef struct ss_vstore_stats {
