@@ -477,6 +477,54 @@ class VolumesLifecycleTest(util.OneDataDir, unittest.TestCase):
         self.assertEqual(srv.get("/volumes/%s/reconstruct?k=4&axis=1&index=10" % vid).body, before)
         self.assertEqual(srv.get("/volumes/%s/reconstruct?k=4&format=nifti" % vid).body, nii)
 
+    def test_quota_counts_volumes(self):
+        """--quota-mb counts stored volumes (directory store): a volume over it fails with the reason
+        and stores nothing; a stored volume leaves less room for slices, also after a restart (the
+        index counts it), and its delete gives the room back."""
+        with open(REAL["uint8_itk"], "rb") as f:
+            data = f.read()
+        mib = 1 << 20
+        srv = self.start(["--quota-mb", "1"])
+        c = VolumeClient(srv, self)
+        r = c.upload(data)
+        self.assertEqual(r.status, 202, r)
+        vid = r.json()["id"]
+        info = c.wait_ready(vid)
+        self.assertEqual(info["state"], "failed", info)
+        self.assertIn("quota", info["error"])
+        self.assertIsNone(info["stored_bytes"])
+        util.assert_error(self, srv.get("/volumes/%s/reconstruct?k=2" % vid), 409, "not_ready")
+        self.assertEqual(os.listdir(os.path.join(self.dir, "volumes")) if os.path.isdir(
+            os.path.join(self.dir, "volumes")) else [], [])
+        srv.stop()
+        # Without a quota: the volume S bytes, and a noise slice of F bytes (both over 1 MiB, the
+        # quota's unit, so that S + F passes a quota that holds either alone).
+        srv = self.start()
+        c = VolumeClient(srv, self)
+        vid, info = c.add(data)
+        big = util.png_encode(np.random.default_rng(5).integers(0, 256, (600, 600), dtype=np.uint8))
+        sl = srv.upload_raw(big)
+        self.assertEqual(sl.status, 201, sl)
+        sid = sl.json()["id"]
+        size_s, size_f = info["stored_bytes"], srv.get("/slices/" + sid).json()["file_bytes"]
+        self.assertGreater(min(size_s, size_f), mib, (size_s, size_f))
+        self.assertEqual(srv.request("DELETE", "/slices/" + sid).status, 204)
+        srv.stop()
+        quota = -(-max(size_s, size_f) // mib)
+        self.assertGreater(size_s + size_f, quota * mib)
+        srv = self.start(["--quota-mb", str(quota)])
+        self.assertEqual(srv.get("/volumes/" + vid).json()["state"], "ready")
+        util.assert_error(self, srv.upload_raw(big), 507, "insufficient_storage")
+        self.assertEqual(srv.request("DELETE", "/volumes/" + vid).status, 204)
+        self.assertEqual(srv.upload_raw(big).status, 201)
+        # and now the slice leaves no room for the volume: it fails, the slice stays
+        r = VolumeClient(srv, self).upload(data)
+        self.assertEqual(r.status, 202, r)
+        info = VolumeClient(srv, self).wait_ready(vid)
+        self.assertEqual(info["state"], "failed", info)
+        self.assertIn("quota", info["error"])
+        self.assertEqual(srv.get("/slices/" + sid).status, 200)
+
     def test_sigkill_during_factorisation_leaves_no_half_volume(self):
         srv = self.start(["--workers", "2", "--max-body-mb", "64"])
         c = VolumeClient(srv, self)
