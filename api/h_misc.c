@@ -71,7 +71,7 @@ enum MHD_Result ss_h_metrics(ss_req *r) {
                      "Bytes of the .svd files those uploads were stored in.",
                      (double)__atomic_load_n(&srv->file_bytes_total, __ATOMIC_RELAXED));
     ss_metrics_value(&sb, "svdslice_quota_bytes", "gauge",
-                     "Bound on svdslice_stored_bytes (--quota-mb); 0 = none.",
+                     "Bound on svdslice_stored_bytes plus the volumes' stored bytes (--quota-mb); 0 = none.",
                      (double)((long long)srv->cfg->quota_mb << 20));
     ss_metrics_value(&sb, "svdslice_max_expansion", "gauge",
                      "Bound on an upload's .svd bytes over its PNG bytes (--max-expansion); 0 = none.",

@@ -43,7 +43,8 @@ static const opt k_opts[] = {
     {"cors-origin", OPT_STR, F(cors_origin), 0, 0, "Access-Control-Allow-Origin value"},
     {"cache-mb", OPT_INT, F(cache_mb), 0, 1 << 20, "factors cache (default 256)"},
     {"quota-mb", OPT_INT, F(quota_mb), 0, 1 << 30,
-     "bound on the .svd bytes stored (file_bytes of all slices); over it -> 507; 0 = none (default 0)"},
+     "bound on the bytes stored (slices' .svd and volumes' .svv); a slice over it -> 507, a volume -> failed; "
+     "0 = none (default 0)"},
     {"response-cache-mb", OPT_INT, F(response_cache_mb), 0, 1 << 20,
      "rendered PNG cache; 0 = off (default 64)"},
     {"max-body-mb", OPT_INT, F(max_body_mb), 1, 4096, "upload body limit (default 32)"},

@@ -554,8 +554,9 @@ class ScaleOut(unittest.TestCase):
 
     def test_6_openapi_lists_store_unavailable(self):
         doc = self.live()[0].get("/openapi.json").json()
-        desc = doc["paths"]["/slices/{id}"]["get"]["responses"]["503"]["description"]
-        self.assertIn("store_unavailable", desc)
+        for path in ("/slices/{id}", "/volumes/{id}", "/volumes/{id}/reconstruct"):
+            desc = doc["paths"][path]["get"]["responses"]["503"]["description"]
+            self.assertIn("store_unavailable", desc)
 
 
 def main():
