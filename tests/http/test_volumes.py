@@ -502,11 +502,11 @@ class VolumesLifecycleTest(util.OneDataDir, unittest.TestCase):
         srv = self.start()
         c = VolumeClient(srv, self)
         vid, info = c.add(data)
-        big = util.png_encode(np.random.default_rng(5).integers(0, 256, (600, 600), dtype=np.uint8))
+        big = util.png_encode(np.random.default_rng(5).integers(0, 256, (1300, 1300), dtype=np.uint8))
         sl = srv.upload_raw(big)
         self.assertEqual(sl.status, 201, sl)
         sid = sl.json()["id"]
-        size_s, size_f = info["stored_bytes"], srv.get("/slices/" + sid).json()["file_bytes"]
+        size_s, size_f = info["stored_bytes"], srv.get("/slices/" + sid).json()["stored_bytes"]
         self.assertGreater(min(size_s, size_f), mib, (size_s, size_f))
         self.assertEqual(srv.request("DELETE", "/slices/" + sid).status, 204)
         srv.stop()
