@@ -41,16 +41,16 @@ static const struct {
     const char *sql;
 } k_migrations[] = {
     {1, "CREATE TABLE IF NOT EXISTS svdslice_slices ("
-    " id text PRIMARY KEY,"
-    " name text NOT NULL,"
-    " width integer NOT NULL, height integer NOT NULL, bit_depth integer NOT NULL,"
-    " rank integer NOT NULL, nsv integer NOT NULL,"
-    " created bigint NOT NULL,"            /* unix seconds, as in the encoding */
-    " file_bytes bigint NOT NULL,"         /* octet_length(svd) */
-    " upload_bytes bigint,"                /* PNG bytes it was uploaded as; NULL = unknown */
-    " singular_values bytea NOT NULL,"     /* float32 LE, as in the encoding: the index reads only these */
-    " svd bytea NOT NULL,"                 /* the whole .svd encoding, checked on every load */
-    " stored_at timestamptz NOT NULL DEFAULT now())"},
+        " id text PRIMARY KEY,"
+        " name text NOT NULL,"
+        " width integer NOT NULL, height integer NOT NULL, bit_depth integer NOT NULL,"
+        " rank integer NOT NULL, nsv integer NOT NULL,"
+        " created bigint NOT NULL,"            /* unix seconds, as in the encoding */
+        " file_bytes bigint NOT NULL,"         /* octet_length(svd) */
+        " upload_bytes bigint,"                /* PNG bytes it was uploaded as; NULL = unknown */
+        " singular_values bytea NOT NULL,"     /* float32 LE, as in the encoding: the index reads only these */
+        " svd bytea NOT NULL,"                 /* the whole .svd encoding, checked on every load */
+        " stored_at timestamptz NOT NULL DEFAULT now())"},
     /* Float factors do not compress: skip pglz, and let substring() read only the header's pages. */
     {1, "ALTER TABLE svdslice_slices ALTER COLUMN svd SET STORAGE EXTERNAL"},
     /* Volumes: the .svv's header and index table (the first ss_svv_sections_offset bytes) with
@@ -690,13 +690,14 @@ static int wait_or_stop(pg_backend *p, int fd, int ms) {
     return (pf[0].revents & POLLIN) != 0;
 }
 
-/* Tells the volume store (once it asked, by vwatch) that volume id, or perhaps any, is gone. */
+/* Tells the volume store (once it asked, by vwatch) that volume id, or perhaps any, is gone.
+ * Called under ack_mu, so vwatch(NULL) at the volume store's close waits for a call under
+ * way; the volume store never holds its own lock while it waits for ack_mu (its deletes
+ * release it before vdel). */
 static void vpurge(pg_backend *p, const char *id) {
     pthread_mutex_lock(&p->ack_mu);
-    void (*fn)(void *, const char *) = p->vpurge;
-    void *arg = p->vpurge_arg;
+    if (p->vpurge) p->vpurge(p->vpurge_arg, id);
     pthread_mutex_unlock(&p->ack_mu);
-    if (fn) fn(arg, id);
 }
 
 static void *watcher_main(void *arg) {
