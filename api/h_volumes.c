@@ -216,11 +216,11 @@ static void gpu_slice_done(void *arg, int status) {
     pthread_mutex_unlock(&b->mu);
 }
 
-/* Slices idx[0..n) (along v->axis) at k (clamped per slice) as the backend's pixels into px
- * (m*n each), all submitted to the GPU queue at once so that it launches them in as few
- * batches as --gpu-max-batch allows; this worker waits for the last. The pixels are the
- * stored values only for ss_volume_pixels_exact volumes. */
-static int gpu_slices(vol_job *j, const ss_volume *v, int k, const int *idx, int n, uint16_t *px) {
+/* Slices idx[0..n) (along v->axis) at k (clamped per slice), m*n each, into px as the
+ * backend's pixels or, when C is set, into C as floats (the products, for the engine to map
+ * to stored values), all submitted to the GPU queue at once so that it launches them in as
+ * few batches as --gpu-max-batch allows; this worker waits for the last. */
+static int gpu_slices(vol_job *j, const ss_volume *v, int k, const int *idx, int n, uint16_t *px, float *C) {
     gpu_slice *g = calloc((size_t)(n ? n : 1), sizeof *g);
     if (!g) return ss_fail(SS_ENOMEM, "out of memory");
     gpu_batch b = {.left = n};
@@ -230,7 +230,8 @@ static int gpu_slices(vol_job *j, const ss_volume *v, int k, const int *idx, int
     for (int i = 0; i < n; i++) {
         const ss_factors *f = v->slices[idx[i]];
         g[i].b = &b;
-        g[i].gj = (ss_gpu_job){.backend = j->be, .f = f, .k = k < f->rank ? k : f->rank, .out = px + i * plane,
+        g[i].gj = (ss_gpu_job){.backend = j->be, .f = f, .k = k < f->rank ? k : f->rank,
+                               .out = C ? NULL : px + i * plane, .out_f32 = C ? C + i * plane : NULL,
                                .done = gpu_slice_done, .arg = &g[i]};
         int rc = ss_gpuq_submit(j->srv->gpuq, &g[i].gj);
         if (rc) { /* the rest are never submitted: only the ones queued call back */
@@ -252,22 +253,12 @@ static int gpu_slices(vol_job *j, const ss_volume *v, int k, const int *idx, int
     return b.err ? ss_fail(b.err, "GPU batch: %s", ss_error()) : SS_OK;
 }
 
-static int gpu_exact_or_fail(const vol_job *j, const ss_volume *v) {
-    if (ss_volume_pixels_exact(v)) return SS_OK;
-    return ss_fail(SS_EUNAVAIL,
-                   "on the GPU queue %s rebuilds only uint8 and uint16 volumes without scaling (it returns "
-                   "pixels); use a CPU backend for %s data",
-                   j->be->name, ss_nifti_type_name(v->nii.datatype));
-}
-
 /* The whole volume at k through the GPU queue: every slice below its full rank in one
- * submission, the full-rank ones (the originals) copied. */
+ * submission, the full-rank ones (the originals) copied. uint8/uint16 volumes without
+ * scaling come back as pixels (their stored values; 1-2 bytes a voxel over PCIe), the
+ * others as floats that the engine rounds and clamps to the type. */
 static int gpu_rebuild(void *arg, const ss_volume *v, int k, void *out) {
     vol_job *j = arg;
-    if (!ss_volume_pixels_exact(v) && strcmp(j->be->device, "gpu") != 0)
-        return cpu_rebuild(arg, v, k, out); /* --gpu-cpu-mode with a CPU backend: the CPU path */
-    int rc = gpu_exact_or_fail(j, v);
-    if (rc) return rc;
     int *idx = malloc(sizeof *idx * (size_t)v->nslices), n = 0;
     if (!idx) return ss_fail(SS_ENOMEM, "out of memory");
     for (int s = 0; s < v->nslices; s++) {
@@ -276,11 +267,16 @@ static int gpu_rebuild(void *arg, const ss_volume *v, int k, void *out) {
         else
             idx[n++] = s;
     }
-    const size_t plane = (size_t)v->m * (size_t)v->n;
-    uint16_t *px = malloc(sizeof *px * plane * (size_t)(n ? n : 1));
-    rc = px ? gpu_slices(j, v, k, idx, n, px) : ss_fail(SS_ENOMEM, "out of memory");
-    for (int i = 0; rc == SS_OK && i < n; i++) rc = ss_volume_put_slice_pixels(v, idx[i], k, px + i * plane, out);
+    const size_t plane = (size_t)v->m * (size_t)v->n, cnt = plane * (size_t)(n ? n : 1);
+    const int exact = ss_volume_pixels_exact(v);
+    uint16_t *px = exact ? malloc(sizeof *px * cnt) : NULL;
+    float *C = exact ? NULL : malloc(sizeof *C * cnt);
+    int rc = px || C ? gpu_slices(j, v, k, idx, n, px, C) : ss_fail(SS_ENOMEM, "out of memory");
+    for (int i = 0; rc == SS_OK && i < n; i++)
+        rc = exact ? ss_volume_put_slice_pixels(v, idx[i], k, px + i * plane, out)
+                   : ss_volume_put_slice(v, idx[i], k, C + i * plane, out);
     free(px);
+    free(C);
     free(idx);
     return rc;
 }
@@ -289,15 +285,20 @@ static const void *rebuilt_at_k(vol_job *j, ss_vhandle *h, int *err, void **owne
     return ss_vstore_rebuilt(j->srv->vstore, h, j->k, j->be, on_gpuq(j) ? gpu_rebuild : cpu_rebuild, j, err, owned);
 }
 
-/* One slice along the factorisation axis on the GPU queue, as stored values. */
+/* One slice along the factorisation axis on the GPU queue, as stored values: pixels for
+ * ss_volume_pixels_exact volumes, else floats mapped by the engine. */
 static int gpu_one_slice(vol_job *j, const ss_volume *v, double *vals) {
-    int rc = gpu_exact_or_fail(j, v);
     size_t n = (size_t)v->m * (size_t)v->n;
-    uint16_t *px = rc ? NULL : malloc(n * sizeof *px);
-    if (!rc && !px) rc = ss_fail(SS_ENOMEM, "out of memory");
-    if (!rc) rc = gpu_slices(j, v, j->k, &j->index, 1, px);
-    for (size_t i = 0; !rc && i < n; i++) vals[i] = px[i];
+    const int exact = ss_volume_pixels_exact(v);
+    uint16_t *px = exact ? malloc(n * sizeof *px) : NULL;
+    float *C = exact ? NULL : malloc(n * sizeof *C);
+    int rc = px || C ? gpu_slices(j, v, j->k, &j->index, 1, px, C) : ss_fail(SS_ENOMEM, "out of memory");
+    if (!rc && exact)
+        for (size_t i = 0; i < n; i++) vals[i] = px[i];
+    else if (!rc)
+        ss_volume_stored_values(v, C, n, vals);
     free(px);
+    free(C);
     return rc;
 }
 
@@ -328,8 +329,7 @@ static void png_job(vol_job *j, ss_vhandle *h, ss_workspace *ws) {
         rebuilt = rebuilt_at_k(j, h, &err, &owned);
         if (!rebuilt) rc = err;
     }
-    if (rc == SS_OK && j->axis == v->axis && on_gpuq(j) && !ss_volume_slice_full(v, j->index, j->k) &&
-        (ss_volume_pixels_exact(v) || !strcmp(j->be->device, "gpu")))
+    if (rc == SS_OK && j->axis == v->axis && on_gpuq(j) && !ss_volume_slice_full(v, j->index, j->k))
         rc = gpu_one_slice(j, v, vals);
     else if (rc == SS_OK) /* full rank along the axis is the original, whatever the backend */
         rc = ss_volume_slice(v, rebuilt, j->axis, j->index, j->k, j->be->reconstruct_f32 ? j->be : ss_backend_find("blas"),
@@ -656,19 +656,11 @@ static int parse_read(ss_req *r, const ss_vol_info *info, vol_job *j, int png, e
         ss_factors shape = {.m = m->m, .n = m->n, .rank = full, .nsv = full,
                             .bit_depth = m->nii.bytes_per_voxel == 1 ? 8 : 16};
         j->be = ss_backend_choose(&shape, j->k);
-        if (!strcmp(j->be->device, "gpu") && !ss_volume_pixels_exact(m)) j->be = ss_backend_find("blas");
     }
     const char *reason = NULL;
     if (!j->be->available(&reason)) {
         *ret = ss_reply_error(r, "backend_unavailable", "backend %s is unavailable: %s", j->be->name,
                               reason ? reason : "unknown reason");
-        return 0;
-    }
-    if (!strcmp(j->be->device, "gpu") && !ss_volume_pixels_exact(m)) { /* auto never picks it then */
-        *ret = ss_reply_error(r, "backend_unavailable",
-                              "%s rebuilds volumes on the GPU queue, which returns pixels: only uint8 and uint16 "
-                              "volumes without scaling; this one is %s (use a CPU backend)",
-                              j->be->name, ss_nifti_type_name(m->nii.datatype));
         return 0;
     }
     if (!j->be->reconstruct_f32 && !(r->srv->gpuq && !strcmp(j->be->device, "gpu"))) {

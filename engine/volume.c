@@ -818,6 +818,17 @@ int ss_volume_put_slice_pixels(const ss_volume *v, int s, int k, const uint16_t 
     return SS_OK;
 }
 
+void ss_volume_stored_values(const ss_volume *v, const float *C, size_t n, double *out) {
+    const int dt = v->nii.datatype;
+    double slope, inter, lo, hi;
+    ss_nifti_scaling(&v->nii, &slope, &inter);
+    ss_nifti_type_range(dt, &lo, &hi);
+    for (size_t i = 0; i < n; i++) {
+        double x = to_stored(C[i], slope, inter, dt, lo, hi);
+        out[i] = dt == SS_NII_FLOAT32 ? (double)(float)x : x;
+    }
+}
+
 int ss_volume_to_nifti(const ss_volume *v, const void *stored, unsigned char **out, size_t *out_len) {
     if (!v || !stored) return ss_fail(SS_EINVAL, "no volume to write");
     return ss_nifti_encode(&v->nii, stored, 1, out, out_len);
@@ -847,14 +858,7 @@ int ss_volume_slice(const ss_volume *v, const void *rebuilt, int axis, int index
             if (!C) return ws ? SS_ENOMEM : SS_EINVAL;
             rc = b->reconstruct_f32(f, kk, C, ws);
             if (rc) return rc;
-            double slope, inter, lo, hi;
-            ss_nifti_scaling(&v->nii, &slope, &inter);
-            ss_nifti_type_range(dt, &lo, &hi);
-            const size_t mn = (size_t)g.rows * (size_t)g.cols;
-            for (size_t i = 0; i < mn; i++) {
-                double x = to_stored(C[i], slope, inter, dt, lo, hi);
-                out[i] = dt == SS_NII_FLOAT32 ? (double)(float)x : x;
-            }
+            ss_volume_stored_values(v, C, (size_t)g.rows * (size_t)g.cols, out);
             return SS_OK;
         }
     } else {

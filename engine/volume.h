@@ -163,6 +163,9 @@ int ss_volume_slice_full(const ss_volume *v, int s, int k);
 int ss_volume_put_slice(const ss_volume *v, int s, int k, const float *C, void *out);
 int ss_volume_pixels_exact(const ss_volume *v);
 int ss_volume_put_slice_pixels(const ss_volume *v, int s, int k, const uint16_t *px, void *out);
+/* n scaled floats of a product (one slice's C, from wherever it was computed)
+ * as stored values, rounded and clamped as ss_volume_slice gives them. */
+void ss_volume_stored_values(const ss_volume *v, const float *C, size_t n, double *out);
 
 /* The whole volume at k (stored values as from ss_volume_rebuild) as a
  * .nii.gz in memory (ss_nifti_encode with gzip). */

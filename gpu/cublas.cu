@@ -14,6 +14,7 @@ svdslice_convert_kernel(const ss_gm_job *__restrict__ jobs, int njobs) {
     if (tx == 0 && ty == 0) sjob = jobs[ss_gm_find_job(jobs, njobs, tile)];
     __syncthreads();
     const ss_gm_job jb = sjob; /* in registers, as in the cuda kernel */
+    if (jb.out_bytes == SS_GM_OUT_F32) return; /* the GEMM wrote its output (whole block: no barrier follows) */
     int r0, c0;
     ss_gm_tile_origin(tile - jb.tile0, jb.n, &r0, &c0);
     ss_gm_convert(&jb, r0, c0, tx, ty);
@@ -74,7 +75,7 @@ int ss_gpu_prepare_cublas(ss_gpu_ctx *ctx, int nj) {
 }
 
 /* One cublasSgemmBatched per GEMM shape (cublasSgemm for a group of one),
- * then the conversion kernel. */
+ * then the conversion kernel, unless every job is a float job. */
 int ss_gpu_launch_cublas(ss_gpu_ctx *ctx, int nj, long long tiles) {
     const ss_gm_gkey *keys = ctx->keys;
     const float one = 1.0f, zero = 0.0f;
@@ -92,7 +93,7 @@ int ss_gpu_launch_cublas(ss_gpu_ctx *ctx, int nj, long long tiles) {
         }
         s = e;
     }
-    return ss_gpu_launch_convert(ctx, nj, tiles);
+    return ctx->pixel_jobs ? ss_gpu_launch_convert(ctx, nj, tiles) : 0;
 }
 
 void ss_gpu_release_cublas(ss_gpu_ctx *ctx) {
@@ -120,7 +121,7 @@ static int cublas_available(const char **reason) { return ss_gpu_backend_availab
 /* A batch of one, for the CLI, the bench and direct callers. */
 static int cublas_reconstruct(const ss_factors *f, int k, uint16_t *out, ss_workspace *ws) {
     (void)ws;
-    ss_gpu_item it = {f, k, out, 0};
+    ss_gpu_item it = {f, k, out, 0, NULL};
     int rc = ss_gpu_run_batch(&ss_backend_cublas, &it, 1, NULL);
     return rc ? rc : it.status;
 }

@@ -16,7 +16,10 @@ extern const ss_backend ss_backend_cublas;
 int ss_gpu_register(void);
 
 /* One request of a batch: rank-k reconstruction of f into out (m*n samples,
- * 0..2^bit_depth-1). status is set by ss_gpu_run_batch: 0, SS_EINVAL (bad k
+ * 0..2^bit_depth-1), or, when out_f32 is set, the product C = U[:, :k]
+ * W[:k, :] itself into out_f32 (m*n floats, unrounded; out unused, and the
+ * bit depth is only a label then: volume slices of any data type). Pixel and
+ * float items mix in one batch. status is set by ss_gpu_run_batch: 0, SS_EINVAL (bad k
  * or factors), SS_ENOMEM (device or host memory), or SS_EUNAVAIL (no GPU,
  * or a CUDA/cuBLAS failure: the batch alone, unless the backend cannot run
  * here or the context broke, which marks one or both backends unavailable;
@@ -26,13 +29,14 @@ typedef struct ss_gpu_item {
     int k;
     uint16_t *out;
     int status;
+    float *out_f32;
 } ss_gpu_item;
 
 /* Runs items[0..n) on backend b (cuda or cublas) as one batch: factors are
  * uploaded on first use and kept resident (LRU keyed by f->id; factors with
  * an empty id are uploaded for this batch only), all products computed in
  * one launch (cuda) or one batched GEMM per shape (cublas), converted to
- * pixels on the device, one copy back. Returns 0 when the batch ran (each
+ * pixels on the device (not for float items), one copy back. Returns 0 when the batch ran (each
  * item's status says how it went; *device_ms, if not NULL, gets the kernels'
  * device time), or a negative error that every item's status also carries.
  * Thread-safe (callers are serialised: one context, one stream, one cuBLAS

@@ -330,11 +330,11 @@ static int valid_item(const ss_gpu_item *it) {
     const ss_factors *f = it->f;
     if (!f || !f->U || !f->W || f->m <= 0 || f->n <= 0 || f->rank <= 0)
         return ss_fail(SS_EINVAL, "factors missing or empty");
-    if (f->bit_depth != 8 && f->bit_depth != 16)
+    if (!it->out_f32 && f->bit_depth != 8 && f->bit_depth != 16)
         return ss_fail(SS_EINVAL, "bit depth %d is not 8 or 16", f->bit_depth);
     if (it->k < 1 || it->k > f->rank)
         return ss_fail(SS_EINVAL, "k=%d is not in 1..%d", it->k, f->rank);
-    if (!it->out) return ss_fail(SS_EINVAL, "no output buffer");
+    if (!it->out && !it->out_f32) return ss_fail(SS_EINVAL, "no output buffer");
     return 0;
 }
 
@@ -359,7 +359,7 @@ static int run_locked(int use_cublas, ss_gpu_item *items, const int *idx, int nj
         job->ldc = ss_gm_ldc(job->n);
         job->k = it->k;
         job->maxval = it->f->bit_depth == 8 ? 255 : 65535;
-        job->out_bytes = it->f->bit_depth == 8 ? 1 : 2; /* 8-bit: half the bytes over PCIe */
+        job->out_bytes = it->out_f32 ? SS_GM_OUT_F32 : it->f->bit_depth == 8 ? 1 : 2; /* 8-bit: half the bytes over PCIe */
     }
     size_t out_total = 0;
     long long tiles = ss_gm_pack(c->h_jobs, nj, &out_total);
@@ -374,19 +374,26 @@ static int run_locked(int use_cublas, ss_gpu_item *items, const int *idx, int nj
     if (od != c->out_cap) SS_CU(cudaMemsetAsync(c->d_out, 0, od, c->stream));
     c->out_cap = oh < od ? oh : od;
     size_t cfl = 0;
+    c->pixel_jobs = 0;
     for (int j = 0; j < nj; j++) {
         ss_gm_job *job = &c->h_jobs[j];
         job->out = c->d_out + job->out_off;
-        if (use_cublas) {
+        if (job->out_bytes != SS_GM_OUT_F32) c->pixel_jobs++;
+        if (use_cublas && job->out_bytes != SS_GM_OUT_F32) {
             job->C = (const float *)(uintptr_t)cfl; /* offset until d_c is sized */
             cfl += ss_gm_c_floats(job->m, job->n);
         }
     }
     if (use_cublas) {
         size_t cb = c->c_cap * sizeof(float);
-        if ((rc = ss_gpu_grow_dev((void **)&c->d_c, &cb, cfl * sizeof(float)))) return rc;
+        if (cfl && (rc = ss_gpu_grow_dev((void **)&c->d_c, &cb, cfl * sizeof(float)))) return rc;
         c->c_cap = cb / sizeof(float);
-        for (int j = 0; j < nj; j++) c->h_jobs[j].C = c->d_c + (uintptr_t)c->h_jobs[j].C;
+        /* A float job's GEMM writes its output staging (256-byte aligned, rows
+         * of ldc): no product buffer, no conversion, copied back as it is. */
+        for (int j = 0; j < nj; j++) {
+            ss_gm_job *job = &c->h_jobs[j];
+            job->C = job->out_bytes == SS_GM_OUT_F32 ? (const float *)job->out : c->d_c + (uintptr_t)job->C;
+        }
         if ((rc = ss_gpu_prepare_cublas(c, nj))) return rc; /* set-up outside the timed region */
     }
 #ifdef SS_GPU_FAULT_INJECTION
@@ -417,7 +424,11 @@ static int run_locked(int use_cublas, ss_gpu_item *items, const int *idx, int nj
         ss_gpu_item *it = &items[idx[j]];
         size_t px = (size_t)job->m * (size_t)job->n;
         const unsigned char *src = c->h_out + job->out_off;
-        if (job->out_bytes == 1)
+        if (job->out_bytes == SS_GM_OUT_F32) /* rows of ldc floats -> rows of n */
+            for (int r = 0; r < job->m; r++)
+                memcpy(it->out_f32 + (size_t)r * job->n, (const float *)src + (size_t)r * job->ldc,
+                       (size_t)job->n * sizeof(float));
+        else if (job->out_bytes == 1)
             for (size_t p = 0; p < px; p++) it->out[p] = src[p];
         else
             memcpy(it->out, src, px * sizeof(uint16_t));

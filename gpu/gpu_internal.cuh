@@ -32,6 +32,7 @@ typedef struct ss_gpu_ctx {
     size_t c_cap;               /* in floats */
     const float **h_ptrs, **d_ptrs; /* cuBLAS pointer arrays: 3 per job */
     size_t ptrs_cap;            /* in pointers */
+    int pixel_jobs;             /* jobs of the batch converted to pixels (not float jobs) */
     ss_gm_gkey *keys;           /* cuBLAS groups of the batch (malloc) */
     size_t keys_cap;            /* in keys */
 } ss_gpu_ctx;

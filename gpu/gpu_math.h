@@ -50,8 +50,10 @@
 
 /* One job of a batch launch, as the kernel reads it from device memory.
  * Pointers are device addresses; out holds m*n samples of out_bytes each
- * (1: uint8 staging for 8-bit slices, 2: uint16). C is the float product
- * (m x n, ld n) for the cuBLAS path's conversion kernel, else NULL. */
+ * (1: uint8 staging for 8-bit slices, 2: uint16, 4: the float product itself,
+ * unrounded, in rows of ldc floats so that cuBLAS writes it there directly).
+ * C is the float product (m x n, ld ldc) for the cuBLAS path (the conversion
+ * kernel reads it; for a float job it is out), else NULL. */
 typedef struct ss_gm_job {
     const float *U;      /* m x ldu, row-major; columns 0..k-1 used */
     const float *W;      /* >= k x ldw, row-major; columns 0..n-1 used */
@@ -61,9 +63,13 @@ typedef struct ss_gm_job {
     size_t out_off;      /* byte offset of this job's output in the staging buffer */
     int m, n, ldu, k;
     int ldw, ldc;        /* row strides of W and C (>= n) */
-    int maxval;          /* 255 or 65535 */
-    int out_bytes;       /* 1 or 2 */
+    int maxval;          /* 255 or 65535 (pixel jobs) */
+    int out_bytes;       /* 1 or 2 (pixels), SS_GM_OUT_F32 (floats) */
 } ss_gm_job;
+
+/* out_bytes of a job that returns C = U[:, :k] W[:k, :] as floats (volumes of
+ * any data type: the engine maps them to stored values). */
+#define SS_GM_OUT_F32 4
 
 SS_GM_FN int ss_gm_cdiv(int a, int b) { return (a + b - 1) / b; }
 SS_GM_FN size_t ss_gm_align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
@@ -199,8 +205,14 @@ SS_GM_FN void ss_gm_accumulate(int tx, int ty, const ss_gm_uslab Us, const ss_gm
     }
 }
 
-/* Writes one output sample as uint8 or uint16 staging. */
-SS_GM_FN void ss_gm_put(const ss_gm_job *jb, size_t o, float v) {
+/* Writes output sample (row, col): the float as it is (rows of ldc), or
+ * rounded and clamped as uint8 or uint16 staging (rows of n). */
+SS_GM_FN void ss_gm_put(const ss_gm_job *jb, int row, int col, float v) {
+    if (jb->out_bytes == SS_GM_OUT_F32) {
+        ((float *)jb->out)[(size_t)row * jb->ldc + col] = v;
+        return;
+    }
+    const size_t o = (size_t)row * jb->n + col;
     uint16_t px = ss_gm_pixel(v, jb->maxval);
     if (jb->out_bytes == 1) ((unsigned char *)jb->out)[o] = (unsigned char)px;
     else ((uint16_t *)jb->out)[o] = px;
@@ -216,12 +228,13 @@ SS_GM_FN void ss_gm_store(const ss_gm_job *jb, int r0, int c0, int tx, int ty,
         SS_GM_UNROLL
         for (int j = 0; j < SS_GM_RN; j++) {
             int col = ss_gm_thread_col(c0, tx, j);
-            if (col < jb->n) ss_gm_put(jb, (size_t)row * jb->n + col, acc[i][j]);
+            if (col < jb->n) ss_gm_put(jb, row, col, acc[i][j]);
         }
     }
 }
 
-/* Converts this thread's pixels of the float product jb->C (the cublas backend). */
+/* Converts this thread's pixels of the float product jb->C (the cublas
+ * backend; never called for a float job, whose C is its output). */
 SS_GM_FN void ss_gm_convert(const ss_gm_job *jb, int r0, int c0, int tx, int ty) {
     SS_GM_UNROLL
     for (int i = 0; i < SS_GM_RM; i++) {
@@ -231,15 +244,21 @@ SS_GM_FN void ss_gm_convert(const ss_gm_job *jb, int r0, int c0, int tx, int ty)
         for (int j = 0; j < SS_GM_RN; j++) {
             int col = ss_gm_thread_col(c0, tx, j);
             if (col < jb->n) {
-                ss_gm_put(jb, (size_t)row * jb->n + col, SS_GM_LDG(&jb->C[(size_t)row * jb->ldc + col]));
+                ss_gm_put(jb, row, col, SS_GM_LDG(&jb->C[(size_t)row * jb->ldc + col]));
             }
         }
     }
 }
 
-/* Fills tile0 and out_off of jobs[0..n) (m, n and out_bytes set) so tiles
- * and output regions follow one another; returns the launch's tile count
- * and the staging bytes in *out_bytes_total. */
+/* Bytes of a job's output region: m*n samples, or m rows of ldc floats. */
+SS_GM_FN size_t ss_gm_out_size(const ss_gm_job *jb) {
+    if (jb->out_bytes == SS_GM_OUT_F32) return (size_t)jb->m * (size_t)jb->ldc * sizeof(float);
+    return (size_t)jb->m * (size_t)jb->n * (size_t)jb->out_bytes;
+}
+
+/* Fills tile0 and out_off of jobs[0..n) (m, n, out_bytes and, for float
+ * jobs, ldc set) so tiles and output regions follow one another; returns the
+ * launch's tile count and the staging bytes in *out_bytes_total. */
 SS_GM_FN long long ss_gm_pack(ss_gm_job *jobs, int n, size_t *out_bytes_total) {
     long long tiles = 0;
     size_t off = 0;
@@ -247,7 +266,7 @@ SS_GM_FN long long ss_gm_pack(ss_gm_job *jobs, int n, size_t *out_bytes_total) {
         jobs[i].tile0 = tiles;
         jobs[i].out_off = off;
         tiles += ss_gm_tiles(jobs[i].m, jobs[i].n);
-        size_t bytes = (size_t)jobs[i].m * (size_t)jobs[i].n * (size_t)jobs[i].out_bytes;
+        size_t bytes = ss_gm_out_size(&jobs[i]);
         off += (bytes + SS_GM_OUT_ALIGN - 1) / SS_GM_OUT_ALIGN * SS_GM_OUT_ALIGN;
     }
     *out_bytes_total = off;

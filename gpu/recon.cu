@@ -52,7 +52,7 @@ static int cuda_available(const char **reason) { return ss_gpu_backend_available
 /* A batch of one, for the CLI, the bench and direct callers. */
 static int cuda_reconstruct(const ss_factors *f, int k, uint16_t *out, ss_workspace *ws) {
     (void)ws;
-    ss_gpu_item it = {f, k, out, 0};
+    ss_gpu_item it = {f, k, out, 0, NULL};
     int rc = ss_gpu_run_batch(&ss_backend_cuda, &it, 1, NULL);
     return rc ? rc : it.status;
 }

@@ -39,9 +39,18 @@ static int hist_bin(int n) {
     return b; /* 1, 2-3, 4-7, ..., 128+ */
 }
 
-/* Runs jobs [0..n) that share one backend: one GPU batch, or in CPU mode
- * (and for CPU backends) each job's reconstruct in turn, timed as a batch;
- * run in turn, a job reached after its deadline times out without running. */
+/* One job on the CPU: pixels, or floats for an out_f32 job. */
+static int run_on_cpu(ss_gpuq *q, const ss_gpu_job *j) {
+    const ss_backend *b = j->backend;
+    if (!j->out_f32) return b->reconstruct(j->f, j->k, j->out, q->ws);
+    if (!b->reconstruct_f32) return ss_fail(SS_EUNAVAIL, "backend %s has no float output", b->name);
+    return b->reconstruct_f32(j->f, j->k, j->out_f32, q->ws);
+}
+
+/* Runs jobs [0..n) that share one backend: one GPU batch (pixel and float
+ * jobs together), or in CPU mode (and for CPU backends) each job in turn,
+ * timed as a batch; run in turn, a job reached after its deadline times out
+ * without running. */
 static void run_group(ss_gpuq *q, ss_gpu_job **jobs, int n, int *status) {
     const ss_backend *b = jobs[0]->backend;
     double ms = 0;
@@ -51,7 +60,7 @@ static void run_group(ss_gpuq *q, ss_gpu_job **jobs, int n, int *status) {
             if (jobs[i]->deadline > 0 && ss_now() > jobs[i]->deadline)
                 status[i] = SS_ETIMEDOUT;
             else
-                status[i] = b->reconstruct(jobs[i]->f, jobs[i]->k, jobs[i]->out, q->ws);
+                status[i] = run_on_cpu(q, jobs[i]);
         }
         ms = (ss_now() - t0) * 1e3;
     } else {
@@ -59,6 +68,7 @@ static void run_group(ss_gpuq *q, ss_gpu_job **jobs, int n, int *status) {
             q->items[i].f = jobs[i]->f;
             q->items[i].k = jobs[i]->k;
             q->items[i].out = jobs[i]->out;
+            q->items[i].out_f32 = jobs[i]->out_f32;
             q->items[i].status = 0;
         }
         ss_gpu_run_batch(b, q->items, n, &ms);

@@ -21,6 +21,9 @@ typedef struct ss_gpu_job {
     const ss_factors *f;         /* must stay valid until done() (hold a store ref) */
     int k;
     uint16_t *out;               /* m*n samples, written before done() */
+    float *out_f32;              /* or, when set: C = U[:, :k] W[:k, :] as m*n floats,
+                                    unrounded (volumes of any data type); out unused.
+                                    In CPU mode the backend's reconstruct_f32 runs */
     double deadline;             /* CLOCK_MONOTONIC seconds; 0 = none. Bounds the time
                                     queued: a job still queued then is answered then */
     ss_gpuq_done_fn done;

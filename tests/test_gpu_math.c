@@ -354,6 +354,122 @@ static void test_cublas_calls_emulated(void **state) {
     }
 }
 
+/* Float jobs (volumes: out_bytes SS_GM_OUT_F32) mixed with pixel jobs in one
+ * packed batch: each float output region holds m rows of ldc floats, aligned
+ * and disjoint from the others; the cuda kernel's phases write each product
+ * unrounded (values far outside 0..65535 and negative, as scaled volume data
+ * are) within float tolerance of the float64 reference and never touch a
+ * row's pad; the cublas path's GEMM writes a float job's product straight
+ * into its output (C = out, ldc) and the conversion walk of the pixel jobs
+ * leaves the float outputs alone. */
+static void test_float_jobs_in_mixed_batch(void **state) {
+    (void)state;
+    enum { NJ = 6 };
+    static const int sh[NJ][4] = {/* m, n, k, out: 0 float, else bits */
+                                  {217, 181, 50, 0}, {37, 20, 17, 16}, {33, 31, 31, 0},
+                                  {64, 65, 33, 8},   {1, 1, 1, 0},     {7, 300, 7, 0}};
+    ss_factors *fs[NJ];
+    ss_gm_job jobs[NJ];
+    float *dev[NJ];
+    for (int j = 0; j < NJ; j++) {
+        int m = sh[j][0], n = sh[j][1], r = m < n ? m : n;
+        fs[j] = tu_random_factors(m, n, r, sh[j][3] ? sh[j][3] : 16, 70 + j);
+        assert_non_null(fs[j]);
+        if (!sh[j][3])
+            for (size_t p = 0; p < (size_t)m * r; p++) fs[j]->U[p] *= -4000.0f;
+        memset(&jobs[j], 0, sizeof jobs[j]);
+        dev[j] = device_layout(fs[j], &jobs[j]);
+        jobs[j].m = m;
+        jobs[j].n = n;
+        jobs[j].ldc = ss_gm_ldc(n);
+        jobs[j].k = sh[j][2];
+        jobs[j].maxval = sh[j][3] == 8 ? 255 : 65535;
+        jobs[j].out_bytes = sh[j][3] ? sh[j][3] / 8 : SS_GM_OUT_F32;
+    }
+    size_t total = 0;
+    long long tiles = ss_gm_pack(jobs, NJ, &total);
+    for (int j = 0; j < NJ; j++) {
+        size_t want = sh[j][3] ? (size_t)jobs[j].m * jobs[j].n * (size_t)(sh[j][3] / 8)
+                               : (size_t)jobs[j].m * (size_t)jobs[j].ldc * sizeof(float);
+        assert_int_equal(ss_gm_out_size(&jobs[j]), want);
+        assert_int_equal(jobs[j].out_off % SS_GM_OUT_ALIGN, 0);
+        assert_true(jobs[j].out_off + want <= (j + 1 < NJ ? jobs[j + 1].out_off : total));
+    }
+    unsigned char *stage = malloc(total);
+    assert_non_null(stage);
+    for (int pass = 0; pass < 2; pass++) { /* 0: the cuda kernel, 1: the cublas path */
+        for (size_t b = 0; b < total / sizeof(float); b++) ((float *)stage)[b] = NAN; /* pads stay NaN */
+        for (int j = 0; j < NJ; j++) jobs[j].out = stage + jobs[j].out_off;
+        float *Cpix[NJ] = {0};
+        if (pass == 0) {
+            simulate_recon(jobs, NJ, tiles);
+        } else {
+            for (int j = 0; j < NJ; j++) {
+                if (jobs[j].out_bytes == SS_GM_OUT_F32) {
+                    jobs[j].C = (const float *)jobs[j].out;
+                } else {
+                    Cpix[j] = malloc(ss_gm_c_floats(jobs[j].m, jobs[j].n) * sizeof(float));
+                    assert_non_null(Cpix[j]);
+                    jobs[j].C = Cpix[j];
+                }
+            }
+            ss_gm_gkey keys[NJ];
+            const float *ptrs[3 * NJ];
+            ss_gm_group(jobs, NJ, keys, ptrs);
+            for (int q = 0; q < NJ; q++) {
+                ss_gm_gemm g = ss_gm_gemm_args(&jobs[keys[q].j]);
+                colmajor_sgemm_nn(g.rows, g.cols, g.k, ptrs[q], g.lda, ptrs[NJ + q], g.ldb, (float *)ptrs[2 * NJ + q],
+                                  g.ldc);
+            }
+            for (long long t = 0; t < tiles; t++) { /* the conversion kernel: float jobs' blocks return */
+                const ss_gm_job *jb = &jobs[ss_gm_find_job(jobs, NJ, t)];
+                if (jb->out_bytes == SS_GM_OUT_F32) continue;
+                int r0, c0;
+                ss_gm_tile_origin(t - jb->tile0, jb->n, &r0, &c0);
+                for (int lin = 0; lin < SS_GM_THREADS; lin++) ss_gm_convert(jb, r0, c0, lin % SS_GM_TX, lin / SS_GM_TX);
+            }
+        }
+        for (int j = 0; j < NJ; j++) {
+            const ss_gm_job *jb = &jobs[j];
+            size_t px = (size_t)jb->m * jb->n;
+            double *ref = malloc(px * sizeof *ref);
+            assert_non_null(ref);
+            ss_reference_f64(fs[j], jb->k, ref);
+            const ss_factors *f = fs[j];
+            for (int r = 0; r < jb->m; r++)
+                for (int c = 0; c < jb->ldc && jb->out_bytes == SS_GM_OUT_F32; c++) {
+                    float got = ((const float *)jb->out)[(size_t)r * jb->ldc + c];
+                    double want = c < jb->n ? ref[(size_t)r * jb->n + c] : NAN;
+                    if (c >= jb->n) {
+                        if (!isnan(got)) fail_msg("pass %d job %d: pad (%d, %d) written", pass, j, r, c);
+                        continue;
+                    }
+                    /* float accumulation of k terms: |error| <= k eps sum |U_ip W_pj| (+ a rounding) */
+                    double mag = 0;
+                    for (int p = 0; p < jb->k; p++)
+                        mag += fabs((double)f->U[(size_t)r * f->rank + p] * f->W[(size_t)p * f->n + c]);
+                    if (!(fabs(got - want) <= 2.0 * jb->k * FLT_EPSILON * mag + 1e-6)) {
+                        fail_msg("pass %d job %d (%d, %d): %g, reference %g", pass, j, r, c, (double)got, want);
+                    }
+                }
+            for (size_t p = 0; p < px && jb->out_bytes != SS_GM_OUT_F32; p++) {
+                double r = round(ref[p]);
+                r = r < 0 ? 0 : r > jb->maxval ? jb->maxval : r;
+                int got = jb->out_bytes == 1 ? ((unsigned char *)jb->out)[p] : ((uint16_t *)jb->out)[p];
+                if (abs(got - (int)r) > 1) fail_msg("pass %d job %d pixel %zu: %d, reference %.0f", pass, j, p, got, r);
+            }
+            free(ref);
+            free(Cpix[j]);
+            jobs[j].C = NULL;
+        }
+    }
+    free(stage);
+    for (int j = 0; j < NJ; j++) {
+        ss_factors_free(fs[j]);
+        free(dev[j]);
+    }
+}
+
 /* Shared-memory bank model (32 banks of 4 bytes): the degree of a warp's
  * access is the most distinct words that fall in one bank (1: conflict
  * free; equal words are a broadcast). addr[t] are word offsets, t < 32. */
@@ -458,6 +574,7 @@ int main(void) {
         cmocka_unit_test(test_pixel_matches_engine),
         cmocka_unit_test(test_kernel_phases_match_reference),
         cmocka_unit_test(test_cublas_calls_emulated),
+        cmocka_unit_test(test_float_jobs_in_mixed_batch),
         cmocka_unit_test(test_slab_banks_conflict_free),
         cmocka_unit_test(test_factor_layout_aligned),
     };

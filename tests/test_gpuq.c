@@ -6,6 +6,7 @@
 
 #include <cmocka.h>
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,6 +211,91 @@ static void test_mixed_backends_launch_per_backend(void **state) {
     for (int i = 0; i < N; i++) free(jobs[i].out);
     free(gate.out);
     ss_factors_free(f);
+}
+
+/* Makes t a float job: C into its own buffer (NaN until written), no pixels. */
+static float *tjob_float(tjob *t) {
+    const ss_factors *f = t->job.f;
+    size_t n = (size_t)f->m * f->n;
+    float *C = malloc(n * sizeof *C);
+    assert_non_null(C);
+    for (size_t p = 0; p < n; p++) C[p] = NAN;
+    t->job.out = NULL;
+    t->job.out_f32 = C;
+    return C;
+}
+
+/* The float job's output equals its backend's reconstruct_f32, bit for bit. */
+static void assert_direct_floats(const tjob *t) {
+    const ss_factors *f = t->job.f;
+    size_t n = (size_t)f->m * f->n;
+    float *want = malloc(n * sizeof *want);
+    ss_workspace *ws = ss_workspace_new();
+    assert_non_null(want);
+    assert_non_null(ws);
+    assert_int_equal(t->job.backend->reconstruct_f32(f, t->job.k, want, ws), 0);
+    assert_memory_equal(t->job.out_f32, want, n * sizeof *want);
+    ss_workspace_free(ws);
+    free(want);
+}
+
+/* Float jobs (volumes of any data type) and pixel jobs of one backend leave
+ * in one batch; each float job gets its backend's reconstruct_f32 exactly,
+ * each pixel job its pixels; a float job on a backend without float output
+ * fails alone with SS_EUNAVAIL. */
+static void test_float_jobs_mixed_with_pixel_jobs(void **state) {
+    (void)state;
+    reset_counts();
+    const ss_backend *blas = ss_backend_find("blas");
+    assert_non_null(blas);
+    /* a volume-like slice: 16-bit label, values far outside 0..65535 and negative */
+    ss_factors *f1 = tu_random_factors(37, 29, 29, 16, 11), *f2 = tu_random_factors(24, 61, 24, 8, 12);
+    assert_non_null(f1);
+    assert_non_null(f2);
+    for (size_t p = 0; p < (size_t)f1->m * f1->rank; p++) f1->U[p] *= -3000.0f;
+    enum { N = 10 };
+    ss_gpuq *q = new_cpu_queue(32, 32, 20.0);
+    tjob gate, jobs[N], nof32;
+    float *C[N] = {0};
+    tjob_init(&gate, blas, f1, 3, on_done_gate);
+    assert_int_equal(ss_gpuq_submit(q, &gate.job), 0);
+    wait_gate_entered();
+    for (int i = 0; i < N; i++) {
+        const ss_factors *f = i % 3 ? f1 : f2;
+        tjob_init(&jobs[i], blas, f, 1 + (i * 5) % f->rank, on_done);
+        if (i % 2 == 0) C[i] = tjob_float(&jobs[i]);
+        assert_int_equal(ss_gpuq_submit(q, &jobs[i].job), 0);
+    }
+    tjob_init(&nof32, &ss_backend_cuda, f1, 4, on_done); /* no reconstruct_f32 in CPU mode */
+    float *Cn = tjob_float(&nof32);
+    assert_int_equal(ss_gpuq_submit(q, &nof32.job), 0);
+    open_gate();
+    wait_done(N + 2);
+    ss_gpuq_stats st;
+    ss_gpuq_get_stats(q, &st);
+    assert_int_equal(st.batches, 3); /* the gate, then blas x10 and cuda x1 from one pop */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(jobs[i].calls, 1);
+        assert_int_equal(jobs[i].status, 0);
+        assert_int_equal(jobs[i].job.batch_size, N);
+        if (C[i]) {
+            assert_direct_floats(&jobs[i]);
+        } else {
+            assert_direct_result(&jobs[i]);
+        }
+    }
+    assert_int_equal(nof32.status, SS_EUNAVAIL);
+    assert_true(isnan(Cn[0]));
+    ss_gpuq_free(q);
+    for (int i = 0; i < N; i++) {
+        free(jobs[i].out);
+        free(C[i]);
+    }
+    free(nof32.out);
+    free(Cn);
+    free(gate.out);
+    ss_factors_free(f1);
+    ss_factors_free(f2);
 }
 
 /* A job whose deadline passed while queued completes with SS_ETIMEDOUT and
@@ -505,6 +591,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batching_groups_jobs_up_to_max_batch),
         cmocka_unit_test(test_mixed_backends_launch_per_backend),
+        cmocka_unit_test(test_float_jobs_mixed_with_pixel_jobs),
         cmocka_unit_test(test_expired_job_times_out_without_running),
         cmocka_unit_test(test_queued_job_expires_while_the_thread_is_busy),
         cmocka_unit_test(test_full_queue_rejects_with_busy),

@@ -638,7 +638,7 @@ static void volume_batch(const ss_backend *const *bk, int nb, int check) {
 
 /* One batch of one slice; status of the item, 0 when its pixels match. */
 static int one_batch(const ss_backend *b, ss_factors *f) {
-    ss_gpu_item it = {f, f->rank, (uint16_t *)malloc((size_t)f->m * f->n * sizeof(uint16_t)), 99};
+    ss_gpu_item it = {f, f->rank, (uint16_t *)malloc((size_t)f->m * f->n * sizeof(uint16_t)), 99, NULL};
     int rc = ss_gpu_run_batch(b, &it, 1, NULL);
     int st = rc ? rc : it.status;
     if (!st && max_err(f, f->rank, it.out) > 1) st = 1;

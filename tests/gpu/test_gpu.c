@@ -80,7 +80,7 @@ static void test_unavailable_backends_say_why(void **state) {
         assert_true(strlen(reason) > 0);
         assert_int_equal(k_gpu[i]->reconstruct(f, 4, px, NULL), SS_EUNAVAIL);
         assert_true(strlen(ss_error()) > 0);
-        ss_gpu_item items[2] = {{f, 3, px, 99}, {f, 5, px, 99}};
+        ss_gpu_item items[2] = {{f, 3, px, 99, NULL}, {f, 5, px, 99, NULL}};
         assert_int_equal(ss_gpu_run_batch(k_gpu[i], items, 2, NULL), SS_EUNAVAIL);
         assert_int_equal(items[0].status, SS_EUNAVAIL);
         assert_int_equal(items[1].status, SS_EUNAVAIL);
