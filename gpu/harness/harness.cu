@@ -19,6 +19,7 @@
  * Exit status: 0 all checks passed, 1 a check failed, 2 usage, 3 no usable GPU.
  */
 #include <dirent.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -185,6 +186,25 @@ static int max_err_rows(const ss_factors *f, int k, const uint16_t *px, int step
 
 static int max_err(const ss_factors *f, int k, const uint16_t *px) { return max_err_rows(f, k, px, 1); }
 
+/* A float item's product against the float64 one: the worst |C - ref| over
+ * its bound for float accumulation of k terms, 2 k eps sum_p |U_ip W_pj|
+ * (+1e-6); <= 1 passes. */
+static double f32_err_ratio(const ss_factors *f, int k, const float *C) {
+    double worst = 0;
+    for (int i = 0; i < f->m; i++)
+        for (int j = 0; j < f->n; j++) {
+            double ref = 0, mag = 0;
+            for (int p = 0; p < k; p++) {
+                double t = (double)f->U[(size_t)i * f->rank + p] * f->W[(size_t)p * f->n + j];
+                ref += t;
+                mag += fabs(t);
+            }
+            double r = fabs((double)C[(size_t)i * f->n + j] - ref) / (2.0 * k * FLT_EPSILON * mag + 1e-6);
+            if (!(r <= worst)) worst = r; /* NaN sticks */
+        }
+    return worst;
+}
+
 static void check_batch(const ss_backend *b, ss_factors **fs, const int *ks, int n, const char *what) {
     ss_gpu_item *items = (ss_gpu_item *)calloc((size_t)n, sizeof *items);
     for (int i = 0; i < n; i++) {
@@ -228,6 +248,7 @@ static void check_bad_item_and_evictions(const ss_backend *b, ss_factors *const 
     int bad = 0;
     for (int round = 0; round < 2; round++) {
         ss_gpu_item items[NI];
+        memset(items, 0, sizeof items); /* out_f32 NULL: pixel items */
         for (int i = 0; i < NI; i++) {
             const ss_factors *f = fs4[(i + round) % 4];
             items[i].f = f;
@@ -336,13 +357,15 @@ typedef struct timing {
 
 /* Times one batch of n slices at k: the first (cold: uploads included) call
  * apart, then reps warm calls; device time from the backend's events, wall
- * time around the whole call (descriptor upload, kernels, copy back, widening). */
-static int bench(const ss_backend *b, ss_factors **fs, int n, int k, int reps, timing *t) {
+ * time around the whole call (descriptor upload, kernels, copy back, widening).
+ * f32: float items (the products, as volumes of non-uint types get them). */
+static int bench(const ss_backend *b, ss_factors **fs, int n, int k, int reps, timing *t, int f32) {
     ss_gpu_item *items = (ss_gpu_item *)calloc((size_t)n, sizeof *items);
     for (int i = 0; i < n; i++) {
         items[i].f = fs[i];
         items[i].k = k;
-        items[i].out = (uint16_t *)malloc((size_t)fs[i]->m * fs[i]->n * sizeof(uint16_t));
+        if (f32) items[i].out_f32 = (float *)malloc((size_t)fs[i]->m * fs[i]->n * sizeof(float));
+        else items[i].out = (uint16_t *)malloc((size_t)fs[i]->m * fs[i]->n * sizeof(uint16_t));
     }
     double *dev = (double *)malloc((size_t)reps * sizeof(double)), *wall = (double *)malloc((size_t)reps * sizeof(double));
     /* Empty the device cache so the cold call uploads (the other backend's
@@ -365,7 +388,10 @@ static int bench(const ss_backend *b, ss_factors **fs, int n, int k, int reps, t
         t->dev_min = dev[0];
         t->wall_med = wall[reps / 2];
     }
-    for (int i = 0; i < n; i++) free(items[i].out);
+    for (int i = 0; i < n; i++) {
+        free(items[i].out);
+        free(items[i].out_f32);
+    }
     free(items);
     free(dev);
     free(wall);
@@ -406,6 +432,7 @@ typedef struct xshape {
  * reps warm calls (factors resident), median. Returns 0, or -1 (said why). */
 static int time_single(const ss_backend *b, ss_factors *f, int k, int reps, double *warm, double *cold) {
     ss_gpu_item it;
+    memset(&it, 0, sizeof it);
     it.f = f;
     it.k = k;
     it.status = 0;
@@ -569,6 +596,48 @@ static const volspec k_vols[2] = {{"181 x 217x181 (the goal's volume)", 181, 217
 enum { VOL_K = 50, VOL_MAX = 181 };
 static double g_vol_ms[2]; /* the goal's volume, per backend */
 
+/* The same volume as one batch of float items (even slices; a volume of
+ * int16 or float data gets these) mixed with pixel items (odd slices): the
+ * floats within float accumulation error of the float64 product, the pixels
+ * within 1, on every 20th slice and the last two. */
+static void check_float_volume(const ss_backend *b, const volspec *vs, ss_factors **vol) {
+    ss_gpu_item *items = (ss_gpu_item *)calloc((size_t)vs->slices, sizeof *items);
+    const size_t px = (size_t)vs->m * vs->n;
+    for (int i = 0; i < vs->slices; i++) {
+        items[i].f = vol[i];
+        items[i].k = VOL_K;
+        if (i % 2 == 0) items[i].out_f32 = (float *)malloc(px * sizeof(float));
+        else items[i].out = (uint16_t *)malloc(px * sizeof(uint16_t));
+    }
+    int rc = ss_gpu_run_batch(b, items, vs->slices, NULL), bad = 0, worst = 0, checked = 0;
+    double fworst = 0;
+    for (int i = 0; i < vs->slices; i++) {
+        if (items[i].status) bad = 1;
+        else if (i % 20 == 0 || i >= vs->slices - 2) {
+            if (items[i].out_f32) {
+                double r = f32_err_ratio(vol[i], VOL_K, items[i].out_f32);
+                if (!(r <= fworst)) fworst = r;
+            } else {
+                int e = max_err(vol[i], VOL_K, items[i].out);
+                if (e > worst) worst = e;
+            }
+            checked++;
+        }
+        free(items[i].out);
+        free(items[i].out_f32);
+    }
+    free(items);
+    if (rc || bad || worst > 1 || !(fworst <= 1)) {
+        g_fail++;
+        say("FAIL %-6s volume %s k=%d float+pixel batch: rc=%d float err/bound %.3g pixel max_err=%d %s\n", b->name,
+            vs->what, VOL_K, rc, fworst, worst, rc ? ss_error() : "");
+    } else {
+        g_pass++;
+        say("ok   %-6s volume %s k=%d float+pixel batch (float err/bound %.3g, pixel max_err %d on %d slices)\n",
+            b->name, vs->what, VOL_K, fworst, worst, checked);
+    }
+}
+
 static void volume_batch(const ss_backend *const *bk, int nb, int check) {
     for (int v = 0; v < 2; v++) {
         const volspec *vs = &k_vols[v];
@@ -612,21 +681,25 @@ static void volume_batch(const ss_backend *const *bk, int nb, int check) {
                     say("ok   %-6s volume %s k=%d in one batch (max_err %d on %d slices)\n", bk[b]->name, vs->what,
                         VOL_K, worst, checked);
                 }
+                check_float_volume(bk[b], vs, vol);
             }
         } else {
             say("\nvolume %s: rank %d, k=%d, one batch of %d slices (generated factors)\n", vs->what,
                 vs->n < vs->m ? vs->n : vs->m, VOL_K, vs->slices);
             for (int b = 0; b < nb; b++) {
-                timing t = {0, 0, 0, 0};
-                if (bench(bk[b], vol, vs->slices, VOL_K, 30, &t)) {
-                    say("FAIL %s volume batch: %s\n", bk[b]->name, ss_error());
-                    g_fail++;
-                    continue;
+                for (int f32 = 0; f32 < 2; f32++) { /* pixels, then floats (volumes of other types) */
+                    timing t = {0, 0, 0, 0};
+                    if (bench(bk[b], vol, vs->slices, VOL_K, 30, &t, f32)) {
+                        say("FAIL %s volume batch%s: %s\n", bk[b]->name, f32 ? " (f32)" : "", ss_error());
+                        g_fail++;
+                        continue;
+                    }
+                    if (v == 0 && !f32) g_vol_ms[bk[b] == &ss_backend_cublas] = t.dev_med;
+                    double gflop = 2.0 * vs->m * vs->n * VOL_K * vs->slices / 1e9;
+                    say("volume %-6s %s device %.4f ms (min %.4f), wall %.4f ms, cold %.3f ms, %.1f GFLOP/s\n",
+                        bk[b]->name, f32 ? "f32" : "px ", t.dev_med, t.dev_min, t.wall_med, t.cold_wall,
+                        gflop / (t.dev_med * 1e-3));
                 }
-                if (v == 0) g_vol_ms[bk[b] == &ss_backend_cublas] = t.dev_med;
-                double gflop = 2.0 * vs->m * vs->n * VOL_K * vs->slices / 1e9;
-                say("volume %-6s device %.4f ms (min %.4f), wall %.4f ms, cold %.3f ms, %.1f GFLOP/s\n", bk[b]->name,
-                    t.dev_med, t.dev_min, t.wall_med, t.cold_wall, gflop / (t.dev_med * 1e-3));
             }
         }
         for (int i = 0; i < vs->slices; i++)
@@ -824,7 +897,7 @@ int main(int argc, char **argv) {
         for (int b = 0; b < nb; b++) {
             timing t = {0, 0, 0, 0};
             int reps = sizes[s] >= 181 ? 30 : 100;
-            if (bench(bk[b], vol, sizes[s], 50, reps, &t)) {
+            if (bench(bk[b], vol, sizes[s], 50, reps, &t, 0)) {
                 say("FAIL %s batch %d: %s\n", bk[b]->name, sizes[s], ss_error());
                 g_fail++;
                 continue;

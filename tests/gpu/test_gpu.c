@@ -174,6 +174,7 @@ static void test_mixed_batches(void **state) {
         if (round_ == 2) ss_gpu_set_cache_bytes(64 << 10); /* smaller than one slice */
         for (int b = 0; b < 2; b++) {
             ss_gpu_item items[NI];
+            memset(items, 0, sizeof items); /* out_f32 NULL: pixel items */
             for (int i = 0; i < NI; i++) {
                 const ss_factors *f = fs[(i * 5 + round_) % NF];
                 items[i].f = f;

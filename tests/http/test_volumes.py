@@ -446,13 +446,57 @@ class VolumesGpuQueueTest(unittest.TestCase):
                 px, bits = c.png(vid, "k=%d&axis=%d&index=%d&backend=loops2" % (k, a, raw.shape[a] // 2))
                 self.assertEqual(bits, 8)
                 self.assertLessEqual(np.abs(px - slice_of(ref, a, raw.shape[a] // 2)).max(), 1)
-            # int16 is not the queue's pixels: a CPU backend falls back to the CPU path, still right
-            _, raw16, slope16, inter16 = raw_volume(REAL["int16_itk"])
-            with open(REAL["int16_itk"], "rb") as f:
-                vid16, _ = c.add(f.read())
-            img, _ = c.nifti(vid16, 4, "&backend=blas")
-            got = np.asanyarray(img.dataobj.get_unscaled()).astype(np.float64)
-            self.assertLessEqual(np.abs(got - reference_at_k(raw16, slope16, inter16, 2, 4)).max(), 1.0)
+
+    def test_every_type_through_the_queue_equals_the_cpu_path(self):
+        """int16 and float32 with scaling are not the queue's pixels: their slices go through the
+        queue as float jobs, every slice below full rank in one submission, and come back as the
+        CPU path's .nii.gz and PNGs, value for value."""
+        vols = []
+        _, raw16, slope16, inter16 = raw_volume(REAL["int16_itk"])
+        with open(REAL["int16_itk"], "rb") as f:
+            vols.append(("int16", f.read(), raw16, slope16, inter16, 2))
+        arr = phantom((21, 26, 15), "float32", seed=5)
+        vols.append(("float32", nii_bytes(arr, slope=0.25, inter=-7.0), arr, 0.25, -7.0, 1))
+        k = 4
+
+        def read_all(srv, extra):
+            c = VolumeClient(srv, self)
+            out = {}
+            for name, data, raw, slope, inter, axis in vols:
+                vid, _ = c.add(data, "?axis=%d" % axis)
+                img, _ = c.nifti(vid, k, extra)
+                pngs = [c.png(vid, "k=%d&axis=%d&index=%d%s" % (k, a, raw.shape[a] // 2, extra))[0] for a in range(3)]
+                out[name] = (np.asanyarray(img.dataobj.get_unscaled()), pngs)
+            return out
+
+        with util.Server(["--workers", "2"]) as srv:
+            cpu = read_all(srv, "&backend=blas")
+        with util.Server(["--gpu-cpu-mode", "--gpu-max-batch", "64", "--gpu-max-wait-ms", "5"]) as srv:
+            def gpu():
+                m = util.parse_prometheus(srv.get("/metrics").body.decode())
+                return util.metric_sum(m, "svdslice_gpu_jobs_total"), util.metric_sum(m, "svdslice_gpu_batches_total")
+
+            jobs0, batches0 = gpu()
+            queued = read_all(srv, "&backend=blas")
+            jobs1, batches1 = gpu()
+        # every slice is below full rank at k (min(m, n) > k): one job each for the .nii.gz
+        self.assertTrue(all(min(d for i, d in enumerate(raw.shape) if i != axis) > k for _, _, raw, _, _, axis in vols))
+        below = sum(raw.shape[axis] for _, _, raw, _, _, axis in vols)
+        self.assertGreaterEqual(jobs1 - jobs0, below)
+        self.assertLess(batches1 - batches0, (jobs1 - jobs0) / 4)  # launched together, not one by one
+        for name, _, raw, slope, inter, axis in vols:
+            with self.subTest(name):
+                got, pngs = queued[name]
+                want, cpu_pngs = cpu[name]
+                self.assertEqual(got.dtype, want.dtype)
+                np.testing.assert_array_equal(got, want)
+                for a in range(3):
+                    np.testing.assert_array_equal(pngs[a], cpu_pngs[a])
+                ref = reference_at_k(raw, slope, inter, axis, k)
+                if raw.dtype.name in FLOATS:
+                    np.testing.assert_allclose(got, ref, atol=max(1e-4 * data_range(raw), 1e-6))
+                else:
+                    self.assertLessEqual(np.abs(got.astype(np.float64) - ref).max(), 1.0)
 
 
 class VolumesLifecycleTest(util.OneDataDir, unittest.TestCase):
