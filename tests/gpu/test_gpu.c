@@ -6,6 +6,7 @@
 
 #include <cmocka.h>
 
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -120,6 +121,65 @@ static void test_every_k_small_case(void **state) {
             for (int k = 1; k <= f->rank; k++) check_backend(k_gpu[b], f, k);
     }
     ss_factors_free(f);
+}
+
+/* Float items (volumes of any data type: values far outside the pixel
+ * range, negative too) mixed with pixel items in one batch of each backend:
+ * each product within float accumulation error of the float64 one (2 k eps
+ * sum |U_ip W_pj|), the pixels within 1. */
+static void test_float_items_in_mixed_batch(void **state) {
+    (void)state;
+    REQUIRE_GPU();
+    enum { NI = 8 };
+    static const int sh[NI][3] = {{217, 181, 50}, {1, 1, 1}, {37, 20, 17}, {33, 31, 31},
+                                  {7, 300, 7},    {64, 65, 33}, {128, 128, 50}, {100, 3, 2}};
+    ss_factors *fs[NI];
+    ss_gpu_item items[NI];
+    memset(items, 0, sizeof items);
+    for (int i = 0; i < NI; i++) {
+        int m = sh[i][0], n = sh[i][1], r = m < n ? m : n;
+        fs[i] = tu_random_factors(m, n, r, 16, 500 + i);
+        assert_non_null(fs[i]);
+        if (i % 2 == 0)
+            for (size_t p = 0; p < (size_t)m * r; p++) fs[i]->U[p] *= -3000.0f;
+        if (i != 4) snprintf(fs[i]->id, sizeof fs[i]->id, "float-%d", i); /* 4: no id */
+    }
+    for (int b = 0; b < 2; b++) {
+        for (int i = 0; i < NI; i++) {
+            const ss_factors *f = fs[i];
+            items[i].f = f;
+            items[i].k = sh[i][2];
+            items[i].status = 99;
+            if (i % 2 == 0) items[i].out_f32 = malloc((size_t)f->m * f->n * sizeof(float));
+            else items[i].out = malloc((size_t)f->m * f->n * sizeof(uint16_t));
+        }
+        assert_int_equal(ss_gpu_run_batch(k_gpu[b], items, NI, NULL), 0);
+        for (int i = 0; i < NI; i++) {
+            const ss_factors *f = fs[i];
+            assert_int_equal(items[i].status, 0);
+            if (items[i].out) {
+                assert_true(max_err_vs_reference(f, items[i].k, items[i].out) <= 1);
+            } else {
+                for (int r = 0; r < f->m; r++)
+                    for (int c = 0; c < f->n; c++) {
+                        double ref = 0, mag = 0;
+                        for (int p = 0; p < items[i].k; p++) {
+                            double t = (double)f->U[(size_t)r * f->rank + p] * f->W[(size_t)p * f->n + c];
+                            ref += t;
+                            mag += fabs(t);
+                        }
+                        double got = items[i].out_f32[(size_t)r * f->n + c];
+                        if (!(fabs(got - ref) <= 2.0 * items[i].k * FLT_EPSILON * mag + 1e-6))
+                            fail_msg("%s item %d (%d, %d): %g, reference %g", k_gpu[b]->name, i, r, c, got, ref);
+                    }
+            }
+            free(items[i].out);
+            free(items[i].out_f32);
+            items[i].out = NULL;
+            items[i].out_f32 = NULL;
+        }
+    }
+    for (int i = 0; i < NI; i++) ss_factors_free(fs[i]);
 }
 
 static ss_factors *load_real(const char *name) {
@@ -301,6 +361,7 @@ int main(void) {
         cmocka_unit_test(test_every_k_small_case),
         cmocka_unit_test(test_real_slices_match_reference),
         cmocka_unit_test(test_mixed_batches),
+        cmocka_unit_test(test_float_items_in_mixed_batch),
         cmocka_unit_test(test_available_never_waits_on_a_batch),
         cmocka_unit_test(test_bad_arguments),
     };
