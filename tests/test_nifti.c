@@ -95,6 +95,7 @@ static void test_valid_file_decodes(void **state) {
                 free(vox);
                 if (gz) free(z);
             }
+            free(b);
         }
         free(tu_nifti_build(&h, data, sizeof data, 2, &(size_t){0}));
     }

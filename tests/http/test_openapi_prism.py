@@ -274,7 +274,18 @@ class PrismTest(unittest.TestCase):
         env.call("POST", "/slices", 413, util.png_encode(np.zeros((8, 401), np.uint8)),
                  {"Content-Type": "image/png"})  # over --max-side
         env.call("POST", "/slices", 413, b"\x89PNG\r\n\x1a\n" + bytes(420000), {"Content-Type": "image/png"})
-        env.call("POST", "/slices", 507, noise_png(400, 400, 6), {"Content-Type": "image/png"})  # over the quota
+        # over the quota: the store keeps a noise slice's original losslessly (~0.16 MB), so a few
+        # fill the 1 MiB; the fillers are deleted again for the tests that use this server later
+        fillers = []
+        for seed in range(6, 20):
+            r = env.call("POST", "/slices", (201, 507), noise_png(400, 400, seed), {"Content-Type": "image/png"})
+            if r.status == 507:
+                break
+            fillers.append(r.json()["id"])
+        else:
+            self.fail("POST /slices: no 507 under a 1 MiB quota after 14 noise slices")
+        for sid in fillers:
+            env.call("DELETE", "/slices/" + sid, 204)
         self.check(env)
 
     def test_reads(self):
@@ -424,10 +435,11 @@ class PrismTest(unittest.TestCase):
     def test_overloaded(self):
         env = self.envs["tight"]
         sid = self.upload(env, noise_png(400, 400, 60))
-        slow = "/reconstruct?id=%s&backend=loops3" % sid  # full rank, the naive kernel: ~0.1 s a job
+        # k just under full rank, the naive kernel: ~0.1 s a job (full rank serves the kept original)
+        slow = "/reconstruct?id=%s&k=399&backend=loops3" % sid
         cases = [("GET", slow, (200, 503)), ("HEAD", slow, (200, 503)),
-                 ("GET", "/quality?id=%s&backend=loops3" % sid, (200, 503)),
-                 ("HEAD", "/quality?id=%s&backend=loops3" % sid, (200, 503))]
+                 ("GET", "/quality?id=%s&k=399&backend=loops3" % sid, (200, 503)),
+                 ("HEAD", "/quality?id=%s&k=399&backend=loops3" % sid, (200, 503))]
         for method, path, expect in cases:
             for _attempt in range(5):
                 rs = env.burst(6, lambda i: env.call(method, path, expect, headers={"Cache-Control": "no-cache"}))
