@@ -80,6 +80,18 @@ static json_t *volume_json(const ss_vol_info *in, const ss_volume *v, int with_s
     ss_nifti_scaling(n, &slope, &inter);
     set(o, "scl_slope", json_real(slope));
     set(o, "scl_inter", json_real(inter));
+    double cmin, cmax;
+    int dir[3];
+    ss_nifti_display(n, &cmin, &cmax, dir);
+    /* The file's own display window, when it has one (cal_max > cal_min). */
+    int cal = isfinite(cmin) && isfinite(cmax) && cmax > cmin;
+    set(o, "cal_min", cal ? json_real(cmin) : json_null());
+    set(o, "cal_max", cal ? json_real(cmax) : json_null());
+    static const char *const dirs[] = {NULL, "L>R", "R>L", "P>A", "A>P", "I>S", "S>I"};
+    json_t *ori = json_array();
+    for (int a = 0; a < 3; a++)
+        json_array_append_new(ori, dir[a] >= 1 && dir[a] <= 6 ? json_string(dirs[dir[a]]) : json_null());
+    set(o, "orientation", ori);
     set(o, "value_min", json_real(m->vmin));
     set(o, "value_max", json_real(m->vmax));
     set(o, "stored_bytes", in->state == SS_VOL_READY ? json_integer(in->stored_bytes) : json_null());

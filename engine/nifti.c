@@ -503,3 +503,39 @@ int ss_nifti_encode(const ss_nifti_info *info, const void *voxels, int gzip, uns
     *out_len = zl;
     return SS_OK;
 }
+
+/* cal_min/cal_max and the axes' directions, from the native-order header kept in info. */
+void ss_nifti_display(const ss_nifti_info *info, double *cal_min, double *cal_max, int orient[3]) {
+    nifti_dmat44 R;
+    int qcode, scode;
+    double qb, qc, qd, qx, qy, qz, qfac;
+    memset(&R, 0, sizeof R);
+    if (info->version == 1) {
+        nifti_1_header n1;
+        memcpy(&n1, info->hdr, sizeof n1);
+        *cal_min = n1.cal_min;
+        *cal_max = n1.cal_max;
+        qcode = n1.qform_code;
+        scode = n1.sform_code;
+        qb = n1.quatern_b, qc = n1.quatern_c, qd = n1.quatern_d;
+        qx = n1.qoffset_x, qy = n1.qoffset_y, qz = n1.qoffset_z, qfac = n1.pixdim[0];
+        for (int i = 0; i < 4; i++) R.m[0][i] = n1.srow_x[i], R.m[1][i] = n1.srow_y[i], R.m[2][i] = n1.srow_z[i];
+    } else {
+        nifti_2_header n2;
+        memcpy(&n2, info->hdr, sizeof n2);
+        *cal_min = n2.cal_min;
+        *cal_max = n2.cal_max;
+        qcode = n2.qform_code;
+        scode = n2.sform_code;
+        qb = n2.quatern_b, qc = n2.quatern_c, qd = n2.quatern_d;
+        qx = n2.qoffset_x, qy = n2.qoffset_y, qz = n2.qoffset_z, qfac = n2.pixdim[0];
+        for (int i = 0; i < 4; i++) R.m[0][i] = n2.srow_x[i], R.m[1][i] = n2.srow_y[i], R.m[2][i] = n2.srow_z[i];
+    }
+    R.m[3][3] = 1;
+    orient[0] = orient[1] = orient[2] = 0;
+    /* The sform when set (as nibabel prefers it), else the qform; neither: unknown. */
+    if (scode <= 0 && qcode > 0)
+        R = nifti_quatern_to_dmat44(qb, qc, qd, qx, qy, qz, info->pixdim[1], info->pixdim[2], info->pixdim[3],
+                                    qfac < 0 ? -1.0 : 1.0);
+    if (scode > 0 || qcode > 0) nifti_dmat44_to_orientation(R, &orient[0], &orient[1], &orient[2]);
+}

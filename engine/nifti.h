@@ -110,6 +110,12 @@ size_t ss_nifti_write_header(const ss_nifti_info *info, unsigned char h[SS_NII_H
 int ss_nifti_check_header(const void *hdr, size_t len, int t, const ss_nifti_limits *lim,
                           ss_nifti_info *out);
 
+/* What a viewer shows from the header: cal_min/cal_max as the file says (both 0
+ * when unset) and, per voxel axis i, j, k, the direction it points to in NIfTI's
+ * codes (1 L->R, 2 R->L, 3 P->A, 4 A->P, 5 I->S, 6 S->I; 0 when neither qform nor
+ * sform is set), from the sform if its code is set, else the qform. */
+void ss_nifti_display(const ss_nifti_info *info, double *cal_min, double *cal_max, int orient[3]);
+
 /* "uint8", "int16", ... for a SS_NII_* code; "unsupported" otherwise. */
 const char *ss_nifti_type_name(int datatype);
 /* Bytes per voxel of an accepted type, 0 otherwise. */

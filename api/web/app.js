@@ -25,12 +25,15 @@ const state = {
   diffInit: false,     // the fixed difference scale is set from the first k shown
   spectrum: null, hist: null, target: null,
   status: '',          // what the toast is about: 'list', 'gone', 'other'
+  vol: null,           // the chosen volume: {info, axis, index, count} (state.info then describes its slices)
+  fileWin: null,       // the file's own window (NIfTI cal_min/cal_max), in the PNG's units
 };
 
 /* Live scrubbing: one request in flight at a time; the slider's k is what is
  * wanted, whatever was asked before; neighbours of k are prefetched while idle. */
 const live = {
   k: 1, dir: 1, lastMove: 0,
+  idir: 1, slideMove: false, // the last move was a slice step (prefetch neighbouring slices first)
   busy: null,          // the request in flight {kind, k, backend}
   shown: null,         // the cache entry on screen
   cache: new Map(),    // "k|backend" -> {key, k, backend, url, raw, ran, timing, rtt}, oldest first
@@ -130,7 +133,10 @@ function sizeVs(stored, original) {
   return `${f >= 10 ? f.toFixed(0) : f.toFixed(1)}× ${x >= 1 ? 'larger' : 'smaller'}`;
 }
 
-function unitName() { return state.info && state.info.bit_depth === 16 ? '16-bit units' : 'gray levels'; }
+function unitName() {
+  if (state.vol && state.vol.mapped) return '16-bit PNG units';
+  return state.info && state.info.bit_depth === 16 ? '16-bit units' : 'gray levels';
+}
 
 function esc(s) {
   return String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]));
@@ -142,6 +148,7 @@ function esc(s) {
  * 'tissue' the 1st..99th percentile of its nonzero pixels (air and padding are
  * 0, and would otherwise pull the window down and wash the tissue out). */
 function presetWindow(raw, preset) {
+  if (preset === 'file') return state.fileWin || presetWindow(raw, 'full');
   let lo = raw.min, hi = raw.max;
   if (preset === 'type') { lo = 0; hi = raw.depth === 16 ? 65535 : 255; }
   if (preset === 'tissue') {
@@ -159,10 +166,16 @@ function presetWindow(raw, preset) {
 
 function defaultPreset(raw) { return raw.depth === 16 ? 'tissue' : 'type'; }
 
+/* The window fields speak the file's values: for a volume value = a + b × PNG value
+ * (state.vol.scale); the window kept (state.win, the address) is in PNG units. */
+const fieldScale = () => (state.vol ? state.vol.scale : { a: 0, b: 1 });
+const toField = (c, w) => { const { a, b } = fieldScale(); return b === 1 && a === 0 ? [c, w] : [+(a + b * c).toPrecision(7), +(b * w).toPrecision(7)]; };
+
 /* A window from the fields, or the reason it is not one. */
 function windowFromFields() {
   const cs = $('win-center').value.trim(), ws = $('win-width').value.trim();
-  const c = Number(cs), w = Number(ws);
+  const { a, b } = fieldScale();
+  const c = (Number(cs) - a) / b, w = Number(ws) / b;
   const bad = [];
   if (cs === '' || !Number.isFinite(c)) bad.push('the center needs a number');
   if (ws === '' || !Number.isFinite(w)) bad.push('the width needs a number');
@@ -170,19 +183,21 @@ function windowFromFields() {
   return bad.length ? { error: bad.join('; ') } : { c, w };
 }
 
-function winText(win) { return `center ${fmt(win.c)}, width ${fmt(win.w)}`; }
+function winText(win) { const [c, w] = toField(win.c, win.w); return `center ${fmt(c)}, width ${fmt(w)}`; }
 
 /* Shows the images through window (c, w): original and reconstruction are both
  * windowed here from raw values, as API.md's formula says. */
 function applyWindow(c, w, { fields = true } = {}) {
   state.win = { c, w };
+  const [fc, fw] = toField(c, w);
   if (fields) {
-    $('win-center').value = String(c);
-    $('win-width').value = String(w);
+    $('win-center').value = String(fc);
+    $('win-width').value = String(fw);
   }
+  Object.assign($('window-panel').dataset, { c: String(c), w: String(w) });
   for (const id of ['win-center', 'win-width']) $(id).removeAttribute('aria-invalid');
   $('win-msg').textContent = '';
-  $('win-range').textContent = `= ${fmt(c - w / 2)} (black) to ${fmt(c + w / 2)} (white)`;
+  $('win-range').textContent = `= ${fmt(fc - fw / 2)} (black) to ${fmt(fc + fw / 2)} (white)` + (state.vol ? ' in the file\'s values' : '');
   if (state.orig) for (const b of document.querySelectorAll('#window-panel [data-preset]')) {
     const p = presetWindow(state.orig, b.dataset.preset);
     b.setAttribute('aria-pressed', String(p.c === c && p.w === w));
@@ -217,9 +232,14 @@ const views = new Views({
     const d = r.recon === null ? '' : ` · difference ${r.recon - r.orig > 0 ? '+' : ''}${r.recon - r.orig}`;
     el.textContent = `x ${r.x}, y ${r.y}: original ${r.orig}` +
       (r.recon === null ? '' : ` · rank ${r.k}: ${r.recon}`) + `${d} (${unitName()})`;
+    // A volume's values in the file's own units too, when the PNG maps them.
+    if (state.vol && (state.vol.mapped || state.vol.scale.a !== 0 || state.vol.scale.b !== 1))
+      el.textContent += ` = ${fmt(toData(r.orig), 5)}` + (r.recon === null ? '' : ` and ${fmt(toData(r.recon), 5)}`) + ' in the file\'s values';
     Object.assign(el.dataset, { x: r.x, y: r.y, orig: r.orig, recon: r.recon ?? '', k: r.k });
   },
   onZoom(text) { $('zoom-level').textContent = `zoom ${text}`; },
+  // dir 0 asks whether slices scroll here (a volume is shown).
+  onSlice(dir) { if (!state.vol) return false; if (dir) setIndex(state.vol.index + dir); return true; },
   onFlick(on) {
     $('flick').setAttribute('aria-pressed', String(on));
     $('fig-recon').dataset.flicked = on ? '1' : '';
@@ -234,6 +254,7 @@ function updateDiffLabels() {
   $('diff-mid').textContent = fmt(max / 2, 3);
   $('diff-top').textContent = `${clipped ? '≥ ' : ''}${max}`;
   $('diff-scale').textContent = `${unit}; largest at k = ${views.reconK}: ${views.diffTrueMax}` +
+    (state.vol && state.vol.mapped ? ` (= ${fmt(views.diffTrueMax * state.vol.scale.b, 4)} in the file's values)` : '') +
     (clipped ? ' (brighter pixels are clipped)' : '');
   $('diff-unit').textContent = unit;
   if (views.diffLocked) $('diff-max').value = String(max);
@@ -369,7 +390,7 @@ async function loadList() {
     state.thumbQueue = state.thumbQueue.then(() => thumbnail(s.id)).then((url) => { img.src = url; }, () => {});
   }
   $('list-empty').hidden = slices.length > 0;
-  if (state.info && !alive.has(state.info.id)) {
+  if (state.info && !state.vol && !alive.has(state.info.id)) {
     toast(`"${state.info.name}" is no longer on the server (deleted elsewhere).`, 'gone');
     clearView();
   }
@@ -377,6 +398,12 @@ async function loadList() {
 
 /* The slice answered 404: deleted since the list was drawn. */
 async function sliceGone(id, name) {
+  if (state.vol && state.info && state.info.id === id) {
+    toast(`volume "${name || id}" is no longer on the server (deleted elsewhere); the list is refreshed.`, 'gone');
+    clearView();
+    await loadVolumes();
+    return;
+  }
   toast(`"${name || id}" is no longer on the server (deleted elsewhere); the list is refreshed.`, 'gone');
   if (state.info && state.info.id === id) clearView();
   await loadList();
@@ -432,6 +459,7 @@ function clearView() {
   resetLive();
   state.info = null;
   state.orig = null;
+  leaveVolume();
   $('viewer').hidden = true;
   $('intro').hidden = false;
   document.body.classList.remove('has-slice');
@@ -466,6 +494,7 @@ async function select(id, want = {}) {
   if (seq !== state.selectSeq) return;
   clearToast('gone');
   resetLive();
+  leaveVolume();
   // Nothing shown is of this slice yet.
   setIdle(false);
   delete $('cv-recon').dataset.k;
@@ -473,6 +502,9 @@ async function select(id, want = {}) {
   state.info = info;
   state.orig = raw;
   state.diffInit = false;
+  state.fileWin = null;
+  $('win-file').disabled = true;
+  $('win-file').title = 'PNG files carry no display window';
   for (const li of $('slice-list').children) li.classList.toggle('current', li.dataset.id === id);
   document.body.classList.add('has-slice');
   $('intro').hidden = true;
@@ -532,7 +564,13 @@ function kFromAddress(asked, fallback) {
   return fallback;
 }
 
-function reconstructUrl(k, backend, win) {
+function reconstructUrl(k, backend, win, pos = posNow()) {
+  if (state.vol) {
+    const [axis, index] = pos.split(':');
+    const p = new URLSearchParams({ k: String(k), axis, index, backend });
+    if (win) { p.set('window-center', String(toData(win.c))); p.set('window-width', String(win.w * state.vol.scale.b)); }
+    return `/volumes/${encodeURIComponent(state.info.id)}/reconstruct?${p}`;
+  }
   const p = new URLSearchParams({ id: state.info.id, k: String(k), backend });
   if (win) {
     p.set('window-center', String(win.c));
@@ -547,6 +585,7 @@ function setK(k, { from = '' } = {}) {
   k = Math.min(state.info.rank, Math.max(1, k));
   if (k !== live.k) live.dir = k > live.k ? 1 : -1;
   live.k = k;
+  live.slideMove = false;
   live.lastMove = performance.now();
   live.failed = null;
   live.qualityFailed = null;
@@ -563,7 +602,12 @@ function setK(k, { from = '' } = {}) {
 
 // ---------------------------------------------------------------- the request loop
 
-const keyOf = (k, backend) => `${k}|${backend}`;
+/* A volume's slice is "axis:index"; a 2D slice has no position. */
+const posNow = () => (state.vol ? `${state.vol.axis}:${state.vol.index}` : '');
+const keyOf = (k, backend, pos = posNow()) => `${k}|${backend}|${pos}`;
+const qualityKey = (k, backend) => `${k}|${backend}|`;
+/* A volume's original slice is its reconstruction at full rank (the stored voxels, exactly). */
+const origKey = (backend, pos = posNow()) => keyOf(state.info.rank, backend, pos);
 const backendNow = () => $('backend').value;
 
 function setIdle(idle) {
@@ -578,7 +622,13 @@ function pump() {
   if (!info || live.busy) return;
   const backend = backendNow(), k = live.k, want = keyOf(k, backend);
   if (!live.shown || live.shown.key !== want) {
-    const hit = live.cache.get(want);
+    const hit = live.cache.get(want), okey = state.vol ? origKey(backend) : '';
+    // A volume's slice needs its original too: fetched first, shown with the reconstruction.
+    if (okey && !live.cache.has(okey)) {
+      if (live.failed && live.failed.key === want) { setIdle(true); return; }
+      fetchRecon(info.rank, backend, false, posNow(), want);
+      return;
+    }
     if (hit) show(hit);
     else if (live.failed && live.failed.key === want) { setIdle(true); return; }
     else { fetchRecon(k, backend, true); return; }
@@ -592,10 +642,21 @@ function pump() {
     setIdle(false);
     return;
   }
-  if (!live.quality.has(want) && live.qualityFailed !== want) { fetchQuality(k, backend); return; }
-  if (!live.noPrefetch)
-    for (const n of [k + live.dir, k - live.dir, k + 2 * live.dir])
-      if (n >= 1 && n <= info.rank && !live.cache.has(keyOf(n, backend))) { fetchRecon(n, backend, false); return; }
+  const qk = qualityKey(k, backend);
+  if (!live.quality.has(qk) && live.qualityFailed !== qk) { fetchQuality(k, backend); return; }
+  if (!live.noPrefetch) {
+    const near = [[k + live.dir, posNow()], [k - live.dir, posNow()], [k + 2 * live.dir, posNow()]];
+    if (state.vol) {
+      // The next slices in the direction of the last step (original and rank k each),
+      // before other k when the last move was a slice step.
+      const v = state.vol, slices = [];
+      for (const i of [v.index + live.idir, v.index - live.idir])
+        if (i >= 0 && i < v.count) slices.push([info.rank, `${v.axis}:${i}`], [k, `${v.axis}:${i}`]);
+      if (live.slideMove) near.unshift(...slices); else near.push(...slices);
+    }
+    for (const [n, pos] of near)
+      if (n >= 1 && n <= info.rank && !live.cache.has(keyOf(n, backend, pos))) { fetchRecon(n, backend, false, pos); return; }
+  }
   setIdle(true);
 }
 
@@ -606,7 +667,7 @@ function remember(entry) {
   live.cacheBytes += entry.raw.data.byteLength;
   for (const [key, e] of live.cache) {
     if (live.cacheBytes <= CACHE_BYTES) break;
-    if (e === live.shown || e === entry) continue;
+    if (e === live.shown || e === entry || (state.vol && key === origKey(backendNow()))) continue;
     live.cache.delete(key);
     live.cacheBytes -= e.raw.data.byteLength;
   }
@@ -614,9 +675,11 @@ function remember(entry) {
 
 /* display: the image the slider asked for (shown on arrival even if the slider
  * has moved on: it is the closest there is); otherwise a prefetch. */
-async function fetchRecon(k, backend, display) {
-  const info = state.info, ctrl = state.ctrl, url = reconstructUrl(k, backend);
-  const job = { kind: display ? 'recon' : 'prefetch', k, backend };
+/* pos: a volume's slice; failKey: what fails if this does (the original of a
+ * wanted volume slice). */
+async function fetchRecon(k, backend, display, pos = posNow(), failKey = '') {
+  const info = state.info, ctrl = state.ctrl, url = reconstructUrl(k, backend, null, pos);
+  const job = { kind: display ? 'recon' : failKey ? 'original' : 'prefetch', k, backend, pos };
   live.busy = job;
   setIdle(false);
   try {
@@ -626,14 +689,15 @@ async function fetchRecon(k, backend, display) {
     const rtt = performance.now() - t0;
     const raw = await decodeGrayPng(buf);
     if (state.info !== info) return;
-    const entry = { key: keyOf(k, backend), k, backend, url, raw, rtt, prefetched: !display,
+    const entry = { key: keyOf(k, backend, pos), k, backend, pos, url, raw, rtt, prefetched: !display,
                     ran: res.headers.get('X-Backend') || '?', timing: serverTiming(res) };
     remember(entry);
     if (display) show(entry);
   } catch (e) {
     if (isAbort(e) || state.info !== info) return;
     if (isGone(e)) { live.busy = null; sliceGone(info.id, info.name); return; }
-    if (display) live.failed = { key: keyOf(k, backend), k, error: e };
+    if (failKey) live.failed = { key: failKey, k: live.k, error: e };
+    else if (display) live.failed = { key: keyOf(k, backend, pos), k, error: e };
     else live.noPrefetch = true;
     updateReconState();
   } finally {
@@ -642,13 +706,12 @@ async function fetchRecon(k, backend, display) {
 }
 
 async function fetchQuality(k, backend) {
-  const info = state.info, ctrl = state.ctrl, key = keyOf(k, backend);
+  const info = state.info, ctrl = state.ctrl, key = qualityKey(k, backend);
   const job = { kind: 'quality', k, backend };
   live.busy = job;
   setIdle(false);
   try {
-    const p = new URLSearchParams({ id: info.id, k: String(k), backend });
-    const q = await (await api('/quality?' + p, { signal: ctrl.signal })).json();
+    const q = await (await api(qualityUrl(k, backend), { signal: ctrl.signal })).json();
     if (state.info !== info) return;
     live.quality.set(key, q);
     markQuality();
@@ -664,6 +727,20 @@ async function fetchQuality(k, backend) {
 
 /* Puts a reconstruction on screen: image, difference, timing, marks for tests. */
 function show(entry) {
+  if (state.vol) {
+    const o = live.cache.get(keyOf(state.info.rank, entry.backend, entry.pos));
+    if (o && views.orig !== o.raw) {
+      state.orig = o.raw;
+      views.setOriginal(o.raw, true);
+      if (!state.win) { const w = defaultVolumeWindow(o.raw); applyWindow(w.c, w.w); } else views.setWindow(state.win.c, state.win.w);
+      state.hist = drawHistogram($('histogram'), o.raw);
+      state.hist.setWindow(state.win.c, state.win.w);
+    }
+    const [axis, index] = entry.pos.split(':').map(Number);
+    $('cv-original').dataset.pos = $('cv-recon').dataset.pos = entry.pos;
+    $('cv-recon').dataset.axis = String(axis);
+    $('cv-recon').dataset.index = String(index);
+  }
   views.setRecon(entry.raw, entry.k);
   live.shown = entry;
   if (!state.diffInit) {
@@ -715,26 +792,29 @@ function updateReconState() {
 
 /* The quality panel shows /quality at the slider's k, or says it is for another k. */
 function markQuality() {
-  const q = live.quality.get(keyOf(live.k, backendNow()));
+  const q = live.quality.get(qualityKey(live.k, backendNow()));
   if (q) showQuality(q);
   const shownK = $('quality').dataset.k;
   const stale = shownK !== String(live.k);
   $('quality-panel').classList.toggle('stale', stale && shownK !== undefined);
   if (!stale) $('quality-state').textContent = '';
-  else if (live.qualityFailed !== keyOf(live.k, backendNow())) $('quality-state').textContent = shownK ? `(updating for k = ${live.k}…)` : '';
+  else if (live.qualityFailed !== qualityKey(live.k, backendNow())) $('quality-state').textContent = shownK ? `(updating for k = ${live.k}…)` : '';
 }
 
 function psnrOverRange(mse) {
-  const o = state.orig, r = o.max - o.min;
+  const o = state.orig, r = (o.max - o.min) * (state.vol && state.vol.mapped ? state.vol.storedPerPng : 1);
   if (mse === 0) return Infinity;
   return r > 0 ? 10 * Math.log10(r * r / mse) : null;
 }
 
 function showQuality(q) {
+  if (q.volume) q = volumeSliceQuality(q);
   const info = state.info, o = state.orig, unit = unitName();
   const full = 2 ** info.bit_depth - 1, range = o.max - o.min;
-  // psnr (over 2^bits - 1) and psnr_data_range (over max - min) as /quality answers them
-  const vals = { ...q, psnr_range: q.mse === 0 ? Infinity : q.psnr_data_range };
+  // psnr (over 2^bits - 1) and psnr_data_range (over max - min) as /quality answers them;
+  // a volume's slice has no psnr_data_range: computed here.
+  const vals = { ...q, psnr_range: q.mse === null || q.mse === undefined ? null : q.mse === 0 ? Infinity
+    : q.psnr_data_range !== undefined && q.psnr_data_range !== null ? q.psnr_data_range : psnrOverRange(q.mse) };
   const noOrig = q.original_kept === false;
   const dB = (v, nullText) => (v === null || v === undefined ? nullText : `${fmt(v)} dB`);
   for (const dd of $('quality').querySelectorAll('dd[data-metric]')) {
@@ -745,7 +825,8 @@ function showQuality(q) {
       // psnr is null for a perfect match: infinite.
       case 'psnr': case 'psnr_range':
         text = noOrig ? '— (original not kept)' : v === Infinity ? '∞ dB (identical)' : dB(v, '∞ dB (identical)'); break;
-      case 'mse': text = noOrig ? '— (original not kept)' : `${fmt(v)} (${unit})²`; break;
+      // A volume's MSE is in its stored units (the server's, and the page's along other axes).
+      case 'mse': text = noOrig ? '— (original not kept)' : v === null ? '– (waiting for the slice)' : `${fmt(v)} (${state.vol ? 'stored units' : unit})²`; break;
       case 'ssim': text = noOrig ? '— (original not kept)' : v === null ? '— (needs both sides ≥ 7 px)' : fmt(v); break;
       // null when exactly one image has no nonzero pixel.
       case 'hausdorff': text = noOrig ? '— (original not kept)' : v === null ? '∞ (one image is all zero)' : `${fmt(v)} px`; break;
@@ -764,6 +845,8 @@ function showQuality(q) {
   dl.dataset.k = String(q.k);
   dl.dataset.backend = q.backend || '';
   $('quality-k').textContent = String(q.k);
+  if (state.vol) explainVolumeQuality();
+  else $('quality').querySelector('dd[data-metric="psnr"]').previousElementSibling.textContent = 'PSNR, full scale';
 }
 
 // ---------------------------------------------------------------- charts
@@ -774,8 +857,10 @@ function drawCharts() {
   state.spectrum = drawSpectrum($('spectrum'), { sv: state.info.singular_values || [], rank: state.info.rank, target: state.target },
     (k) => setK(k));
   state.spectrum.setK(live.k);
-  state.hist = drawHistogram($('histogram'), state.orig);
-  if (state.win) state.hist.setWindow(state.win.c, state.win.w);
+  if (state.orig) {
+    state.hist = drawHistogram($('histogram'), state.orig);
+    if (state.win) state.hist.setWindow(state.win.c, state.win.w);
+  }
   if (state.compared && !$('compare-chart').hasAttribute('hidden'))
     drawCompare($('compare-chart'), $('compare-table').querySelector('tbody'), state.compared.rows, state.compared.k);
 }
@@ -793,10 +878,10 @@ function updateTarget(redraw = true) {
     return;
   }
   $('target-msg').textContent = 'Estimate: the energy left out per pixel, before rounding; "measure" asks /quality (a binary search over k, assuming PSNR rises with k).';
-  const sv = info.singular_values || [], res = residuals(sv), range = o.max - o.min;
+  const sv = info.singular_values || [], res = residuals(sv), range = dataRange();
   let tot = 0;
   for (const s of sv) tot += s * s;
-  const mseNeeded = range * range / 10 ** (P / 10), resNeeded = tot > 0 ? mseNeeded * info.width * info.height / tot : 0;
+  const mseNeeded = range * range / 10 ** (P / 10), resNeeded = tot > 0 ? mseNeeded * (info.npix || info.width * info.height) / tot : 0;
   let kEst = 0;
   for (let k = 1; k <= info.rank; k++) if (res[k] <= resNeeded) { kEst = k; break; }
   $('target-est').textContent = kEst ? `k ≈ ${kEst} (estimate from the singular values)` : `not reached up to k = ${info.rank} (estimate)`;
@@ -819,13 +904,13 @@ async function measureTarget(ev) {
   const backend = backendNow(), signal = state.ctrl.signal, btn = $('target-measure');
   const psnrAt = async (k) => {
     out.textContent = `measuring k = ${k}…`;
-    const key = keyOf(k, backend);
+    const key = qualityKey(k, backend);
     let q = live.quality.get(key);
     if (!q) {
-      const p = new URLSearchParams({ id: info.id, k: String(k), backend });
-      q = await (await api('/quality?' + p, { signal })).json();
+      q = await (await api(qualityUrl(k, backend), { signal })).json();
       live.quality.set(key, q);
     }
+    if (q.volume) return q.volume.mse === 0 ? Infinity : 10 * Math.log10(dataRange() ** 2 / q.volume.mse);
     return psnrOverRange(q.mse);
   };
   btn.disabled = true;
@@ -894,7 +979,12 @@ async function compareBackends() {
 function writeHash() {
   clearTimeout(live.hashTimer);
   let hash = '';
-  if (state.info) {
+  if (state.vol) {
+    const v = state.vol, p = new URLSearchParams({ volume: state.info.id, k: String(live.k), axis: String(v.axis),
+                                                   index: String(v.index), backend: backendNow() });
+    if (state.win) { p.set('window-center', String(state.win.c)); p.set('window-width', String(state.win.w)); }
+    hash = '#' + p.toString();
+  } else if (state.info) {
     const p = new URLSearchParams({ id: state.info.id, k: String(live.k), backend: backendNow() });
     if (state.win) { p.set('window-center', String(state.win.c)); p.set('window-width', String(state.win.w)); }
     hash = '#' + p.toString();
@@ -910,8 +1000,8 @@ function scheduleHash() {
 
 function readHash() {
   const p = new URLSearchParams(location.hash.slice(1));
-  if (!p.get('id')) return null;
-  const want = { id: p.get('id') };
+  if (!p.get('id') && !p.get('volume')) return null;
+  const want = p.get('volume') ? { volume: p.get('volume'), axis: p.get('axis'), index: p.get('index') } : { id: p.get('id') };
   if (p.has('k')) want.k = p.get('k');
   if (p.has('backend')) want.backend = p.get('backend');
   const c = Number(p.get('window-center')), w = Number(p.get('window-width'));
@@ -922,7 +1012,19 @@ function readHash() {
 async function followHash() {
   const want = readHash();
   if (!want) return;
-  if (state.info && state.info.id === want.id) {
+  if (want.volume) {
+    if (state.vol && state.info.id === want.volume) {
+      if (want.backend && usableBackend(want.backend)) $('backend').value = want.backend;
+      if (want.win) applyWindow(want.win.c, want.win.w);
+      if (want.axis && Number(want.axis) !== state.vol.axis) setAxis(Number(want.axis), want.index);
+      else if (want.index) setIndex(Number(want.index));
+      setK(kFromAddress(want.k, live.k));
+      return;
+    }
+    await selectVolume(want.volume, want);
+    return;
+  }
+  if (state.info && state.info.id === want.id && !state.vol) {
     if (want.backend && usableBackend(want.backend)) $('backend').value = want.backend;
     if (want.win) applyWindow(want.win.c, want.win.w);
     setK(kFromAddress(want.k, live.k));
@@ -933,6 +1035,7 @@ async function followHash() {
 
 function updateDownloads() {
   if (!state.info) return;
+  if (state.vol) { volumeDownloads(); return; }
   const stem = state.info.name.replace(/\.png$/i, ''), k = live.k, backend = backendNow();
   $('dl-recon').href = reconstructUrl(k, backend);
   $('dl-recon').download = `${stem}-k${k}.png`;
@@ -961,6 +1064,385 @@ async function download(ev) {
   } catch (e) {
     reportError(e);
   }
+}
+
+
+// ---------------------------------------------------------------- volumes
+
+const AXIS_PLANE = { L: 'sagittal', R: 'sagittal', A: 'coronal', P: 'coronal', S: 'axial', I: 'axial' };
+
+/* "i (R→L)": the voxel axis and where it points, from the file's orientation;
+ * slices across it are named by the plane they lie in. */
+function axisName(vi, a) {
+  const o = vi.orientation && vi.orientation[a];
+  const letter = 'ijk'[a];
+  return o ? `${letter} (${o.replace('>', '→')}): ${AXIS_PLANE[o[2]]} slices` : `${letter}: slices across voxel axis ${letter}`;
+}
+
+/* "stored 28 KiB · upload 35 KiB · …": what the server holds beside what was sent. */
+function uploadSizes(info) {
+  const stored = info.stored_bytes, up = info.upload_bytes;
+  if (!(stored > 0)) return '';
+  if (!(up > 0)) return `stored <strong>${fmtBytes(stored)}</strong> · upload size not known · `;
+  // stored_vs_upload (slice info, the storage issue) is stored / upload; else computed.
+  const x = info.stored_vs_upload > 0 ? info.stored_vs_upload : stored / up;
+  return `stored <strong>${fmtBytes(stored)}</strong> · upload <strong>${fmtBytes(up)}</strong> ` +
+    `(the stored form is <strong>${sizeVs(x, 1)}</strong> than the upload) · `;
+}
+
+function toData(p) { const s = state.vol.scale; return s.a + s.b * p; }
+
+function dataRange() {
+  if (state.vol) { const v = state.vol.info; return v.value_max - v.value_min || 1; }
+  return state.orig.max - state.orig.min;
+}
+
+function defaultVolumeWindow(raw) {
+  if (state.fileWin) return state.fileWin;
+  return presetWindow(raw, raw.depth === 8 ? 'type' : 'tissue');
+}
+
+function qualityUrl(k, backend) {
+  if (state.vol) return `/volumes/${encodeURIComponent(state.info.id)}/quality?` + new URLSearchParams({ k: String(k), backend });
+  return '/quality?' + new URLSearchParams({ id: state.info.id, k: String(k), backend });
+}
+
+/* /volumes/{id}/quality: the whole volume into #vquality; returns the shown slice's
+ * numbers for #quality (from the server along the factorisation axis; along another
+ * axis MSE and PSNR are computed here from the two PNGs). */
+function volumeSliceQuality(q) {
+  const v = state.vol, R = q.data_range;
+  for (const dd of $('vquality').querySelectorAll('dd[data-metric]')) {
+    const val = q.volume[dd.dataset.metric];
+    dd.dataset.value = val === null ? 'null' : String(val);
+    dd.textContent = dd.dataset.metric === 'psnr' ? (val === null ? '∞ dB (identical)' : `${fmt(val)} dB`)
+      : dd.dataset.metric === 'mse' ? `${fmt(val)} (stored units)²`
+      : dd.dataset.metric === 'energy' ? `${(val * 100).toFixed(4)} %` : val === null ? '— (a side under 7 voxels)' : fmt(val);
+  }
+  $('why-vpsnr').textContent = `10·log₁₀(R²/MSE) over every voxel, R = ${fmt(R)} (${v.info.datatype === 'uint8' ? '255, the uint8 scale' : v.info.datatype === 'uint16' ? '65535, the uint16 scale' : 'the volume\'s max − min'})`;
+  $('vquality').dataset.k = String(q.k);
+  $('vquality-k').textContent = String(q.k);
+  const out = { k: q.k, backend: q.backend, hausdorff: null, stored_bytes_at_k: 0, compression_ratio: 0, perSlice: 'server' };
+  if (v.axis === q.axis && q.slices[v.index]) return { ...out, ...q.slices[v.index], k: q.k };
+  // Another axis: from the pixels on screen (the shown slice, when it is the slider's k).
+  const o = views.orig, r = views.recon;
+  out.perSlice = 'page';
+  out.ssim = null;
+  out.energy = null;
+  if (!o || !r || views.reconK !== live.k) { out.mse = null; out.psnr = null; return out; }
+  const f = v.mapped ? v.storedPerPng : 1;
+  let se = 0;
+  for (let i = 0; i < o.data.length; i++) { const d = (r.data[i] - o.data[i]) * f; se += d * d; }
+  out.mse = se / o.data.length;
+  out.psnr = out.mse === 0 ? null : 10 * Math.log10(R * R / out.mse);
+  return out;
+}
+
+/* After showQuality on a volume: say what the per-slice numbers are. */
+function explainVolumeQuality() {
+  const q = live.quality.get(qualityKey(live.k, backendNow()));
+  if (!q || !q.volume) return;
+  const v = state.vol, R = q.data_range, on = v.axis === q.axis;
+  $('why-psnr').textContent = `10·log₁₀(R²/MSE) with R = ${fmt(R)}, the volume's data range (as /volumes/{id}/quality reports it)` +
+    (on ? '' : '; computed here from the two PNGs (the server gives per-slice numbers along the factorisation axis)');
+  const ssim = $('quality').querySelector('dd[data-metric="ssim"]'), en = $('quality').querySelector('dd[data-metric="energy"]');
+  if (!on) {
+    ssim.textContent = `— (given per slice along axis ${'ijk'[q.axis]} only; see the whole volume below)`;
+    en.textContent = '— (slices across other axes have no factors of their own)';
+  }
+  $('quality').dataset.perSlice = on ? 'server' : 'page';
+  $('quality').querySelector('dd[data-metric="psnr"]').previousElementSibling.textContent = 'PSNR, volume range';
+  const o = state.orig;
+  if (o && v.mapped) $('why-psnr-range').textContent = `10·log₁₀(R²/MSE) with R = ${fmt((o.max - o.min) * v.storedPerPng, 5)} = max − min of this slice, in stored units; higher is better`;
+}
+
+function leaveVolume() {
+  state.vol = null;
+  document.body.classList.remove('is-volume');
+  for (const el of document.querySelectorAll('.vol-only')) el.hidden = true;
+  $('dl-factors').hidden = false;
+  for (const li of $('volume-list').children) li.classList.remove('current');
+}
+
+async function loadVolumes() {
+  let vols;
+  try {
+    vols = (await (await api('/volumes')).json()).volumes || [];
+  } catch (e) {
+    // A store without volumes (or no key yet) leaves the list empty; the slice list reports errors.
+    vols = [];
+  }
+  const ul = $('volume-list');
+  ul.replaceChildren();
+  for (const v of vols) {
+    const li = document.createElement('li');
+    li.dataset.id = v.id;
+    li.dataset.state = v.state;
+    if (state.vol && state.info.id === v.id) li.classList.add('current');
+    const pick = document.createElement('button');
+    pick.type = 'button';
+    pick.className = 'pick';
+    pick.setAttribute('aria-label', `Show volume ${v.name}`);
+    const text = document.createElement('span');
+    text.innerHTML = '<strong></strong><small></small>';
+    text.firstChild.textContent = v.name;
+    text.lastChild.textContent = `${v.dims.join('×')}, ${v.datatype}, ` +
+      (v.state === 'ready' ? `stored ${fmtBytes(v.stored_bytes)}` + (v.upload_bytes > 0 ? ` · upload ${fmtBytes(v.upload_bytes)}` : '')
+        : v.state === 'failed' ? `failed: ${v.error || ''}` : `${v.state} ${v.slices_done}/${v.slices_total}`);
+    pick.append(text);
+    pick.disabled = v.state !== 'ready';
+    pick.addEventListener('click', () => selectVolume(v.id));
+    const del = document.createElement('button');
+    del.type = 'button';
+    del.className = 'del small';
+    del.textContent = '✕';
+    del.setAttribute('aria-label', `Delete volume ${v.name}`);
+    del.addEventListener('click', async () => {
+      if (!confirm(`Delete volume "${v.name}"?`)) return;
+      try { await api(`/volumes/${encodeURIComponent(v.id)}`, { method: 'DELETE' }); } catch (e) { if (!isGone(e)) { reportError(e); return; } }
+      if (state.vol && state.info.id === v.id) clearView();
+      await loadVolumes();
+    });
+    li.append(pick, del);
+    ul.append(li);
+  }
+  $('vlist-empty').hidden = vols.length > 0;
+}
+
+/* POST /volumes with upload progress (XMLHttpRequest: fetch() reports none), then
+ * GET /volumes/{id} until ready, the factorising progress on the same bar. */
+function postVolume(file, url, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', url);
+    const key = apiKey();
+    if (key) xhr.setRequestHeader('Authorization', 'Bearer ' + key);
+    xhr.upload.onprogress = (ev) => { if (ev.lengthComputable) onProgress(ev.loaded, ev.total); };
+    xhr.onload = () => {
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
+      if (xhr.status >= 200 && xhr.status < 300) resolve({ status: xhr.status, body });
+      else reject(new ApiError(xhr.status, body && body.error ? body.error.code : 'http_' + xhr.status,
+                               body && body.error ? body.error.message : xhr.statusText || 'upload failed'));
+    };
+    xhr.onerror = () => reject(new TypeError('network error'));
+    xhr.send(file);
+  });
+}
+
+async function uploadVolume(file) {
+  const msg = $('vupload-msg'), box = $('vprogress-box'), bar = $('vprogress'), text = $('vprogress-text');
+  msg.className = 'msg';
+  msg.textContent = '';
+  box.hidden = false;
+  bar.dataset.phase = 'upload';
+  bar.value = 0;
+  text.textContent = `uploading ${file.name}…`;
+  const p = new URLSearchParams();
+  const name = $('upload-name').value.trim();
+  p.set('name', name || file.name.replace(/\.nii(\.gz)?$/i, ''));
+  if ($('vaxis-up').value !== '') p.set('axis', $('vaxis-up').value);
+  try {
+    const { body } = await postVolume(file, '/volumes?' + p, (done, total) => {
+      bar.value = done / total;
+      text.textContent = `uploading ${file.name}: ${fmtBytes(done)} of ${fmtBytes(total)}`;
+    });
+    bar.value = 1;
+    bar.dataset.uploaded = '1';
+    let info = body;
+    bar.dataset.phase = 'factorise';
+    for (;;) {
+      if (info.state === 'ready') break;
+      if (info.state === 'failed') throw new Error(`factorising failed: ${info.error}`);
+      if (info.slices_total) {
+        bar.value = info.slices_done / info.slices_total;
+        text.textContent = `factorising: ${info.slices_done} of ${info.slices_total} slices done`;
+        bar.dataset.seen = String(info.slices_done);
+      } else text.textContent = `${info.state}…`;
+      await new Promise((r) => setTimeout(r, 200));
+      info = await (await api(`/volumes/${encodeURIComponent(body.id)}`)).json();
+    }
+    bar.value = 1;
+    bar.dataset.phase = 'ready';
+    text.textContent = `ready: ${info.slices_total} slices factorised`;
+    msg.textContent = `Stored: ${info.name} (${info.dims.join('×')}, ${info.datatype})`;
+    await loadVolumes();
+    await selectVolume(info.id);
+  } catch (e) {
+    bar.dataset.phase = 'failed';
+    msg.className = 'msg error';
+    msg.textContent = `${file.name}: ${errorText(e)}`;
+    loadVolumes();
+  }
+}
+
+/* Slice dims along axis a (rows × cols of its PNG): the two other voxel axes. */
+function sliceDims(vi, a) {
+  const d = vi.dims.filter((_, i) => i !== a);
+  return { width: d[0], height: d[1], count: vi.dims[a] };
+}
+
+/* Shows volume id; want = {k, axis, index, backend, win} from the address, else defaults. */
+async function selectVolume(id, want = {}) {
+  if (state.ctrl) state.ctrl.abort();
+  const ctrl = new AbortController();
+  state.ctrl = ctrl;
+  const seq = ++state.selectSeq;
+  let vi;
+  try {
+    vi = await (await api(`/volumes/${encodeURIComponent(id)}?singular_values=true`, { signal: ctrl.signal })).json();
+  } catch (e) {
+    if (isAbort(e) || seq !== state.selectSeq) return;
+    if (isGone(e)) { toast(`volume ${id} is not on the server.`, 'gone'); await loadVolumes(); } else reportError(e);
+    return;
+  }
+  if (seq !== state.selectSeq) return;
+  if (vi.state !== 'ready') { toast(`volume "${vi.name}" is ${vi.state} (${vi.slices_done} of ${vi.slices_total} slices): not ready yet.`); return; }
+  clearToast('gone');
+  resetLive();
+  setIdle(false);
+  delete $('cv-recon').dataset.k;
+  delete $('quality').dataset.k;
+  const full = Math.min(vi.slice_rows, vi.slice_cols);
+  // The volume's spectrum: per component i, the root of Σ over slices of s_i².
+  const sv = new Array(full).fill(0);
+  for (const s of vi.singular_values || []) s.forEach((x, i) => { if (i < full) sv[i] += x * x; });
+  const mapped = vi.datatype !== 'uint8' && vi.datatype !== 'uint16';
+  const slope = vi.scl_slope, inter = vi.scl_inter, storedPerPng = (vi.value_max - vi.value_min) / 65535;
+  const scale = mapped ? { a: inter + slope * vi.value_min, b: slope * storedPerPng } : { a: inter, b: slope };
+  // Absent from the address (null) is not axis 0.
+  let axis = want.axis === null || want.axis === undefined || want.axis === '' ? NaN : Number(want.axis);
+  if (!(Number.isInteger(axis) && axis >= 0 && axis <= 2)) axis = vi.axis;
+  const dims = sliceDims(vi, axis);
+  let index = want.index === null || want.index === undefined || want.index === '' ? NaN : Number(want.index);
+  if (!(Number.isInteger(index) && index >= 0 && index < dims.count)) index = dims.count >> 1;
+  state.vol = { info: vi, axis, index, count: dims.count, mapped, scale, storedPerPng };
+  state.info = {
+    id: vi.id, name: vi.name, rank: full, width: dims.width, height: dims.height, bit_depth: vi.datatype === 'uint8' ? 8 : 16,
+    singular_values: sv.map(Math.sqrt), npix: vi.dims[0] * vi.dims[1] * vi.dims[2],
+    stored_bytes: vi.stored_bytes, original_bytes: vi.original_bytes, upload_bytes: vi.upload_bytes,
+  };
+  state.orig = null;
+  state.win = null;
+  state.diffInit = false;
+  views.orig = null;
+  // The file's own window: cal_min..cal_max of the header, in the PNG's units.
+  state.fileWin = null;
+  if (vi.cal_min !== null && vi.cal_max !== null && vi.cal_max > vi.cal_min) {
+    const lo = (vi.cal_min - scale.a) / scale.b, hi = (vi.cal_max - scale.a) / scale.b;
+    state.fileWin = { c: (lo + hi) / 2, w: hi - lo };
+  }
+  $('win-type').textContent = mapped || vi.datatype === 'uint16' ? '0–65535' : '0–255';
+  $('win-type').title = mapped ? 'the whole 16-bit PNG scale: the volume\'s min to max' : `the whole ${vi.datatype} scale`;
+  $('win-file').disabled = !state.fileWin;
+  $('win-file').title = state.fileWin ? `cal_min ${vi.cal_min} to cal_max ${vi.cal_max} from the NIfTI header`
+    : 'this file sets no window (cal_min/cal_max are 0)';
+  if (want.win && want.win.w > 0) state.win = { ...want.win };
+  document.body.classList.add('has-slice', 'is-volume');
+  for (const el of document.querySelectorAll('.vol-only')) el.hidden = false;
+  $('dl-factors').hidden = true;
+  for (const li of $('slice-list').children) li.classList.remove('current');
+  for (const li of $('volume-list').children) li.classList.toggle('current', li.dataset.id === id);
+  $('intro').hidden = true;
+  $('viewer').hidden = false;
+  $('slice-title').textContent = vi.name;
+  $('slice-meta').textContent = `volume ${vi.dims.join('×')}, ${vi.datatype}, voxels ${vi.voxel_sizes.map((x) => fmt(x, 3)).join('×')} mm, ` +
+    `factorised along ${'ijk'[vi.axis]}, rank ≤ ${full} per slice` + (mapped ? `; shown as 16-bit PNGs: value = ${fmt(scale.a, 4)} + ${fmt(scale.b, 4)} × PNG value` : '');
+  $('slice-sizes').innerHTML = uploadSizes(vi) +
+    `voxels: <strong>${fmtBytes(vi.original_bytes)}</strong> (${vi.original_bytes} bytes) · ` +
+    `the stored form is <strong>${sizeVs(vi.stored_bytes, vi.original_bytes)}</strong> than the voxels`;
+  $('slice-sizes').dataset.stored = String(vi.stored_bytes);
+  const sel = $('vaxis');
+  sel.replaceChildren(...[0, 1, 2].map((a) => { const o = document.createElement('option'); o.value = String(a); o.textContent = axisName(vi, a); return o; }));
+  sel.value = String(axis);
+  const idx = $('index-range');
+  idx.max = String(dims.count - 1);
+  idx.value = String(index);
+  showIndex();
+  if (want.backend && usableBackend(want.backend)) $('backend').value = want.backend;
+  $('k-msg').textContent = '';
+  let k = full;
+  for (let i = 1; i <= full; i++) if (energyAt(state.info.singular_values, i) >= 0.999) { k = i; break; }
+  k = kFromAddress(want.k, k);
+  for (const el of [$('k-range'), $('k-number')]) { el.max = String(full); el.value = String(k); }
+  $('k-max').textContent = String(full);
+  $('compare-chart').toggleAttribute('hidden', true);
+  $('compare-table').hidden = true;
+  $('target-measured').textContent = '';
+  state.compared = null;
+  live.k = k;
+  if (state.win) applyWindow(state.win.c, state.win.w);
+  drawCharts();
+  setK(k);
+}
+
+function showIndex() {
+  const v = state.vol;
+  $('index-text').textContent = `${v.index} of 0–${v.count - 1} along ${axisName(v.info, v.axis).split(':')[0]}`;
+  $('index-text').dataset.index = String(v.index);
+}
+
+/* Slice index from the wheel, the arrow keys, the slider or the address. */
+function setIndex(i, { from = '' } = {}) {
+  const v = state.vol;
+  if (!v) return;
+  i = Math.min(v.count - 1, Math.max(0, i));
+  if (i !== v.index) live.idir = i > v.index ? 1 : -1;
+  v.index = i;
+  live.slideMove = true;
+  live.lastMove = performance.now();
+  live.failed = null;
+  live.noPrefetch = false;
+  if (from !== 'range') $('index-range').value = String(i);
+  showIndex();
+  updateDownloads();
+  updateReconState();
+  markQuality();
+  scheduleHash();
+  pump();
+}
+
+function setAxis(a, index) {
+  const v = state.vol;
+  if (!v) return;
+  const d = sliceDims(v.info, a);
+  v.axis = a;
+  v.count = d.count;
+  state.info.width = d.width;
+  state.info.height = d.height;
+  $('vaxis').value = String(a);
+  $('index-range').max = String(d.count - 1);
+  live.shown = null;
+  views.orig = null; // another size: the views refit
+  const i = Number(index);
+  v.index = -1;
+  setIndex(Number.isInteger(i) && i >= 0 && i < d.count ? i : d.count >> 1);
+}
+
+function volumeDownloads() {
+  const v = state.vol, k = live.k, backend = backendNow(), stem = `${state.info.name}-${'ijk'[v.axis]}${v.index}`;
+  $('dl-recon').href = reconstructUrl(k, backend);
+  $('dl-recon').download = `${stem}-k${k}.png`;
+  $('dl-recon').textContent = `slice at rank ${k} (PNG, ${state.info.bit_depth}-bit)`;
+  if (state.win) {
+    $('dl-shown').href = reconstructUrl(k, backend, state.win);
+    $('dl-shown').download = `${stem}-k${k}-window.png`;
+  }
+  $('dl-original').href = reconstructUrl(state.info.rank, backend);
+  $('dl-original').download = `${stem}.png`;
+  $('dl-volume').href = `/volumes/${encodeURIComponent(state.info.id)}/reconstruct?` + new URLSearchParams({ k: String(k), format: 'nifti', backend });
+  $('dl-volume').download = `${state.info.name}-k${k}.nii.gz`;
+  $('dl-volume').textContent = `volume at rank ${k} (.nii.gz)`;
+}
+
+function initVolumes() {
+  $('vfile').addEventListener('change', (ev) => {
+    const f = ev.target.files[0];
+    ev.target.value = '';
+    if (f) uploadVolume(f);
+  });
+  $('index-range').addEventListener('input', () => setIndex(parseInt($('index-range').value, 10), { from: 'range' }));
+  $('vaxis').addEventListener('change', () => setAxis(Number($('vaxis').value)));
 }
 
 // ---------------------------------------------------------------- wiring
@@ -997,7 +1479,9 @@ function init() {
     if (key) sessionStorage.setItem(KEY_STORE, key); else sessionStorage.removeItem(KEY_STORE);
     for (const url of state.thumbs.values()) URL.revokeObjectURL(url);
     state.thumbs.clear();
-    loadList().then(() => (state.info ? select(state.info.id, { k: live.k, backend: backendNow(), win: state.win }) : followHash()));
+    loadVolumes();
+    loadList().then(() => (state.vol ? selectVolume(state.info.id, { k: live.k, backend: backendNow(), win: state.win, axis: state.vol.axis, index: state.vol.index })
+      : state.info ? select(state.info.id, { k: live.k, backend: backendNow(), win: state.win }) : followHash()));
   });
   $('apikey-clear').addEventListener('click', () => {
     sessionStorage.removeItem(KEY_STORE);
@@ -1023,10 +1507,10 @@ function init() {
     ev.preventDefault();
     if (ev.dataTransfer && ev.dataTransfer.files.length) upload([...ev.dataTransfer.files]);
   });
-  $('refresh').addEventListener('click', loadList);
+  $('refresh').addEventListener('click', () => { loadList(); loadVolumes(); });
   // Slices deleted elsewhere drop out of the list when the tab comes back.
   document.addEventListener('visibilitychange', () => { if (!document.hidden) loadList(); });
-  window.addEventListener('focus', () => loadList());
+  window.addEventListener('focus', () => { loadList(); loadVolumes(); });
 
   $('k-range').addEventListener('input', () => { $('k-msg').textContent = ''; setK(parseInt($('k-range').value, 10), { from: 'range' }); });
   $('k-number').addEventListener('input', () => onKField(false));
@@ -1065,7 +1549,8 @@ function init() {
   $('target-psnr').addEventListener('input', () => updateTarget());
   $('target-form').addEventListener('submit', measureTarget);
   $('compare').addEventListener('click', compareBackends);
-  for (const id of ['dl-recon', 'dl-shown', 'dl-original', 'dl-factors']) $(id).addEventListener('click', download);
+  for (const id of ['dl-recon', 'dl-shown', 'dl-original', 'dl-factors', 'dl-volume']) $(id).addEventListener('click', download);
+  initVolumes();
   window.addEventListener('hashchange', followHash);
   // Charts are drawn at their laid-out width: redraw them when it changes.
   let resizeTimer = 0;
@@ -1073,7 +1558,7 @@ function init() {
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(drawCharts, 100);
   });
-  Promise.all([loadBackends(), loadList()]).then(followHash);
+  Promise.all([loadBackends(), loadList(), loadVolumes()]).then(followHash);
 }
 
 /* Narrow screens show one image at a time, chosen here. */

@@ -71,7 +71,7 @@ export function drawSpectrum(chart, { sv, rank, target }, onPick) {
   for (let d = sLo; d <= sHi; d += sEvery)
     g.append(svg('text', { x: x1 + 4, y: S(10 ** d) + 4, class: 'sv-t' }, d >= 0 && d <= 4 ? String(10 ** d) : `1e${d}`));
   const step = Math.max(1, Math.round(n / (narrow ? 4 : 6) / 10) * 10);
-  for (let i = 1; i <= n; i += (i === 1 ? step - 1 : step))
+  for (let i = 1; i <= n; i += (i === 1 && step > 1 ? step - 1 : step)) // step 1 (n < 35): every k
     g.append(svg('text', { x: X(i), y: y0 + 14, 'text-anchor': 'middle' }, String(i)));
   g.append(svg('text', { x: (x0 + x1) / 2, y: H - 4, 'text-anchor': 'middle' }, 'rank k'));
   const yMid = (y0 + y1) / 2;

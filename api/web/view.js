@@ -80,8 +80,11 @@ export class Views {
 
   // ------------------------------------------------------------ data
 
-  setOriginal(raw) {
+  /* keep: another slice of the same volume, same size: keep zoom, pan and flick. */
+  setOriginal(raw, keep = false) {
+    const same = keep && this.orig && this.orig.width === raw.width && this.orig.height === raw.height;
     this.orig = raw;
+    if (same) { this.lut = this.win ? grayLut(raw.depth, this.win.c, this.win.w) : null; this.paintNow('original'); return; }
     this.recon = null;
     this.diff = null;
     this.flick = false;
@@ -234,8 +237,20 @@ export class Views {
   attach(vp) {
     vp.addEventListener('wheel', (ev) => {
       // Ctrl+wheel, and a trackpad pinch (which Chrome sends as ctrl+wheel), zoom;
-      // the plain wheel keeps scrolling the page.
-      if (!ev.ctrlKey || !this.orig) return;
+      // the plain wheel scrolls a volume's slices, else keeps scrolling the page.
+      if (!this.orig) return;
+      if (!ev.ctrlKey) {
+        if (!this.hooks.onSlice || !this.hooks.onSlice(0)) return;
+        ev.preventDefault();
+        // One slice per notch (100 in Chrome); a trackpad's small deltas add up to one.
+        this.sliceAcc = (this.sliceAcc || 0) + (ev.deltaMode === 1 ? ev.deltaY * 40 : ev.deltaY);
+        while (Math.abs(this.sliceAcc) >= WHEEL_STEP) {
+          const dir = this.sliceAcc < 0 ? 1 : -1;
+          this.sliceAcc += dir * WHEEL_STEP;
+          this.hooks.onSlice(dir);
+        }
+        return;
+      }
       ev.preventDefault();
       this.wheelAcc += ev.deltaMode === 1 ? ev.deltaY * 40 : ev.deltaY;
       const [px, py] = this.local(vp, ev);
@@ -350,6 +365,12 @@ export class Views {
       ArrowUp: () => this.panBy(0, step), ArrowDown: () => this.panBy(0, -step),
       f: () => this.setFlick(!this.flick), F: () => this.setFlick(!this.flick),
     };
+    // On a volume, up/down (without shift) go through the slices.
+    if (!ev.shiftKey && (ev.key === 'ArrowUp' || ev.key === 'ArrowDown') && this.hooks.onSlice && this.hooks.onSlice(0)) {
+      ev.preventDefault();
+      this.hooks.onSlice(ev.key === 'ArrowUp' ? 1 : -1);
+      return;
+    }
     const act = acts[ev.key];
     if (!act) return;
     ev.preventDefault();
