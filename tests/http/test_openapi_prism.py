@@ -222,6 +222,8 @@ class PrismTest(unittest.TestCase):
         modes = {
             # quota 1 MiB: a 400x400 upload is over it (507); no factor cache, so a corrupted file is read
             "public": ["--max-body-bytes", "400000", "--max-side", "400", "--quota-mb", "1", "--cache-mb", "0"],
+            # volumes count against the quota, so they get a server without one
+            "volumes": ["--max-body-bytes", "400000"],
             "keyed": ["--api-key", KEY],
             "reads": ["--api-key", KEY, "--auth-reads"],
             # one worker, one queue slot, a short deadline: concurrent slow jobs get 503 overloaded
@@ -351,7 +353,7 @@ class PrismTest(unittest.TestCase):
         self.check(env)
 
     def test_volumes(self):
-        env = self.envs["public"]
+        env = self.envs["volumes"]
         gz = {"Content-Type": "application/gzip"}
         data = volume()
         r = env.call("POST", "/volumes?name=t1", 202, data, gz)
