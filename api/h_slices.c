@@ -245,8 +245,8 @@ static int parse_number(const char *s, double *out) {
     return isfinite(*out);
 }
 
-/* rank=, energy=, psnr= (one at most) and keep-original=: 1, or 0 after answering 400. */
-static int parse_store_options(ss_req *r, ss_target *t, int *keep, enum MHD_Result *ret) {
+/* rank=, energy=, psnr= (one at most) and keep-original=: api/http.h. */
+int ss_parse_store_options(ss_req *r, ss_target *t, int *keep, enum MHD_Result *ret) {
     const char *rank_s = ss_arg(r, "rank"), *energy_s = ss_arg(r, "energy"), *psnr_s = ss_arg(r, "psnr");
     const char *keep_s = ss_arg(r, "keep-original");
     *t = (ss_target){SS_TARGET_NONE, 0};
@@ -295,7 +295,7 @@ enum MHD_Result ss_h_upload(ss_req *r) {
     enum MHD_Result ret;
     if (name && (ss_arg_has_nul(r, "name") || (*name && !ss_valid_name(name))))
         return ss_reply_error(r, "invalid_parameter", "name must be printable UTF-8 of at most 255 bytes");
-    if (!parse_store_options(r, &target, &keep, &ret)) return ret;
+    if (!ss_parse_store_options(r, &target, &keep, &ret)) return ret;
     /* What the worker will allocate is reserved now, from the PNG's header, before the job is
      * queued: a job never waits in the queue for memory, and a reservation that cannot be had
      * is a 503 the client can retry. A header that does not parse, or is over --max-side, fails

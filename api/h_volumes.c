@@ -94,7 +94,18 @@ static json_t *volume_json(const ss_vol_info *in, const ss_volume *v, int with_s
     set(o, "orientation", ori);
     set(o, "value_min", json_real(m->vmin));
     set(o, "value_max", json_real(m->vmax));
-    set(o, "stored_bytes", in->state == SS_VOL_READY ? json_integer(in->stored_bytes) : json_null());
+    /* what the store holds for it (the .svv blob), against the upload, as slices say it */
+    const int ready = in->state == SS_VOL_READY;
+    set(o, "stored_bytes", ready ? json_integer(in->stored_bytes) : json_null());
+    set(o, "stored_vs_upload", ready && in->upload_bytes > 0
+                                   ? json_real((double)in->stored_bytes / (double)in->upload_bytes)
+                                   : json_null());
+    set(o, "original_kept", json_boolean(!m->no_original));
+    json_t *tg = json_object();
+    if (m->target.kind == SS_TARGET_RANK) set(tg, "rank", json_integer((json_int_t)m->target.value));
+    else if (m->target.kind == SS_TARGET_ENERGY) set(tg, "energy", json_real(m->target.value));
+    else if (m->target.kind == SS_TARGET_PSNR) set(tg, "psnr", json_real(m->target.value));
+    set(o, "target", tg); /* {} for the defaults: every component */
     set(o, "original_bytes", json_integer((json_int_t)(n->nvox * n->bytes_per_voxel)));
     /* null when not known (indexed at start: the .svv does not carry it), as for slices */
     set(o, "upload_bytes", in->upload_bytes > 0 ? json_integer(in->upload_bytes) : json_null());
@@ -159,6 +170,7 @@ static void intake(vol_job *j) {
         return;
     }
     snprintf(v->name, sizeof v->name, "%s", j->name[0] ? j->name : v->id);
+    v->upload_bytes = len; /* kept in the .svv */
     v->created = (int64_t)time(NULL);
     ss_vol_info info;
     int taken = 0;
@@ -425,7 +437,7 @@ static void quality_job(vol_job *j, ss_vhandle *h) {
     int err = 0;
     void *owned = NULL;
     const void *rebuilt = rebuilt_at_k(j, h, &err, &owned);
-    ss_volume_quality vq, *sq = calloc((size_t)v->nslices, sizeof *sq);
+    ss_volume_quality vq = {0}, *sq = calloc((size_t)v->nslices, sizeof *sq);
     int rc = !rebuilt ? err : sq ? ss_volume_quality_compute(v, j->k, rebuilt, &vq, sq)
                                  : ss_fail(SS_ENOMEM, "out of memory");
     free(owned);
@@ -437,9 +449,12 @@ static void quality_job(vol_job *j, ss_vhandle *h) {
     json_t *slices = json_array();
     for (int s = 0; s < v->nslices; s++) json_array_append_new(slices, ss_json_volume_quality(&sq[s], 1));
     free(sq);
-    json_t *o = json_pack("{s:s, s:i, s:s, s:i, s:f, s:o, s:o}", "id", j->id, "k", j->k, "backend", j->be->name,
-                          "axis", v->axis, "data_range", ss_volume_data_range(v), "volume", ss_json_volume_quality(&vq, 0),
-                          "slices", slices);
+    json_t *o = json_pack("{s:s, s:i, s:s, s:i, s:f, s:b, s:o, s:o}", "id", j->id, "k", j->k, "backend",
+                          j->be->name, "axis", v->axis, "data_range", ss_volume_data_range(v), "original_kept",
+                          !vq.no_original, "volume", ss_json_volume_quality(&vq, 0), "slices", slices);
+    if (o && vq.no_original)
+        set(o, "note", json_string("the original was not kept (keep-original=false): no mse, psnr or ssim; "
+                                   "energy is from the stored singular values"));
     ss_job_end(r, 200, ss_resp_json(o));
 }
 
@@ -536,6 +551,9 @@ enum MHD_Result ss_h_vupload(ss_req *r) {
     int axis = small_arg(r, "axis", 2, 2), t = small_arg(r, "t", 0, 1 << 30);
     if (axis < 0) return ss_reply_error(r, "invalid_parameter", "axis must be 0, 1 or 2 (the voxel axes i, j, k)");
     if (t < 0) return ss_reply_error(r, "invalid_parameter", "t must be a volume index of a 4D file: 0, 1, ...");
+    ss_target target;
+    int keep;
+    if (!ss_parse_store_options(r, &target, &keep, &ret)) return ret;
     /* The header is checked here, before anything is queued or allocated: what decoding and
      * factorising it takes is reserved from --memory-mb now, and a file over the budget can
      * never be taken (413), one that does not fit now is a retry (503). */
@@ -554,6 +572,12 @@ enum MHD_Result ss_h_vupload(ss_req *r) {
     long long need = ss_volume_memory_bytes(&info, axis);
     if (ws < 0 || need < 0)
         return ss_reply_error(r, "too_large", "slices of %dx%d cannot be factorised", rows, cols);
+    const int nsv = rows < cols ? rows : cols;
+    if (target.kind == SS_TARGET_RANK && target.value > nsv)
+        return ss_reply_error(r, "invalid_parameter", "rank must be an integer in 1..%d for this volume's %dx%d slices",
+                              nsv, rows, cols);
+    /* ss_compress_fit's data and product as floats and its quantised factors, per worker */
+    if (target.kind != SS_TARGET_NONE || !keep) ws += 8LL * rows * cols + 4LL * nsv * (rows + cols);
     need += (long long)ps.workers * (ws + 4LL * rows * cols);
     if (need > budget)
         return ss_reply_error(r, "too_large",
@@ -573,7 +597,7 @@ enum MHD_Result ss_h_vupload(ss_req *r) {
     j->kind = VJ_INTAKE;
     j->srv = srv;
     j->mem = need;
-    j->vo = (ss_volume_opts){.axis = axis, .t = t, .lim = lim};
+    j->vo = (ss_volume_opts){.axis = axis, .t = t, .lim = lim, .target = target, .no_original = !keep};
     if (name && *name) snprintf(j->name, sizeof j->name, "%s", name);
     j->body = r->up.data; /* the job owns the body now, and its share of the upload budget */
     j->len = r->up.len;

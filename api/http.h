@@ -180,6 +180,11 @@ const char *ss_cache_control(const ss_server *srv); /* of content-addressed rend
 enum MHD_Result ss_reply_cached(ss_req *r, ss_rc_entry *e);
 struct MHD_Response *ss_cached_response(ss_server *srv, ss_rc_entry *e, const char *timing);
 
+/* The upload options of slices and volumes: rank=, energy=, psnr= (one at most) and
+ * keep-original=true|false (default true). 1, or 0 after answering 400 (into *ret). */
+struct ss_target;
+int ss_parse_store_options(ss_req *r, struct ss_target *t, int *keep, enum MHD_Result *ret);
+
 /* ---- handlers ------------------------------------------------------------ */
 enum MHD_Result ss_h_upload(ss_req *r);
 enum MHD_Result ss_h_list(ss_req *r);

@@ -80,7 +80,7 @@ json_t *ss_json_volume_quality(const ss_volume_quality *q, int with_index) {
     if (!o) return NULL;
     if (with_index) json_object_set_new(o, "index", json_integer(q->index));
     json_object_set_new(o, "k", json_integer(q->k));
-    json_object_set_new(o, "mse", json_real(q->mse));
+    json_object_set_new(o, "mse", q->no_original ? json_null() : json_real(q->mse));
     json_object_set_new(o, "psnr", q->psnr_null ? json_null() : json_real(q->psnr));
     json_object_set_new(o, "ssim", q->ssim_null ? json_null() : json_real(q->ssim));
     json_object_set_new(o, "energy", json_real(q->energy));

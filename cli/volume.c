@@ -28,16 +28,24 @@
 
 static const char k_help_compress_volume[] =
     "usage: svdslice compress-volume IN.nii[.gz] OUT.svv [--axis A] [--t T] [--threads N]\n"
+    "                                [--rank R | --energy E | --psnr DB] [--keep-original B]\n"
     "\n"
     "Reads a NIfTI-1 or NIfTI-2 volume (uint8, int8, int16, uint16, int32, float32 or\n"
     "float64; scl_slope/scl_inter applied), factorises every slice along axis A with\n"
-    "an SVD and writes the factors and the original voxels to OUT.svv. Prints the\n"
+    "an SVD and writes OUT.svv: by default the original voxels and each slice's exact\n"
+    "singular values (the factors are computed again when it is read). Prints the\n"
     "volume's JSON (id, dims, voxel_sizes, datatype, axis, t, slices, rows, columns,\n"
     "stored_bytes, original_bytes, timings).\n"
     "\n"
     "  --axis A     0, 1 or 2: the voxel axis the slices are cut across (default 2)\n"
     "  --t T        the volume of a 4D file to take (default 0)\n"
-    "  --threads N  threads factorising slices (default: online cores)\n";
+    "  --threads N  threads factorising slices (default: online cores)\n"
+    "  --rank R     keep R components per slice (1..min(rows, columns))\n"
+    "  --energy E   per slice the fewest components keeping fraction E of sum s^2\n"
+    "  --psnr DB    per slice the fewest components reaching DB dB over the data\n"
+    "               range of /volumes/{id}/quality (255, 65535 or max - min)\n"
+    "  --keep-original B  true (default) or false: drop the voxels and store\n"
+    "               quantised, range-coded factors instead\n";
 
 static const char k_help_reconstruct_volume[] =
     "usage: svdslice reconstruct-volume IN.svv OUT.nii.gz --k K [--backend B] [--threads N]\n"
@@ -73,17 +81,42 @@ static int parse_nonneg(const char *s, int *out) {
 }
 
 /* Reads and decodes a NIfTI file into a volume (not factorised). */
-static int load_nifti(const char *cmd, const char *path, int axis, int t, ss_volume **v, double *ms) {
+static int load_nifti(const char *cmd, const char *path, const ss_volume_opts *o, ss_volume **v, double *ms) {
     unsigned char *buf = NULL;
     size_t len = 0;
     if (ss_read_file(path, CLI_MAX_NIFTI_BYTES, &buf, &len))
         return ss_cli_error(cmd, SS_EXIT_FAIL, "cannot read %s: %s", path, ss_error());
-    ss_volume_opts o = {.axis = axis, .t = t};
     double t0 = ss_now_ms();
-    int rc = ss_volume_from_nifti(buf, len, &o, v);
+    int rc = ss_volume_from_nifti(buf, len, o, v);
     *ms = ss_now_ms() - t0;
     free(buf);
+    if (rc == SS_OK) (*v)->upload_bytes = (long long)len;
     if (rc) return ss_cli_error(cmd, SS_EXIT_FAIL, "%s: %s (%s)", path, ss_error(), ss_strcode(rc));
+    return 0;
+}
+
+/* --rank/--energy/--psnr (one at most) and --keep-original, as the HTTP upload takes them. */
+static int parse_store_options(const char *cmd, const char *rank_s, const char *energy_s, const char *psnr_s,
+                               const char *keep_s, ss_volume_opts *o) {
+    if (!!rank_s + !!energy_s + !!psnr_s > 1)
+        return ss_cli_error(cmd, SS_EXIT_USAGE, "--rank, --energy and --psnr each choose the rank: give one at most");
+    char *end = NULL;
+    int r = 0;
+    double x = 0;
+    if (rank_s) {
+        if (!ss_cli_posint(rank_s, &r)) return ss_cli_error(cmd, SS_EXIT_USAGE, "rank must be a positive integer");
+        o->target = (ss_target){SS_TARGET_RANK, r};
+    } else if (energy_s || psnr_s) {
+        const char *s = energy_s ? energy_s : psnr_s;
+        x = strtod(s, &end);
+        if (end == s || *end || !isfinite(x) || (energy_s ? !(x > 0 && x <= 1) : !(x >= 1 && x <= 200)))
+            return ss_cli_error(cmd, SS_EXIT_USAGE, energy_s ? "energy must be in (0, 1], got '%s'"
+                                                             : "psnr must be a number of dB in 1..200, got '%s'", s);
+        o->target = (ss_target){energy_s ? SS_TARGET_ENERGY : SS_TARGET_PSNR, x};
+    }
+    if (keep_s && strcmp(keep_s, "true") && strcmp(keep_s, "false"))
+        return ss_cli_error(cmd, SS_EXIT_USAGE, "keep-original must be true or false, got '%s'", keep_s);
+    o->no_original = keep_s && !strcmp(keep_s, "false");
     return 0;
 }
 
@@ -101,10 +134,15 @@ static json_t *volume_json(const ss_volume *v) {
 
 int ss_cmd_compress_volume(int argc, char **argv) {
     const char *cmd = "compress-volume", *axis_s = NULL, *t_s = NULL, *threads_s = NULL, *pos[2];
+    const char *rank_s = NULL, *energy_s = NULL, *psnr_s = NULL, *keep_s = NULL;
     int npos, help, axis = 2, t = 0, threads = 0;
     const ss_opt opts[] = {{"axis", 0, 1, &axis_s, NULL},
                            {"t", 0, 1, &t_s, NULL},
                            {"threads", 0, 1, &threads_s, NULL},
+                           {"rank", 0, 1, &rank_s, NULL},
+                           {"energy", 0, 1, &energy_s, NULL},
+                           {"psnr", 0, 1, &psnr_s, NULL},
+                           {"keep-original", 0, 1, &keep_s, NULL},
                            {NULL, 0, 0, NULL, NULL}};
     if (ss_cli_parse(cmd, argc, argv, opts, pos, 2, &npos, &help)) return SS_EXIT_USAGE;
     if (help) return fputs(k_help_compress_volume, stdout), SS_EXIT_OK;
@@ -115,9 +153,11 @@ int ss_cmd_compress_volume(int argc, char **argv) {
     if (threads_s && !ss_cli_posint(threads_s, &threads))
         return ss_cli_error(cmd, SS_EXIT_USAGE, "threads must be a positive integer, got '%s'", threads_s);
 
+    ss_volume_opts vo = {.axis = axis, .t = t};
+    if (parse_store_options(cmd, rank_s, energy_s, psnr_s, keep_s, &vo)) return SS_EXIT_USAGE;
     ss_volume *v = NULL;
     double decode_ms, t0;
-    if (load_nifti(cmd, pos[0], axis, t, &v, &decode_ms)) return SS_EXIT_FAIL;
+    if (load_nifti(cmd, pos[0], &vo, &v, &decode_ms)) return SS_EXIT_FAIL;
     const char *slash = strrchr(pos[0], '/');
     snprintf(v->name, sizeof v->name, "%s", slash ? slash + 1 : pos[0]);
     v->created = (int64_t)time(NULL);
@@ -146,6 +186,12 @@ int ss_cmd_compress_volume(int argc, char **argv) {
         json_object_set_new(j, "name", json_string(v->name));
         json_object_set_new(j, "stored_bytes", json_integer((json_int_t)svv_len));
         json_object_set_new(j, "original_bytes", json_integer((json_int_t)ss_volume_voxel_bytes(v)));
+        json_object_set_new(j, "upload_bytes", json_integer((json_int_t)v->upload_bytes));
+        json_object_set_new(j, "stored_vs_upload", json_real((double)svv_len / (double)v->upload_bytes));
+        json_object_set_new(j, "original_kept", json_boolean(!v->no_original));
+        json_t *ranks = json_array();
+        for (int s = 0; ranks && s < v->nslices; s++) json_array_append_new(ranks, json_integer(v->slices[s]->rank));
+        json_object_set_new(j, "ranks", ranks);
         json_object_set_new(j, "threads", json_integer(threads > 0 ? threads : (json_int_t)sysconf(_SC_NPROCESSORS_ONLN)));
         json_object_set_new(j, "decode_ms", json_real(decode_ms));
         json_object_set_new(j, "factor_ms", json_real(factor_ms));
@@ -405,7 +451,8 @@ int ss_bench_volume(const char *path, const int *ks, int nk, const char *const *
     if (threads < 1) threads = 1;
     ss_volume *v = NULL;
     double decode_ms;
-    if (load_nifti(cmd, path, -1, -1, &v, &decode_ms)) return SS_EXIT_FAIL;
+    const ss_volume_opts vo = {.axis = -1, .t = -1};
+    if (load_nifti(cmd, path, &vo, &v, &decode_ms)) return SS_EXIT_FAIL;
     double t0 = ss_now_ms(), c0 = cpu_ms();
     if (ss_volume_factor_all(v, threads)) {
         ss_volume_free(v);

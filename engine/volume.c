@@ -107,6 +107,17 @@ static void put_le32(uint8_t *b, uint32_t x) {
     for (int i = 0; i < 4; i++) b[i] = (uint8_t)(x >> (8 * i));
 }
 
+/* The upload options that differ from the defaults as text ("" for the defaults). */
+static size_t volume_options_text(const ss_volume *v, char *buf, size_t cap) {
+    int n = 0;
+    buf[0] = 0;
+    if (v->target.kind == SS_TARGET_RANK) n = snprintf(buf, cap, "rank=%d;", (int)v->target.value);
+    else if (v->target.kind == SS_TARGET_ENERGY) n = snprintf(buf, cap, "energy=%.17g;", v->target.value);
+    else if (v->target.kind == SS_TARGET_PSNR) n = snprintf(buf, cap, "psnr=%.17g;", v->target.value);
+    if (v->no_original && n >= 0 && (size_t)n < cap) n += snprintf(buf + n, cap - (size_t)n, "keep-original=false;");
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
 /* See volume.h: SHA-256 of the tag, axis, t, the header as written back and the voxels (LE). */
 static int volume_id(const ss_volume *v, char id[65]) {
     unsigned char h[SS_NII_HDR_MAX + 4];
@@ -127,6 +138,9 @@ static int volume_id(const ss_volume *v, char id[65]) {
 #else
 #error "volume ids hash little-endian voxels: add the byte swap for this host"
 #endif
+    char opt[96];
+    size_t ol = volume_options_text(v, opt, sizeof opt);
+    if (ol) sha256_update(&c, ol, (const uint8_t *)opt);
     uint8_t d[SHA256_DIGEST_SIZE];
     sha256_digest(&c, sizeof d, d);
     for (int i = 0; i < SHA256_DIGEST_SIZE; i++) snprintf(id + 2 * i, 3, "%02x", d[i]);
@@ -179,7 +193,7 @@ static int volume_new(const ss_nifti_info *nii, int axis, void *voxels, ss_volum
     v->n = g.cols;
     v->voxels = voxels;
     v->slices = sl;
-    value_range(v, &v->vmin, &v->vmax);
+    if (voxels) value_range(v, &v->vmin, &v->vmax);
     *out = v;
     return SS_OK;
 }
@@ -197,6 +211,15 @@ int ss_volume_from_nifti(const void *buf, size_t len, const ss_volume_opts *o, s
     if (rc) {
         free(vox);
         return rc;
+    }
+    if (o) {
+        v->target = o->target;
+        v->no_original = o->no_original;
+    }
+    const int nsv = v->m < v->n ? v->m : v->n, rows = v->m, cols = v->n;
+    if (v->target.kind == SS_TARGET_RANK && !(v->target.value >= 1 && v->target.value <= nsv)) {
+        ss_volume_free(v);
+        return ss_fail(SS_EINVAL, "rank must be an integer in 1..%d for this volume's %dx%d slices", nsv, rows, cols);
     }
     rc = volume_id(v, v->id);
     if (rc) {
@@ -222,10 +245,36 @@ static int slice_bits(const ss_volume *v) { return v->nii.datatype == SS_NII_UIN
 /* Bytes per voxel > 1: float64 SVD (see ss_svd_factor_values). */
 static int slice_f64(const ss_volume *v) { return v->nii.bytes_per_voxel > 1; }
 
-int ss_volume_factor_slice(ss_volume *v, int index) {
+double ss_volume_fit_peak(const ss_volume *v) {
+    double slope, inter;
+    ss_nifti_scaling(&v->nii, &slope, &inter);
+    const double a = fabs(slope) > 0 ? fabs(slope) : 1.0;
+    if (v->target.kind == SS_TARGET_PSNR) return ss_volume_data_range(v) * a;
+    return (v->vmax - v->vmin > 1 ? v->vmax - v->vmin : 1.0) * a;
+}
+
+/* The largest value ss_compress_fit may round-and-clamp to when its check on rounded values is
+ * the served one: integer types without scaling whose values are all >= 0 (the stored type's
+ * clamp then is 0..maxval too); else 0 (checked on the floats). */
+static int fit_maxval(const ss_volume *v) {
+    double slope, inter, lo, hi;
+    ss_nifti_scaling(&v->nii, &slope, &inter);
+    if (slope != 1 || inter != 0 || v->vmin < 0) return 0;
+    switch (v->nii.datatype) {
+    case SS_NII_UINT8: case SS_NII_INT8: case SS_NII_INT16: case SS_NII_UINT16:
+        ss_nifti_type_range(v->nii.datatype, &lo, &hi);
+        return (int)hi;
+    default: return 0;
+    }
+}
+
+/* Factorises slice index; then, with keep_rank > 0 (a stored volume read again), truncates it to
+ * that rank, else fits it to the volume's target (see volume.h). */
+static int factor_slice_at(ss_volume *v, int index, int keep_rank) {
     if (!v || !v->slices || index < 0 || index >= v->nslices)
         return ss_fail(SS_EINVAL, "no slice %d to factorise", index);
     if (v->slices[index]) return ss_fail(SS_EINVAL, "slice %d is factorised already", index);
+    if (!v->voxels) return ss_fail(SS_EINVAL, "the volume's voxels are not kept");
     slice_geom g;
     int rc = geom(&v->nii, v->axis, &g);
     if (rc) return rc;
@@ -234,12 +283,27 @@ int ss_volume_factor_slice(ss_volume *v, int index) {
     gather_scaled(v, &g, index, a);
     ss_factors *f;
     rc = ss_svd_factor_values(a, g.rows, g.cols, slice_bits(v), 0, slice_f64(v), &f);
+    if (rc) {
+        free(a);
+        return rc;
+    }
+    f->qstep = -1; /* what version-1 files store (float32); version 2 stores no factors with the voxels */
+    if (keep_rank > 0 && keep_rank < f->rank) {
+        rc = ss_compress_fit(f, a, (ss_target){SS_TARGET_RANK, keep_rank}, 1.0, 0, 0, NULL);
+    } else if (keep_rank <= 0 && (v->target.kind != SS_TARGET_NONE || v->no_original)) {
+        const int maxval = fit_maxval(v);
+        rc = ss_compress_fit(f, a, v->target, ss_volume_fit_peak(v), maxval, v->no_original, NULL);
+    }
     free(a);
-    if (rc) return rc;
-    f->qstep = -1; /* stored as float32: quantised volumes (engine/compress.h) are still to come */
+    if (rc) {
+        ss_factors_free(f);
+        return rc;
+    }
     v->slices[index] = f;
     return SS_OK;
 }
+
+int ss_volume_factor_slice(ss_volume *v, int index) { return factor_slice_at(v, index, 0); }
 
 int ss_volume_complete(const ss_volume *v) {
     if (!v || !v->slices) return 0;
@@ -346,13 +410,15 @@ int ss_volume_factor_all(ss_volume *v, int nthreads) {
 enum {
     H_MAGIC = 0, H_VERSION = 8, H_HDRSIZE = 12, H_NIIVER = 16, H_NIIBYTES = 20, H_AXIS = 24, H_T = 28,
     H_NSLICES = 32, H_M = 36, H_N = 40, H_DTYPE = 44, H_FLAGS = 48, H_VMIN = 56, H_VMAX = 64,
-    H_CREATED = 72, H_NAME = 80, H_ID = 336, H_NII = 408, H_CRC = 1020,
+    H_CREATED = 72, H_NAME = 80, H_ID = 336, H_NII = 408, H_TKIND = 952, H_TVAL = 960, H_UPLOAD = 968,
+    H_V2_END = 976, H_CRC = 1020,
     NAME_BYTES = 256, ID_BYTES = 72,
 };
-_Static_assert(H_NII + SS_NII_HDR_MAX <= H_CRC, "svv header layout");
+_Static_assert(H_NII + SS_NII_HDR_MAX <= H_TKIND && H_V2_END <= H_CRC, "svv header layout");
 _Static_assert(H_CRC + 4 == SS_SVV_HEADER_BYTES, "svv header size");
 #define SVV_MAGIC "SVDSLVOL"
-#define SVV_VERSION 1u
+#define SVV_VERSION 2u
+#define SVV_FLAG_VOXELS 1u /* version 2: the voxel section holds the original */
 /* Slices along any axis: 2^24 is far past any scanner and keeps the index small enough to count. */
 #define SVV_MAX_SLICES (1 << 24)
 
@@ -419,33 +485,62 @@ typedef struct enc_job {
     unsigned char **enc;
     size_t *len;
     uint32_t *crc;
+    int version;
 } enc_job;
+
+/* Version 2 with the voxels: the stored rank and the exact singular values. */
+static int encode_sv(const ss_factors *f, unsigned char **out, size_t *out_len) {
+    const size_t n = 4 + 4 * (size_t)f->nsv;
+    unsigned char *b = malloc(n);
+    if (!b) return ss_fail(SS_ENOMEM, "out of memory");
+    put_le32(b, (uint32_t)f->rank);
+    for (int i = 0; i < f->nsv; i++) {
+        uint32_t x;
+        memcpy(&x, &f->S[i], 4);
+        put_le32(b + 4 + 4 * (size_t)i, x);
+    }
+    *out = b;
+    *out_len = n;
+    return SS_OK;
+}
 
 static int encode_one(void *arg, int s, ss_workspace *ws) {
     (void)ws;
     const enc_job *j = arg;
-    int rc = ss_svd_serialize(j->v->slices[s], &j->enc[s], &j->len[s]);
+    const ss_factors *f = j->v->slices[s];
+    int rc;
+    if (j->version == 1) {
+        ss_factors g = *f; /* full-rank float32 factors, as version 1 wrote them */
+        g.qstep = -1;
+        rc = ss_svd_serialize(&g, &j->enc[s], &j->len[s]);
+    } else if (!j->v->no_original) {
+        rc = encode_sv(f, &j->enc[s], &j->len[s]);
+    } else {
+        rc = ss_svd_serialize(f, &j->enc[s], &j->len[s]);
+    }
     if (rc == SS_OK) j->crc[s + 1] = (uint32_t)crc32_z(0, j->enc[s], j->len[s]);
     return rc;
 }
 
-int ss_volume_serialize(const ss_volume *v, unsigned char **out, size_t *out_len) {
+static int serialize(const ss_volume *v, int version, unsigned char **out, size_t *out_len) {
     *out = NULL;
     *out_len = 0;
     if (!ss_volume_complete(v)) return ss_fail(SS_EINVAL, "the volume is not factorised yet");
     const int ns = v->nslices;
+    const int with_voxels = version == 1 || !v->no_original;
+    if (with_voxels && !v->voxels) return ss_fail(SS_EINVAL, "the volume's voxels are not kept");
     unsigned char *z = NULL;
     size_t zl = 0;
-    int rc = deflate_voxels(v, &z, &zl);
+    int rc = with_voxels ? deflate_voxels(v, &z, &zl) : SS_OK;
     if (rc) return rc;
     unsigned char **enc = calloc((size_t)ns, sizeof *enc);
     size_t *elen = calloc((size_t)ns, sizeof *elen);
     uint32_t *crc = calloc((size_t)ns + 1, sizeof *crc);
     if (!enc || !elen || !crc) rc = ss_fail(SS_ENOMEM, "out of memory serialising a volume");
     if (rc == SS_OK) {
-        enc_job ej = {v, enc, elen, crc};
+        enc_job ej = {v, enc, elen, crc, version};
         rc = ss_volume_for_each_slice(ns, 0, encode_one, &ej);
-        crc[0] = (uint32_t)crc32_z(0, z, zl);
+        crc[0] = (uint32_t)crc32_z(0, z ? z : (const unsigned char *)"", zl);
     }
     size_t total = ss_svv_sections_offset(ns) + zl;
     for (int s = 0; rc == SS_OK && s < ns; s++) total += elen[s];
@@ -454,7 +549,7 @@ int ss_volume_serialize(const ss_volume *v, unsigned char **out, size_t *out_len
     if (rc == SS_OK) {
         memset(b, 0, ss_svv_sections_offset(ns));
         memcpy(b + H_MAGIC, SVV_MAGIC, 8);
-        put_u32(b + H_VERSION, SVV_VERSION);
+        put_u32(b + H_VERSION, (uint32_t)version);
         put_u32(b + H_HDRSIZE, SS_SVV_HEADER_BYTES);
         put_u32(b + H_NIIVER, (uint32_t)v->nii.version);
         put_u32(b + H_NIIBYTES, (uint32_t)v->nii.hdr_bytes);
@@ -464,20 +559,25 @@ int ss_volume_serialize(const ss_volume *v, unsigned char **out, size_t *out_len
         put_u32(b + H_M, (uint32_t)v->m);
         put_u32(b + H_N, (uint32_t)v->n);
         put_u32(b + H_DTYPE, (uint32_t)v->nii.datatype);
-        put_u32(b + H_FLAGS, 0);
+        put_u32(b + H_FLAGS, version == 1 ? 0 : with_voxels ? SVV_FLAG_VOXELS : 0);
         put_f64(b + H_VMIN, v->vmin);
         put_f64(b + H_VMAX, v->vmax);
         put_u64(b + H_CREATED, (uint64_t)v->created);
         memcpy(b + H_NAME, v->name, strnlen(v->name, NAME_BYTES - 1));
         memcpy(b + H_ID, v->id, strnlen(v->id, sizeof v->id - 1));
         memcpy(b + H_NII, v->nii.hdr, v->nii.hdr_bytes);
+        if (version >= 2) {
+            put_u32(b + H_TKIND, (uint32_t)v->target.kind);
+            put_f64(b + H_TVAL, v->target.value);
+            put_u64(b + H_UPLOAD, (uint64_t)(v->upload_bytes > 0 ? v->upload_bytes : 0));
+        }
         put_u32(b + H_CRC, (uint32_t)crc32_z(0, b, H_CRC));
         unsigned char *idx = b + SS_SVV_HEADER_BYTES;
         size_t off = ss_svv_sections_offset(ns);
         for (int e = 0; e <= ns; e++, idx += SS_SVV_INDEX_ENTRY_BYTES) {
             const unsigned char *src = e == 0 ? z : enc[e - 1];
             size_t n = e == 0 ? zl : elen[e - 1];
-            memcpy(b + off, src, n);
+            if (n) memcpy(b + off, src, n);
             put_u64(idx, off);
             put_u64(idx + 8, n);
             put_u32(idx + 16, crc[e]);
@@ -496,6 +596,18 @@ int ss_volume_serialize(const ss_volume *v, unsigned char **out, size_t *out_len
     return rc;
 }
 
+int ss_volume_serialize(const ss_volume *v, unsigned char **out, size_t *out_len) {
+    return serialize(v, SVV_VERSION, out, out_len);
+}
+
+int ss_volume_serialize_v1(const ss_volume *v, unsigned char **out, size_t *out_len) {
+    if (v && v->slices)
+        for (int s = 0; s < v->nslices; s++)
+            if (v->slices[s] && v->slices[s]->rank != v->slices[s]->nsv)
+                return ss_fail(SS_EINVAL, "version 1 holds full-rank slices only");
+    return serialize(v, 1, out, out_len);
+}
+
 /* Header and index checks; fills out's scalars. buf holds buf_len bytes of a len-byte blob. */
 static int parse_svv(const unsigned char *b, size_t buf_len, size_t len, ss_volume *out) {
     memset(out, 0, sizeof *out);
@@ -504,15 +616,28 @@ static int parse_svv(const unsigned char *b, size_t buf_len, size_t len, ss_volu
         return ss_fail(SS_ECORRUPT, ".svv: %zu bytes, shorter than its %d-byte header", buf_len, SS_SVV_HEADER_BYTES);
     if (memcmp(b, SVV_MAGIC, 8) != 0) return ss_fail(SS_ECORRUPT, ".svv: bad magic");
     if ((uint32_t)crc32_z(0, b, H_CRC) != get_u32(b + H_CRC)) return ss_fail(SS_ECORRUPT, ".svv: header checksum mismatch");
-    if (get_u32(b + H_VERSION) != SVV_VERSION)
-        return ss_fail(SS_ECORRUPT, ".svv: unsupported version %u", (unsigned)get_u32(b + H_VERSION));
+    const uint32_t version = get_u32(b + H_VERSION), flags = get_u32(b + H_FLAGS);
+    if (version != 1 && version != SVV_VERSION)
+        return ss_fail(SS_ECORRUPT, ".svv: unsupported version %u", (unsigned)version);
     if (get_u32(b + H_HDRSIZE) != SS_SVV_HEADER_BYTES) return ss_fail(SS_ECORRUPT, ".svv: bad header size");
-    if (get_u32(b + H_FLAGS) != 0) return ss_fail(SS_ECORRUPT, ".svv: unknown flags");
+    if (version == 1 ? flags != 0 : (flags & ~SVV_FLAG_VOXELS) != 0) return ss_fail(SS_ECORRUPT, ".svv: unknown flags");
+    const int with_voxels = version == 1 || (flags & SVV_FLAG_VOXELS);
     const uint32_t niiver = get_u32(b + H_NIIVER), niibytes = get_u32(b + H_NIIBYTES);
     if (!((niiver == 1 && niibytes == 348) || (niiver == 2 && niibytes == 540)))
         return ss_fail(SS_ECORRUPT, ".svv: bad NIfTI version %u / %u bytes", (unsigned)niiver, (unsigned)niibytes);
     for (size_t i = H_NII + niibytes; i < H_CRC; i++)
-        if (b[i]) return ss_fail(SS_ECORRUPT, ".svv: bad header padding");
+        if (b[i] && (version == 1 || i < H_TKIND || i >= H_V2_END || (i >= H_TKIND + 4 && i < H_TVAL)))
+            return ss_fail(SS_ECORRUPT, ".svv: bad header padding");
+    ss_target tg = {SS_TARGET_NONE, 0};
+    long long upload = 0;
+    if (version >= 2) {
+        const uint32_t kind = get_u32(b + H_TKIND);
+        tg = (ss_target){(ss_target_kind)kind, get_f64(b + H_TVAL)};
+        upload = (long long)get_u64(b + H_UPLOAD);
+        if (kind > SS_TARGET_PSNR || !isfinite(tg.value) || (kind == SS_TARGET_NONE && tg.value != 0) ||
+            (kind != SS_TARGET_NONE && !(tg.value > 0)) || upload < 0)
+            return ss_fail(SS_ECORRUPT, ".svv: bad upload options");
+    }
     const uint32_t axis = get_u32(b + H_AXIS), t = get_u32(b + H_T);
     if (axis > 2 || t > INT32_MAX) return ss_fail(SS_ECORRUPT, ".svv: bad axis %u or t %u", (unsigned)axis, (unsigned)t);
     /* The NIfTI header is re-validated as on upload; generous limits: it was accepted once. */
@@ -539,7 +664,8 @@ static int parse_svv(const unsigned char *b, size_t buf_len, size_t len, ss_volu
     uint64_t off = secs;
     for (int e = 0; e <= g.count; e++, idx += SS_SVV_INDEX_ENTRY_BYTES) {
         uint64_t o = get_u64(idx), n = get_u64(idx + 8);
-        if (o != off || n > len - off || n == 0 || get_u32(idx + 20) != 0)
+        const int may_be_empty = e == 0 && !with_voxels, must_be_empty = may_be_empty;
+        if (o != off || n > len - off || (n == 0 && !may_be_empty) || (must_be_empty && n != 0) || get_u32(idx + 20) != 0)
             return ss_fail(SS_ECORRUPT, ".svv: section %d misplaced (offset %llu, %llu bytes)", e, (unsigned long long)o,
                            (unsigned long long)n);
         off += n;
@@ -555,6 +681,9 @@ static int parse_svv(const unsigned char *b, size_t buf_len, size_t len, ss_volu
     out->vmin = get_f64(b + H_VMIN);
     out->vmax = get_f64(b + H_VMAX);
     out->created = (int64_t)get_u64(b + H_CREATED);
+    out->target = tg;
+    out->no_original = !with_voxels;
+    out->upload_bytes = upload;
     memcpy(out->name, name, NAME_BYTES);
     memcpy(out->id, id, (size_t)idlen);
     return SS_OK;
@@ -586,6 +715,26 @@ int ss_volume_verify(const void *buf, size_t len) {
     return rc;
 }
 
+/* Version 2 with the voxels: the section's stored rank and singular values (checked). */
+static int read_sv_section(const unsigned char *p, size_t n, int nsv, int *rank, float *S) {
+    if (n != 4 + 4 * (size_t)nsv) return ss_fail(SS_ECORRUPT, "%zu bytes, not a rank and %d singular values", n, nsv);
+    const uint32_t r = get_u32(p);
+    if (r < 1 || r > (uint32_t)nsv) return ss_fail(SS_ECORRUPT, "bad rank %u", (unsigned)r);
+    *rank = (int)r;
+    return ss_svd_read_sv(p + 4, nsv, S) ? ss_fail(SS_ECORRUPT, "bad singular values") : SS_OK;
+}
+
+typedef struct load_job {
+    ss_volume *v;
+    const int *rank;
+} load_job;
+
+static int load_one(void *arg, int s, ss_workspace *ws) {
+    (void)ws;
+    const load_job *j = arg;
+    return factor_slice_at(j->v, s, j->rank[s]);
+}
+
 int ss_volume_deserialize(const void *buf, size_t len, ss_volume **out) {
     *out = NULL;
     if (!buf) return ss_fail(SS_EINVAL, "no .svv buffer");
@@ -593,21 +742,25 @@ int ss_volume_deserialize(const void *buf, size_t len, ss_volume **out) {
     ss_volume h;
     int rc = parse_svv(b, len, len, &h);
     if (rc) return rc;
+    const int version = (int)get_u32(b + H_VERSION);
     const unsigned char *p;
     size_t n;
     rc = section(b, 0, &p, &n);
     if (rc) return rc;
-    /* deflate cannot expand more than ~1032:1, so a section claiming more voxels is corrupt
-     * (checked before the allocation). */
-    const size_t nb = (size_t)h.nii.nvox * (size_t)h.nii.bytes_per_voxel;
-    if (nb / 1032 > n) return ss_fail(SS_ECORRUPT, ".svv: %zu compressed bytes cannot hold %zu bytes of voxels", n, nb);
-    void *vox = malloc(nb);
-    if (!vox) return ss_fail(SS_ENOMEM, "out of memory for %zu bytes of voxels", nb);
-    uLongf got = (uLongf)nb;
-    int zr = uncompress(vox, &got, p, (uLong)n);
-    if (zr != Z_OK || got != nb) {
-        free(vox);
-        return ss_fail(SS_ECORRUPT, ".svv: the voxel section does not inflate to %zu bytes", nb);
+    void *vox = NULL;
+    if (!h.no_original) {
+        /* deflate cannot expand more than ~1032:1, so a section claiming more voxels is corrupt
+         * (checked before the allocation). */
+        const size_t nb = (size_t)h.nii.nvox * (size_t)h.nii.bytes_per_voxel;
+        if (nb / 1032 > n) return ss_fail(SS_ECORRUPT, ".svv: %zu compressed bytes cannot hold %zu bytes of voxels", n, nb);
+        vox = malloc(nb);
+        if (!vox) return ss_fail(SS_ENOMEM, "out of memory for %zu bytes of voxels", nb);
+        uLongf got = (uLongf)nb;
+        int zr = uncompress(vox, &got, p, (uLong)n);
+        if (zr != Z_OK || got != nb) {
+            free(vox);
+            return ss_fail(SS_ECORRUPT, ".svv: the voxel section does not inflate to %zu bytes", nb);
+        }
     }
     ss_volume *v;
     rc = volume_new(&h.nii, h.axis, vox, &v);
@@ -616,16 +769,36 @@ int ss_volume_deserialize(const void *buf, size_t len, ss_volume **out) {
         return rc;
     }
     /* Float voxels were finite on upload; a stored NaN is damage. */
-    if (!(v->vmin <= v->vmax) || v->vmin != h.vmin || v->vmax != h.vmax) {
+    if (vox && (!(v->vmin <= v->vmax) || v->vmin != h.vmin || v->vmax != h.vmax)) {
         ss_volume_free(v);
         return ss_fail(SS_ECORRUPT, ".svv: the voxels disagree with the stored value range");
+    }
+    if (!vox) {
+        if (!(h.vmin <= h.vmax) || !isfinite(h.vmin) || !isfinite(h.vmax)) {
+            ss_volume_free(v);
+            return ss_fail(SS_ECORRUPT, ".svv: bad stored value range");
+        }
+        v->vmin = h.vmin;
+        v->vmax = h.vmax;
     }
     memcpy(v->name, h.name, sizeof v->name);
     memcpy(v->id, h.id, sizeof v->id);
     v->created = h.created;
+    v->target = h.target;
+    v->no_original = h.no_original;
+    v->upload_bytes = h.upload_bytes;
     const int nsv = v->m < v->n ? v->m : v->n;
-    for (int s = 0; s < v->nslices; s++) {
+    const int recompute = version >= 2 && !h.no_original;
+    int *rank = recompute ? calloc((size_t)v->nslices, sizeof *rank) : NULL;
+    float *S = recompute ? malloc(sizeof(float) * (size_t)nsv) : NULL;
+    if (recompute && (!rank || !S)) rc = ss_fail(SS_ENOMEM, "out of memory");
+    for (int s = 0; rc == SS_OK && s < v->nslices; s++) {
         rc = section(b, s + 1, &p, &n);
+        if (rc == SS_OK && recompute) {
+            rc = read_sv_section(p, n, nsv, &rank[s], S);
+            if (rc) rc = ss_fail(SS_ECORRUPT, ".svv: slice %d: %s", s, ss_error());
+            continue;
+        }
         if (rc == SS_OK) rc = ss_svd_deserialize(p, n, &v->slices[s]);
         if (rc == SS_OK) {
             const ss_factors *f = v->slices[s];
@@ -634,10 +807,19 @@ int ss_volume_deserialize(const void *buf, size_t len, ss_volume **out) {
         } else if (rc != SS_ENOMEM) {
             rc = ss_fail(SS_ECORRUPT, ".svv: slice %d: %s", s, ss_error());
         }
-        if (rc) {
-            ss_volume_free(v);
-            return rc;
-        }
+    }
+    /* The factors the upload computed, computed again by the same SVD from the same voxels,
+     * every slice in parallel (the cost of reading a compact volume: docs/COMPRESSION.md). */
+    if (rc == SS_OK && recompute) {
+        load_job lj = {v, rank};
+        rc = ss_volume_for_each_slice(v->nslices, 0, load_one, &lj);
+        if (rc != SS_OK && rc != SS_ENOMEM) rc = ss_fail(SS_ECORRUPT, ".svv: cannot factorise the voxels: %s", ss_error());
+    }
+    free(rank);
+    free(S);
+    if (rc) {
+        ss_volume_free(v);
+        return rc;
     }
     *out = v;
     return SS_OK;
@@ -728,7 +910,7 @@ static int rebuild_one(void *arg, int s, ss_workspace *ws) {
     const rebuild_job *j = arg;
     const ss_factors *f = j->v->slices[s];
     const int k = clamp_k(f, j->k);
-    if (k >= f->nsv) {
+    if (k >= f->nsv && j->v->voxels) {
         copy_original_slice(j->v, &j->g, s, j->out);
         return SS_OK;
     }
@@ -772,7 +954,7 @@ int ss_volume_rebuild(const ss_volume *v, int k, const ss_backend *b, int nthrea
 
 int ss_volume_slice_full(const ss_volume *v, int s, int k) {
     if (!v || !v->slices || s < 0 || s >= v->nslices || !v->slices[s]) return 0;
-    return clamp_k(v->slices[s], k) >= v->slices[s]->nsv;
+    return v->voxels && clamp_k(v->slices[s], k) >= v->slices[s]->nsv;
 }
 
 int ss_volume_put_slice(const ss_volume *v, int s, int k, const float *C, void *out) {
@@ -849,7 +1031,7 @@ int ss_volume_slice(const ss_volume *v, const void *rebuilt, int axis, int index
         const ss_factors *f = v->slices ? v->slices[index] : NULL;
         if (!f) return ss_fail(SS_EINVAL, "slice %d is not factorised", index);
         const int kk = clamp_k(f, k);
-        if (kk >= f->nsv) {
+        if (kk >= f->nsv && v->voxels) {
             src = v->voxels;
         } else {
             rc = check_backend(b);
@@ -934,6 +1116,20 @@ int ss_volume_quality_compute(const ss_volume *v, int k, const void *rebuilt, ss
                               ss_volume_quality *slices) {
     if (!v || !rebuilt || !vol || !ss_volume_complete(v)) return ss_fail(SS_EINVAL, "no volume to measure");
     if (k < 1) return ss_fail(SS_EINVAL, "k must be >= 1, got %d", k);
+    if (!v->voxels) { /* keep-original=false: only what the singular values tell */
+        double kept = 0, all = 0;
+        for (int s = 0; s < v->nslices; s++) {
+            double t, e = energy_at(v->slices[s], clamp_k(v->slices[s], k), &t);
+            kept += e;
+            all += t;
+            if (slices)
+                slices[s] = (ss_volume_quality){s, clamp_k(v->slices[s], k), 0, 0, 1, 0, 1, t > 0 ? e / t : 1, 1};
+        }
+        *vol = (ss_volume_quality){-1, k, 0, 0, 1, 0, 1, all > 0 ? kept / all : 1, 1};
+        return SS_OK;
+    }
+    vol->no_original = 0;
+    for (int s = 0; slices && s < v->nslices; s++) slices[s].no_original = 0;
     const size_t nv = (size_t)v->nii.nvox;
     const int dt = v->nii.datatype;
     const double range = ss_volume_data_range(v);

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/compress.h"
 #include "engine/kernels.h"
 #include "engine/nifti.h"
 #include "engine/svd.h"
@@ -39,12 +40,17 @@ typedef struct ss_volume {
     char id[65];         /* content id (see ss_volume_from_nifti) */
     char name[256];      /* free text, NUL-terminated; "" if none (the caller sets it) */
     int64_t created;     /* unix seconds, 0 if unknown (the caller sets it) */
+    ss_target target;    /* upload option: rank=, energy=, psnr= (per slice) or none */
+    int no_original;     /* keep-original=false: voxels dropped once stored, slices quantised */
+    long long upload_bytes; /* the upload's bytes, 0 if unknown (kept in .svv v2) */
 } ss_volume;
 
 typedef struct ss_volume_opts {
     int axis;            /* 0..2; < 0 means 2 */
     int t;               /* volume of a 4D file; < 0 means 0 */
     ss_nifti_limits lim; /* zeroed: the defaults of nifti.h */
+    ss_target target;    /* zeroed: none (every component) */
+    int no_original;     /* keep-original=false */
 } ss_volume_opts;
 
 /* Decodes a .nii/.nii.gz held in memory (ss_nifti_decode's checks and error
@@ -53,7 +59,10 @@ typedef struct ss_volume_opts {
  * "svdslice-vol-1", the axis and t as u32le, the header ss_nifti_encode
  * would write for it (dims, pixdim, data type, scaling, qform/sform, ...; the
  * same in either byte order, gzipped or not) and the stored voxel values as
- * little-endian: the same file again gives the same id.
+ * little-endian: the same file again gives the same id. Upload options other than the
+ * defaults (a target, keep-original=false) are hashed after the voxels as text (e.g.
+ * "psnr=40;keep-original=false"), so the same file with other options is another volume;
+ * with the defaults the id is the one of a volume stored before the options existed.
  * Returns 0 and *out (free with ss_volume_free), or an error. Thread-safe. */
 int ss_volume_from_nifti(const void *buf, size_t len, const ss_volume_opts *o, ss_volume **out);
 void ss_volume_free(ss_volume *v); /* NULL-safe; frees the slices and voxels */
@@ -64,6 +73,10 @@ void ss_volume_free(ss_volume *v); /* NULL-safe; frees the slices and voxels */
  * slot), so a worker pool can run every slice in parallel; the caller must
  * not free or otherwise change v meanwhile. uint8/int8 slices go through
  * float32 sgesdd, wider types through float64 (then stored as float32).
+ * With v->target or v->no_original the slice is then fitted (ss_compress_fit on
+ * its scaled values: peak ss_volume_psnr_peak, rounding checked for integer
+ * types without scaling and with non-negative values) and, without the
+ * original, quantised.
  * Returns 0, SS_EINVAL, SS_ENOMEM, SS_ENUMERIC or SS_ETOOLARGE. */
 int ss_volume_factor_slice(ss_volume *v, int index);
 /* Every slice not yet factorised, over nthreads threads (<= 0: one per core);
@@ -76,6 +89,10 @@ int ss_volume_factor_all(ss_volume *v, int nthreads);
  * ss_volume_rebuild run on; for the bench's baseline run the same way. */
 typedef int (*ss_slice_fn)(void *arg, int s, ss_workspace *ws);
 int ss_volume_for_each_slice(int count, int nthreads, ss_slice_fn fn, void *arg);
+/* The peak ss_compress_fit gets for slice data (scaled values): for a PSNR target the data
+ * range of ss_volume_data_range times |scl_slope|, so that a slice's PSNR is the one
+ * /volumes/{id}/quality reports; else the stored range (vmax - vmin, at least 1). */
+double ss_volume_fit_peak(const ss_volume *v);
 /* 1 when every slice is factorised. */
 int ss_volume_complete(const ss_volume *v);
 /* Peak bytes one ss_volume_factor_slice call allocates (for memory budgets). */
@@ -86,19 +103,26 @@ long long ss_volume_memory_bytes(const ss_nifti_info *info, int axis);
 
 /* ---- the .svv stored form: one blob per volume ----------------------------
  * All little-endian.
- *   header (SS_SVV_HEADER_BYTES): magic "SVDSLVOL", u32 version (1), u32 header
+ *   header (SS_SVV_HEADER_BYTES): magic "SVDSLVOL", u32 version (2; 1 still read), u32 header
  *     bytes, u32 NIfTI version, u32 NIfTI header bytes, u32 axis, u32 t,
- *     u32 nslices, u32 m, u32 n, u32 datatype, u32 flags (0), f64 vmin, f64 vmax,
+ *     u32 nslices, u32 m, u32 n, u32 datatype, u32 flags, f64 vmin, f64 vmax,
  *     i64 created, name[256], id[72] (NUL-terminated, zero-padded),
- *     NIfTI header[540] (native order as decoded, zero-padded), u32 crc32 of
- *     every header byte before it
+ *     NIfTI header[540] (native order as decoded, zero-padded); version 2 only,
+ *     at byte 952: u32 target kind (ss_target_kind), u32 zero, f64 target value,
+ *     u64 upload bytes; zeros up to the u32 crc32 of every header byte before it
+ *     (at 1020). flags: version 1 0; version 2 bit 0 = the voxels are kept.
  *   index: nslices + 1 entries of {u64 offset, u64 length, u32 crc32,
  *     u32 zero}: entry 0 the voxel section, entry 1 + s slice s; then u32 crc32
  *     of the entries. Sections follow the index back to back in that order
  *     (offsets from the blob's start), ending exactly at the blob's end.
- *   voxel section: a zlib stream of the original stored values (little-endian)
- *   slice sections: each slice's ss_svd_serialize encoding (so a change to the
- *     .svd encoding applies to volume slices too)
+ *   voxel section: a zlib stream of the original stored values (little-endian);
+ *     version 2 without the voxels: empty (the only section that may be)
+ *   slice sections, version 1: each slice's full-rank float32 factors
+ *     (ss_svd_serialize, codec 3). Version 2 with the voxels: u32 stored rank,
+ *     then the nsv exact singular values (f32): the factors are computed again
+ *     from the voxels (the upload's SVD, every slice in parallel) when the
+ *     volume is read. Version 2 without them: the slice's ss_svd_serialize
+ *     encoding with quantised, range-coded factors at the stored rank.
  * A backend may store the header + index as one row and each section as
  * another, keyed by its index entry, and rejoin them in order.
  * Reading checks magic, version, sizes, every checksum, the NIfTI header
@@ -117,6 +141,9 @@ size_t ss_svv_head_bytes(const void *head, size_t n);
  * SS_EINVAL (incomplete) or SS_ENOMEM. Thread-safe (reads v only); encodes
  * the slices on one thread per core. */
 int ss_volume_serialize(const ss_volume *v, unsigned char **out, size_t *out_len);
+/* The version-1 form (full-rank float32 factors and the voxels), for the tests that prove
+ * version-1 files still load: v must be complete at full rank with its voxels. */
+int ss_volume_serialize_v1(const ss_volume *v, unsigned char **out, size_t *out_len);
 /* Returns 0 and *out (complete; free with ss_volume_free), SS_ECORRUPT or
  * SS_ENOMEM. Thread-safe. */
 int ss_volume_deserialize(const void *buf, size_t len, ss_volume **out);
@@ -131,7 +158,7 @@ int ss_volume_verify(const void *buf, size_t len);
 /* ---- reconstruction ----------------------------------------------------------
  * k: components per slice, clamped to each slice's rank (slices differ in
  * rank); k < 1 is SS_EINVAL. A slice whose clamped k is its full rank
- * (min(m, n)) is the original, exactly. */
+ * (min(m, n)) is the original, exactly, when the voxels are kept. */
 
 /* Bytes of one whole volume of stored values (nvox * bytes per voxel). */
 size_t ss_volume_voxel_bytes(const ss_volume *v);
@@ -213,13 +240,15 @@ typedef struct ss_volume_quality {
     double ssim;
     int ssim_null;
     double energy;
+    int no_original; /* keep-original=false: only k and energy (mse, psnr, ssim unknown) */
 } ss_volume_quality;
 
 double ss_volume_data_range(const ss_volume *v);
 /* rebuilt: the volume at k from ss_volume_rebuild. slices: nslices entries
  * (along v->axis) or NULL to skip them. Allocates two float64 copies of the
  * volume (16 bytes per voxel) and the SSIM's plane buffers (~40 x 8 bytes per
- * slice voxel). Returns 0, SS_EINVAL or SS_ENOMEM. Thread-safe. */
+ * slice voxel); without the voxels (keep-original=false) only k and energy, no_original
+ * set. Returns 0, SS_EINVAL or SS_ENOMEM. Thread-safe. */
 int ss_volume_quality_compute(const ss_volume *v, int k, const void *rebuilt,
                               ss_volume_quality *vol, ss_volume_quality *slices);
 

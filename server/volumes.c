@@ -152,6 +152,7 @@ static int entry_from_head(const char *id, const unsigned char *head, size_t hea
     e->info.state = SS_VOL_READY;
     e->info.slices_done = e->info.meta.nslices;
     e->info.stored_bytes = (long long)len;
+    e->info.upload_bytes = e->info.meta.upload_bytes; /* 0 (unknown) in a version-1 .svv */
     *out = e;
     return SS_OK;
 }
@@ -319,6 +320,10 @@ static void assemble(ss_vstore *vs, ventry *e) {
     double t0 = ss_now();
     int rc = ss_volume_serialize(e->vol, &buf, &len);
     double t1 = ss_now();
+    if (rc == SS_OK && e->vol->no_original) { /* keep-original=false: served as read back, without them */
+        free(e->vol->voxels);
+        e->vol->voxels = NULL;
+    }
     if (rc == SS_OK) {
         pthread_mutex_lock(&vs->disk_mu);
         pthread_mutex_lock(&vs->mu);
