@@ -276,7 +276,9 @@ int ss_cmd_reconstruct_volume(int argc, char **argv) {
     if (strcmp(b->name, "threads") == 0) threads = 1;
 
     ss_volume *v = NULL;
+    double load_t0 = ss_now_ms();
     if (load_svv(cmd, pos[0], &v)) return SS_EXIT_FAIL;
+    const double load_ms = ss_now_ms() - load_t0; /* read, check, inflate and (v2) factorise */
     int rc = SS_EXIT_FAIL;
     void *stored = malloc(ss_volume_voxel_bytes(v));
     unsigned char *out = NULL;
@@ -341,6 +343,7 @@ int ss_cmd_reconstruct_volume(int argc, char **argv) {
                   b->name, "threads", threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN), "rebuild_ms",
                   rebuild_ms, "write_ms", write_ms, "bytes", (json_int_t)out_len, "voxel_bytes",
                   (json_int_t)ss_volume_voxel_bytes(v));
+    if (j) json_object_set_new(j, "load_ms", json_real(load_ms));
     if (j && png) {
         json_object_set_new(j, "axis", json_integer(axis));
         json_object_set_new(j, "index", json_integer(index));

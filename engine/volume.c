@@ -455,11 +455,14 @@ size_t ss_svv_head_bytes(const void *head, size_t n) {
     return ns >= 1 && ns <= SVV_MAX_SLICES ? ss_svv_sections_offset((int)ns) : 0;
 }
 
-/* The voxels as a zlib stream (level 1: the volume is stored once per upload, on the upload's clock). */
+/* The voxels as a zlib stream, at a level measured to cost the upload little (docs/COMPRESSION.md). */
+#ifndef SVV_DEFLATE_LEVEL
+#define SVV_DEFLATE_LEVEL 1
+#endif
 static int deflate_voxels(const ss_volume *v, unsigned char **out, size_t *out_len) {
     const size_t nb = ss_volume_voxel_bytes(v);
 #ifdef SVDSLICE_HAVE_LIBDEFLATE
-    struct libdeflate_compressor *c = libdeflate_alloc_compressor(1);
+    struct libdeflate_compressor *c = libdeflate_alloc_compressor(SVV_DEFLATE_LEVEL);
     if (!c) return ss_fail(SS_ENOMEM, "out of memory compressing voxels");
     size_t bound = libdeflate_zlib_compress_bound(c, nb);
     unsigned char *z = malloc(bound);
@@ -468,7 +471,7 @@ static int deflate_voxels(const ss_volume *v, unsigned char **out, size_t *out_l
 #else
     uLongf zl = compressBound((uLong)nb);
     unsigned char *z = malloc(zl);
-    if (z && compress2(z, &zl, v->voxels, (uLong)nb, 1) != Z_OK) zl = 0;
+    if (z && compress2(z, &zl, v->voxels, (uLong)nb, SVV_DEFLATE_LEVEL) != Z_OK) zl = 0;
 #endif
     if (!zl) {
         free(z);
@@ -488,19 +491,49 @@ typedef struct enc_job {
     int version;
 } enc_job;
 
-/* Version 2 with the voxels: the stored rank and the exact singular values. */
-static int encode_sv(const ss_factors *f, unsigned char **out, size_t *out_len) {
-    const size_t n = 4 + 4 * (size_t)f->nsv;
-    unsigned char *b = malloc(n);
-    if (!b) return ss_fail(SS_ENOMEM, "out of memory");
-    put_le32(b, (uint32_t)f->rank);
-    for (int i = 0; i < f->nsv; i++) {
+/* A version-2 slice section: u32 stored rank, u32 bytes of the next field, and without the
+ * voxels the nsv exact singular values (f32) as a zlib stream (blank slices' zeros take a few
+ * bytes), then the quantised factors (ss_factors_encode) to the section's end. With the voxels
+ * the rank alone: the SVD that recomputes the factors gives the same values again, and storing
+ * them (incompressible floats) cost more than the voxels on sparse volumes. No .svd header: the
+ * volume's header says the rest. */
+static int encode_section(const ss_factors *f, int with_factors, unsigned char **out, size_t *out_len) {
+    if (!with_factors) {
+        unsigned char *b = calloc(1, 8);
+        if (!b) return ss_fail(SS_ENOMEM, "out of memory");
+        put_le32(b, (uint32_t)f->rank);
+        *out = b;
+        *out_len = 8;
+        return SS_OK;
+    }
+    const size_t sb = 4 * (size_t)f->nsv;
+    unsigned char *raw = malloc(sb), *fac = NULL;
+    size_t fl = 0;
+    uLongf zl = compressBound((uLong)sb);
+    unsigned char *b = raw ? malloc(8 + zl) : NULL;
+    int rc = b ? SS_OK : ss_fail(SS_ENOMEM, "out of memory");
+    for (int i = 0; rc == SS_OK && i < f->nsv; i++) {
         uint32_t x;
         memcpy(&x, &f->S[i], 4);
-        put_le32(b + 4 + 4 * (size_t)i, x);
+        put_le32(raw + 4 * (size_t)i, x);
     }
+    if (rc == SS_OK && compress2(b + 8, &zl, raw, (uLong)sb, 6) != Z_OK) rc = ss_fail(SS_ENOMEM, "out of memory");
+    if (rc == SS_OK && with_factors) rc = ss_factors_encode(f, &fac, &fl);
+    if (rc == SS_OK && fl) {
+        unsigned char *nb = realloc(b, 8 + zl + fl);
+        if (!nb) rc = ss_fail(SS_ENOMEM, "out of memory");
+        else memcpy((b = nb) + 8 + zl, fac, fl);
+    }
+    free(raw);
+    free(fac);
+    if (rc) {
+        free(b);
+        return rc;
+    }
+    put_le32(b, (uint32_t)f->rank);
+    put_le32(b + 4, (uint32_t)zl);
     *out = b;
-    *out_len = n;
+    *out_len = 8 + zl + fl;
     return SS_OK;
 }
 
@@ -513,10 +546,8 @@ static int encode_one(void *arg, int s, ss_workspace *ws) {
         ss_factors g = *f; /* full-rank float32 factors, as version 1 wrote them */
         g.qstep = -1;
         rc = ss_svd_serialize(&g, &j->enc[s], &j->len[s]);
-    } else if (!j->v->no_original) {
-        rc = encode_sv(f, &j->enc[s], &j->len[s]);
     } else {
-        rc = ss_svd_serialize(f, &j->enc[s], &j->len[s]);
+        rc = encode_section(f, j->v->no_original, &j->enc[s], &j->len[s]);
     }
     if (rc == SS_OK) j->crc[s + 1] = (uint32_t)crc32_z(0, j->enc[s], j->len[s]);
     return rc;
@@ -715,13 +746,60 @@ int ss_volume_verify(const void *buf, size_t len) {
     return rc;
 }
 
-/* Version 2 with the voxels: the section's stored rank and singular values (checked). */
-static int read_sv_section(const unsigned char *p, size_t n, int nsv, int *rank, float *S) {
-    if (n != 4 + 4 * (size_t)nsv) return ss_fail(SS_ECORRUPT, "%zu bytes, not a rank and %d singular values", n, nsv);
-    const uint32_t r = get_u32(p);
+/* A version-2 slice section (see encode_section): the stored rank into *rank and, when S is
+ * not NULL, the singular values into S (nsv), checked, and where the factor bytes start
+ * (*fac, *fac_len). With S NULL the section must be the rank alone. */
+static int read_section(const unsigned char *p, size_t n, int nsv, int *rank, float *S, const unsigned char **fac,
+                        size_t *fac_len) {
+    if (n < 8) return ss_fail(SS_ECORRUPT, "%zu bytes, shorter than a section", n);
+    const uint32_t r = get_u32(p), zl = get_u32(p + 4);
     if (r < 1 || r > (uint32_t)nsv) return ss_fail(SS_ECORRUPT, "bad rank %u", (unsigned)r);
+    if (!S) {
+        if (zl || n != 8) return ss_fail(SS_ECORRUPT, "%zu bytes where the voxels are kept: only the rank", n);
+        *rank = (int)r;
+        *fac = NULL;
+        *fac_len = 0;
+        return SS_OK;
+    }
+    if (zl > n - 8) return ss_fail(SS_ECORRUPT, "singular values run past the section");
+    const size_t sb = 4 * (size_t)nsv;
+    unsigned char *raw = malloc(sb);
+    if (!raw) return ss_fail(SS_ENOMEM, "out of memory");
+    uLongf got = (uLongf)sb;
+    int zr = uncompress(raw, &got, p + 8, (uLong)zl);
+    int bad = zr != Z_OK || got != sb || ss_svd_read_sv(raw, nsv, S);
+    free(raw);
+    if (bad) return ss_fail(SS_ECORRUPT, "bad singular values");
     *rank = (int)r;
-    return ss_svd_read_sv(p + 4, nsv, S) ? ss_fail(SS_ECORRUPT, "bad singular values") : SS_OK;
+    *fac = p + 8 + zl;
+    *fac_len = n - 8 - zl;
+    return SS_OK;
+}
+
+/* Version 2 without the voxels: the slice's factors from its section. */
+static int read_lossy_slice(const ss_volume *v, const unsigned char *p, size_t n, ss_factors **out) {
+    const int nsv = v->m < v->n ? v->m : v->n;
+    float *S = malloc(sizeof(float) * (size_t)nsv);
+    if (!S) return ss_fail(SS_ENOMEM, "out of memory");
+    int rank = 0;
+    const unsigned char *fac;
+    size_t fl;
+    int rc = read_section(p, n, nsv, &rank, S, &fac, &fl);
+    ss_factors *f = NULL;
+    if (rc == SS_OK) rc = ss_factors_alloc(v->m, v->n, rank, slice_bits(v), 0, &f);
+    if (rc == SS_OK) {
+        memcpy(f->S, S, sizeof(float) * (size_t)nsv);
+        rc = ss_factors_decode(fac, fl, f);
+        if (rc != SS_OK && rc != SS_ENOMEM) rc = ss_fail(SS_ECORRUPT, "factors: %s", ss_error());
+    }
+    free(S);
+    if (rc == SS_OK) {
+        ss_factors_update_w(f);
+        *out = f;
+    } else {
+        ss_factors_free(f);
+    }
+    return rc;
 }
 
 typedef struct load_job {
@@ -790,13 +868,18 @@ int ss_volume_deserialize(const void *buf, size_t len, ss_volume **out) {
     const int nsv = v->m < v->n ? v->m : v->n;
     const int recompute = version >= 2 && !h.no_original;
     int *rank = recompute ? calloc((size_t)v->nslices, sizeof *rank) : NULL;
-    float *S = recompute ? malloc(sizeof(float) * (size_t)nsv) : NULL;
-    if (recompute && (!rank || !S)) rc = ss_fail(SS_ENOMEM, "out of memory");
+    if (recompute && !rank) rc = ss_fail(SS_ENOMEM, "out of memory");
     for (int s = 0; rc == SS_OK && s < v->nslices; s++) {
         rc = section(b, s + 1, &p, &n);
-        if (rc == SS_OK && recompute) {
-            rc = read_sv_section(p, n, nsv, &rank[s], S);
-            if (rc) rc = ss_fail(SS_ECORRUPT, ".svv: slice %d: %s", s, ss_error());
+        if (rc == SS_OK && version >= 2) {
+            const unsigned char *fac;
+            size_t fl;
+            if (recompute) {
+                rc = read_section(p, n, nsv, &rank[s], NULL, &fac, &fl);
+            } else {
+                rc = read_lossy_slice(v, p, n, &v->slices[s]);
+            }
+            if (rc && rc != SS_ENOMEM) rc = ss_fail(SS_ECORRUPT, ".svv: slice %d: %s", s, ss_error());
             continue;
         }
         if (rc == SS_OK) rc = ss_svd_deserialize(p, n, &v->slices[s]);
@@ -816,7 +899,6 @@ int ss_volume_deserialize(const void *buf, size_t len, ss_volume **out) {
         if (rc != SS_OK && rc != SS_ENOMEM) rc = ss_fail(SS_ECORRUPT, ".svv: cannot factorise the voxels: %s", ss_error());
     }
     free(rank);
-    free(S);
     if (rc) {
         ss_volume_free(v);
         return rc;

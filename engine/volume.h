@@ -119,10 +119,12 @@ long long ss_volume_memory_bytes(const ss_nifti_info *info, int axis);
  *     version 2 without the voxels: empty (the only section that may be)
  *   slice sections, version 1: each slice's full-rank float32 factors
  *     (ss_svd_serialize, codec 3). Version 2 with the voxels: u32 stored rank,
- *     then the nsv exact singular values (f32): the factors are computed again
- *     from the voxels (the upload's SVD, every slice in parallel) when the
- *     volume is read. Version 2 without them: the slice's ss_svd_serialize
- *     encoding with quantised, range-coded factors at the stored rank.
+ *     u32 0 and nothing more: the factors and singular values are computed
+ *     again from the voxels by the upload's SVD (every slice in parallel) when
+ *     the volume is read. Without them: u32 stored rank, u32 z, z bytes of a
+ *     zlib stream of the nsv exact singular values (f32), then the quantised,
+ *     range-coded factors at the stored rank (ss_factors_encode) to the
+ *     section's end. No per-slice .svd header.
  * A backend may store the header + index as one row and each section as
  * another, keyed by its index entry, and rejoin them in order.
  * Reading checks magic, version, sizes, every checksum, the NIfTI header
