@@ -44,6 +44,39 @@ static ss_volume *make_volume(int version, int axis, double slope, double inter,
     return v;
 }
 
+/* make_volume's data with upload options, factorised (fitted to them). */
+static ss_volume *make_volume_opts(ss_target t, int no_original, double slope) {
+    ss_volume *a = make_volume(1, 2, slope, 0, 0);
+    tu_nii h = tu_nii_3d(1, NX, NY, NZ, SS_NII_INT16, 2);
+    h.slope = slope;
+    size_t len;
+    unsigned char *b = tu_nifti_build(&h, a->voxels, ss_volume_voxel_bytes(a), 2, &len);
+    assert_non_null(b);
+    ss_volume_free(a);
+    ss_volume_opts o = {.axis = 2, .t = 0, .target = t, .no_original = no_original};
+    ss_volume *v;
+    assert_int_equal(ss_volume_from_nifti(b, len, &o, &v), 0);
+    free(b);
+    assert_int_equal(ss_volume_factor_all(v, 2), 0);
+    return v;
+}
+
+/* PSNR over the volume's data range of the volume rebuilt at k against the stored values. */
+static double psnr_at(const ss_volume *rebuilt_from, const ss_volume *orig, int k) {
+    const size_t n = (size_t)orig->nii.nvox;
+    int16_t *r = malloc(ss_volume_voxel_bytes(orig));
+    assert_non_null(r);
+    assert_int_equal(ss_volume_rebuild(rebuilt_from, k, ss_backend_find("blas"), 2, r), 0);
+    double sse = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)r[i] - (double)((const int16_t *)orig->voxels)[i];
+        sse += d * d;
+    }
+    free(r);
+    const double R = ss_volume_data_range(orig);
+    return sse > 0 ? 10 * log10(R * R * (double)n / sse) : INFINITY;
+}
+
 static int16_t vox_at(const ss_volume *v, int i, int j, int k) {
     return ((const int16_t *)v->voxels)[i + NX * (j + NY * k)];
 }
@@ -417,6 +450,136 @@ static void test_ssim_f64_matches_ss_ssim(void **state) {
     assert_int_equal(ss_ssim_f64(da, db, 6, 7, 7, 255, &s64), SS_EINVAL);
 }
 
+
+/* A version-1 .svv (full-rank float32 factors, written by the old code path) still loads, to the
+ * same factors and voxels; the version-2 form of the same volume is far smaller. */
+static void test_svv_v1_still_loads(void **state) {
+    (void)state;
+    ss_volume *v = make_volume(2, 1, 1, 0, 1);
+    unsigned char *b1, *b2;
+    size_t l1, l2;
+    assert_int_equal(ss_volume_serialize_v1(v, &b1, &l1), 0);
+    assert_int_equal(ss_volume_serialize(v, &b2, &l2), 0);
+    assert_int_equal(b1[8], 1);
+    assert_int_equal(b2[8], 2);
+    assert_true(l2 * 4 < l1);
+    ss_volume *w1, *w2;
+    assert_int_equal(ss_volume_deserialize(b1, l1, &w1), 0);
+    assert_int_equal(ss_volume_deserialize(b2, l2, &w2), 0);
+    for (int s = 0; s < v->nslices; s++) {
+        const ss_factors *x = v->slices[s], *y = w1->slices[s], *z = w2->slices[s];
+        assert_int_equal(y->rank, x->rank);
+        assert_int_equal(z->rank, x->rank);
+        assert_memory_equal(y->U, x->U, sizeof(float) * (size_t)x->m * (size_t)x->rank);
+        /* v2 recomputes them with the upload's SVD: the very same factors */
+        assert_memory_equal(z->U, x->U, sizeof(float) * (size_t)x->m * (size_t)x->rank);
+        assert_memory_equal(z->S, x->S, sizeof(float) * (size_t)x->nsv);
+    }
+    assert_memory_equal(w1->voxels, v->voxels, ss_volume_voxel_bytes(v));
+    assert_int_equal(w1->no_original, 0);
+    assert_int_equal(w1->target.kind, SS_TARGET_NONE);
+    assert_int_equal(w1->upload_bytes, 0);
+    /* v1 holds full rank only */
+    ss_volume *r = make_volume_opts((ss_target){SS_TARGET_RANK, 2}, 0, 1);
+    assert_int_equal(ss_volume_serialize_v1(r, &b1 /* unchanged on failure */, &l1), SS_EINVAL);
+    ss_volume_free(r);
+    free(b2);
+    ss_volume_free(v);
+    ss_volume_free(w1);
+    ss_volume_free(w2);
+}
+
+/* Each upload option: the ranks it chooses, a round trip through the .svv (options, ranks, the
+ * same rebuild), the PSNR target met at the stored ranks, ids that tell options apart. */
+static void test_options_round_trip(void **state) {
+    (void)state;
+    const struct {
+        ss_target t;
+        int no_original;
+        double slope;
+    } cases[] = {
+        {{SS_TARGET_NONE, 0}, 0, 1},     {{SS_TARGET_RANK, 3}, 0, 1},   {{SS_TARGET_ENERGY, 0.999}, 0, 1},
+        {{SS_TARGET_PSNR, 40}, 0, 1},    {{SS_TARGET_PSNR, 40}, 1, 1},  {{SS_TARGET_PSNR, 30}, 1, 2.5},
+        {{SS_TARGET_NONE, 0}, 1, 1},     {{SS_TARGET_RANK, 2}, 1, 1},
+    };
+    const int nc = (int)(sizeof cases / sizeof *cases);
+    char ids[8][65];
+    for (int c = 0; c < nc; c++) {
+        ss_volume *v = make_volume_opts(cases[c].t, cases[c].no_original, cases[c].slope);
+        snprintf(ids[c], sizeof ids[c], "%s", v->id);
+        for (int d = 0; d < c; d++)
+            if (cases[d].slope == cases[c].slope) assert_string_not_equal(ids[d], ids[c]);
+        const int nsv = v->m < v->n ? v->m : v->n;
+        for (int s = 0; s < v->nslices; s++) {
+            const int r = v->slices[s]->rank;
+            if (cases[c].t.kind == SS_TARGET_RANK) assert_int_equal(r, (int)cases[c].t.value);
+            else if (cases[c].t.kind == SS_TARGET_NONE) assert_int_equal(r, nsv);
+            else assert_true(r >= 1 && r <= nsv);
+        }
+        v->upload_bytes = 1234;
+        unsigned char *buf;
+        size_t len;
+        assert_int_equal(ss_volume_serialize(v, &buf, &len), 0);
+        ss_volume *w;
+        assert_int_equal(ss_volume_deserialize(buf, len, &w), 0);
+        assert_int_equal(w->no_original, cases[c].no_original);
+        assert_int_equal(w->target.kind, cases[c].t.kind);
+        assert_true(w->target.value == cases[c].t.value);
+        assert_int_equal(w->upload_bytes, 1234);
+        assert_true(cases[c].no_original ? w->voxels == NULL : w->voxels != NULL);
+        for (int s = 0; s < v->nslices; s++) assert_int_equal(w->slices[s]->rank, v->slices[s]->rank);
+        /* the header alone says the options too (an index reads only it) */
+        ss_volume h;
+        assert_int_equal(ss_volume_read_header(buf, ss_svv_sections_offset(v->nslices), len, &h), 0);
+        assert_int_equal(h.no_original, cases[c].no_original);
+        assert_int_equal(h.target.kind, cases[c].t.kind);
+        /* what is served after a reload is what was served before it (the server drops the
+         * voxels of a keep-original=false volume once stored) */
+        void *keep = v->voxels;
+        if (cases[c].no_original) v->voxels = NULL;
+        const size_t nb = ss_volume_voxel_bytes(v);
+        void *r1 = malloc(nb), *r2 = malloc(nb);
+        assert_int_equal(ss_volume_rebuild(v, 1 << 20, ss_backend_find("blas"), 2, r1), 0);
+        assert_int_equal(ss_volume_rebuild(w, 1 << 20, ss_backend_find("blas"), 2, r2), 0);
+        assert_memory_equal(r1, r2, nb);
+        v->voxels = keep;
+        const double p = psnr_at(w, v, 1 << 20);
+        if (cases[c].t.kind == SS_TARGET_PSNR) assert_true(p >= cases[c].t.value);
+        if (cases[c].t.kind == SS_TARGET_NONE && !cases[c].no_original) assert_true(isinf(p)); /* exact */
+        if (cases[c].no_original) {
+            ss_volume_quality q, *sq = calloc((size_t)w->nslices, sizeof *sq);
+            assert_int_equal(ss_volume_quality_compute(w, 2, r2, &q, sq), 0);
+            assert_int_equal(q.no_original, 1);
+            assert_true(q.energy > 0 && q.energy <= 1);
+            free(sq);
+            /* every flipped byte is refused */
+            for (size_t i = 0; i < len; i += 1 + len / 700) {
+                buf[i] ^= 0x41;
+                ss_volume *x = NULL;
+                assert_int_not_equal(ss_volume_deserialize(buf, len, &x), 0);
+                assert_null(x);
+                buf[i] ^= 0x41;
+            }
+        }
+        free(r1);
+        free(r2);
+        free(buf);
+        ss_volume_free(v);
+        ss_volume_free(w);
+    }
+    /* a rank over the slices' is refused at decode */
+    ss_volume *a = make_volume(1, 2, 1, 0, 0);
+    tu_nii h = tu_nii_3d(1, NX, NY, NZ, SS_NII_INT16, 2);
+    size_t len;
+    unsigned char *b = tu_nifti_build(&h, a->voxels, ss_volume_voxel_bytes(a), 2, &len);
+    ss_volume_opts o = {.axis = 2, .target = {SS_TARGET_RANK, NY + 1}};
+    ss_volume *v = NULL;
+    assert_int_equal(ss_volume_from_nifti(b, len, &o, &v), SS_EINVAL);
+    assert_null(v);
+    free(b);
+    ss_volume_free(a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slice_layout),
@@ -425,6 +588,8 @@ int main(void) {
         cmocka_unit_test(test_factorise_in_parallel_equals_one_by_one),
         cmocka_unit_test(test_svv_round_trip),
         cmocka_unit_test(test_svv_corruption_detected),
+        cmocka_unit_test(test_svv_v1_still_loads),
+        cmocka_unit_test(test_options_round_trip),
         cmocka_unit_test(test_ids),
         cmocka_unit_test(test_pixels_and_window),
         cmocka_unit_test(test_put_slices_equals_rebuild),
