@@ -432,6 +432,8 @@ static double served_sse(const float *U, int ldu, const float *W, int k, int m, 
         double v = C[i];
         if (maxval > 0) { /* round half away from zero and clamp, as the kernels do */
             v = v < 0 ? 0 : v > maxval ? maxval : floor(v + 0.5);
+        } else if (maxval < 0) { /* rounded, unclamped: a clamp to a range holding A only helps */
+            v = v < 0 ? -floor(-v + 0.5) : floor(v + 0.5);
         }
         double d = v - (double)A[i];
         sse += d * d;
@@ -466,14 +468,14 @@ int ss_compress_fit(ss_factors *f, const float *A, ss_target t, double peak, int
         goto done;
     }
     tails(f->S, nsv, tail);
-    int k = rank_from_tails(tail, nsv, m, n, t, peak, maxval > 0);
+    int k = rank_from_tails(tail, nsv, m, n, t, peak, maxval != 0);
     if (k > R) k = R;
     double sse = -1.0;
     float c = 0.0f;
     const double budget = t.kind == SS_TARGET_PSNR ? psnr_budget(m, n, t.value, peak) : 0.0;
     /* The kernels' float sums may round a few pixels the other way: keep 1% in hand. */
     const double limit = budget * 0.99;
-    const double rounding = maxval > 0 ? (double)mn / 12.0 : 0.0;
+    const double rounding = maxval != 0 ? (double)mn / 12.0 : 0.0;
     const double qbudget_floor = (double)mn * (peak / 4096.0) * (peak / 4096.0);
 
     if (!quantise) {

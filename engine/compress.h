@@ -29,7 +29,9 @@ int ss_rank_for_target(const float *S, int nsv, int m, int n, ss_target t, doubl
  * the data A (m*n values as float, row-major) and applies them in place: f is truncated to the
  * rank and, when quantise, its U and Vt are replaced by their quantised values with f->qstep
  * set (what ss_svd_serialize stores, exactly). For a PSNR target the result is checked on what
- * would be served (round-and-clamp to 0..maxval when maxval > 0, else the float values), and
+ * would be served (round-and-clamp to 0..maxval when maxval > 0; rounded half away from zero
+ * and not clamped when maxval < 0, for signed integer data, whose clamp to its type's range
+ * can only bring values nearer; else the float values), and
  * the step shrunk or the rank raised until it holds. *psnr_out (may be NULL) gets the PSNR over
  * peak of what is served (INFINITY when exact). Returns 0, SS_EINVAL, SS_ENOMEM. */
 int ss_compress_fit(ss_factors *f, const float *A, ss_target t, double peak, int maxval, int quantise,

@@ -253,17 +253,17 @@ double ss_volume_fit_peak(const ss_volume *v) {
     return (v->vmax - v->vmin > 1 ? v->vmax - v->vmin : 1.0) * a;
 }
 
-/* The largest value ss_compress_fit may round-and-clamp to when its check on rounded values is
- * the served one: integer types without scaling whose values are all >= 0 (the stored type's
- * clamp then is 0..maxval too); else 0 (checked on the floats). */
+/* ss_compress_fit's maxval: what is served is rounded for integer types without scaling;
+ * uint8/uint16 clamp to 0..max as the fit does, signed types are checked rounded and unclamped
+ * (their clamp to the type's range only brings values nearer the data); else 0 (floats). */
 static int fit_maxval(const ss_volume *v) {
-    double slope, inter, lo, hi;
+    double slope, inter;
     ss_nifti_scaling(&v->nii, &slope, &inter);
-    if (slope != 1 || inter != 0 || v->vmin < 0) return 0;
+    if (slope != 1 || inter != 0) return 0;
     switch (v->nii.datatype) {
-    case SS_NII_UINT8: case SS_NII_INT8: case SS_NII_INT16: case SS_NII_UINT16:
-        ss_nifti_type_range(v->nii.datatype, &lo, &hi);
-        return (int)hi;
+    case SS_NII_UINT8: return 255;
+    case SS_NII_UINT16: return 65535;
+    case SS_NII_INT8: case SS_NII_INT16: case SS_NII_INT32: return -1;
     default: return 0;
     }
 }

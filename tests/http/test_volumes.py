@@ -517,7 +517,7 @@ class VolumesLifecycleTest(util.OneDataDir, unittest.TestCase):
         got = again.json()
         for key in ("name", "state", "dims", "datatype", "axis", "stored_bytes", "created"):
             self.assertEqual(got[key], info[key], key)
-        self.assertIsNone(got["upload_bytes"])  # the .svv does not carry it, as for slices
+        self.assertEqual(got["upload_bytes"], info["upload_bytes"])  # the version-2 .svv carries it
         self.assertEqual(srv.get("/volumes/%s/reconstruct?k=4&axis=1&index=10" % vid).body, before)
         self.assertEqual(srv.get("/volumes/%s/reconstruct?k=4&format=nifti" % vid).body, nii)
 
