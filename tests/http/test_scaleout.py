@@ -424,6 +424,29 @@ class ScaleOut(unittest.TestCase):
         bodies = {rep.get("/volumes/%s/reconstruct?k=3&index=64" % vid).body for rep in self.replicas}
         self.assertEqual(len(bodies), 1)
 
+    def test_3bb_volume_without_its_original_on_every_replica(self):
+        """keep-original=false: an empty voxel section (a row of 0 bytes) and quantised slices;
+        every replica serves the same stored ranks and says the original was not kept."""
+        r = self.nginx.request("POST", "/volumes?psnr=40&keep-original=false", NII, NII_TYPE)
+        self.assertIn(r.status, (200, 202), "%r\n%s" % (r, self.logs()))
+        vid = r.json()["id"]
+        info = self.wait_volume(lambda path: self.nginx.request("GET", path), vid, ok=(404,))
+        self.assertEqual(info["state"], "ready", info)
+        self.assertEqual(self.volume_rows(vid), (1, 62 + 1))
+        self.assertEqual(self.pg.sql("SELECT length(data) FROM svdslice_volume_sections"
+                                     " WHERE volume_id = '%s' AND section = 0" % vid), "0")
+        self.assertEqual(int(self.pg.sql("SELECT bytes FROM svdslice_volumes WHERE id = '%s'" % vid)),
+                         info["stored_bytes"])
+        niis = set()
+        for rep in self.replicas:
+            got = rep.get("/volumes/" + vid).json()
+            self.assertEqual((got["original_kept"], got["target"], got["upload_bytes"]), (False, {"psnr": 40}, len(NII)))
+            full = rep.get("/volumes/%s/reconstruct?k=128&format=nifti" % vid)
+            self.assertEqual(full.status, 200, "%r\n%s" % (full, rep.log_tail()))
+            niis.add(full.body)
+        self.assertEqual(len(niis), 1, "replicas wrote different .nii.gz from one volume")
+        self.assertEqual(self.nginx.request("DELETE", "/volumes/" + vid).status, 204)
+
     def test_3c_volume_delete_through_nginx_is_gone_everywhere(self):
         vid = self.volume_axis1
         for rep in self.replicas:  # warm every replica's index, decoded volume and response cache
