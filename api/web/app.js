@@ -422,9 +422,18 @@ async function remove(s) {
 
 // ---------------------------------------------------------------- upload
 
+/* A NIfTI file, by its name: given to the PNG upload, it goes to POST /volumes. */
+const isNifti = (file) => /\.nii(\.gz)?$/i.test(file.name);
+
 async function upload(files) {
   const msg = $('upload-msg');
   for (const file of files) {
+    if (isNifti(file)) {
+      msg.className = 'msg';
+      msg.textContent = `${file.name}: a NIfTI volume, uploaded as a volume (below)`;
+      await uploadVolume(file);
+      continue;
+    }
     msg.className = 'msg';
     msg.textContent = `Uploading ${file.name}…`;
     const form = new FormData();
@@ -1090,6 +1099,28 @@ function uploadSizes(info) {
     `(the stored form is <strong>${sizeVs(x, 1)}</strong> than the upload) · `;
 }
 
+/* target of volume info: what was asked for at upload. */
+function targetText(t) {
+  if (!t || t.rank === undefined && t.energy === undefined && t.psnr === undefined) return 'every component';
+  if (t.rank !== undefined) return `rank ${t.rank} per slice`;
+  if (t.energy !== undefined) return `energy ${t.energy} per slice`;
+  return `PSNR ${t.psnr} dB per slice`;
+}
+
+function keptText(vi) {
+  if (vi.original_kept !== false) return 'original voxels kept losslessly (full rank is the original exactly)';
+  const r = vi.ranks || [], lo = Math.min(...r), hi = Math.max(...r);
+  const ranks = r.length ? (lo === hi ? `rank ${lo}` : `ranks ${lo}–${hi}`) : 'the stored ranks';
+  return `<strong>original not kept</strong>: full rank is the stored rank (${ranks}, quantised factors); ` +
+    'no difference map, MSE, PSNR or SSIM';
+}
+
+function setOriginalCaption(kept) {
+  $('orig-caption').textContent = kept ? 'Original' : 'Stored rank (original not kept)';
+  $('cv-original').setAttribute('aria-label', kept ? 'Original slice' : 'The slice at its stored rank (the original was not kept)');
+  $('dl-original').textContent = kept ? 'original (PNG)' : 'stored rank (PNG; the original was not kept)';
+}
+
 function toData(p) { const s = state.vol.scale; return s.a + s.b * p; }
 
 function dataRange() {
@@ -1111,25 +1142,28 @@ function qualityUrl(k, backend) {
  * numbers for #quality (from the server along the factorisation axis; along another
  * axis MSE and PSNR are computed here from the two PNGs). */
 function volumeSliceQuality(q) {
-  const v = state.vol, R = q.data_range;
+  const v = state.vol, R = q.data_range, noOrig = q.original_kept === false;
   for (const dd of $('vquality').querySelectorAll('dd[data-metric]')) {
     const val = q.volume[dd.dataset.metric];
     dd.dataset.value = val === null ? 'null' : String(val);
-    dd.textContent = dd.dataset.metric === 'psnr' ? (val === null ? '∞ dB (identical)' : `${fmt(val)} dB`)
+    dd.textContent = noOrig && dd.dataset.metric !== 'energy' ? '— (original not kept)'
+      : dd.dataset.metric === 'psnr' ? (val === null ? '∞ dB (identical)' : `${fmt(val)} dB`)
       : dd.dataset.metric === 'mse' ? `${fmt(val)} (stored units)²`
       : dd.dataset.metric === 'energy' ? `${(val * 100).toFixed(4)} %` : val === null ? '— (a side under 7 voxels)' : fmt(val);
   }
   $('why-vpsnr').textContent = `10·log₁₀(R²/MSE) over every voxel, R = ${fmt(R)} (${v.info.datatype === 'uint8' ? '255, the uint8 scale' : v.info.datatype === 'uint16' ? '65535, the uint16 scale' : 'the volume\'s max − min'})`;
+  $('vquality-note').textContent = noOrig ? q.note || 'the original voxels were not kept' : '';
   $('vquality').dataset.k = String(q.k);
   $('vquality-k').textContent = String(q.k);
-  const out = { k: q.k, backend: q.backend, hausdorff: null, stored_bytes_at_k: 0, compression_ratio: 0, perSlice: 'server' };
+  const out = { k: q.k, backend: q.backend, hausdorff: null, stored_bytes_at_k: 0, compression_ratio: 0, perSlice: 'server',
+                original_kept: q.original_kept };
   if (v.axis === q.axis && q.slices[v.index]) return { ...out, ...q.slices[v.index], k: q.k };
   // Another axis: from the pixels on screen (the shown slice, when it is the slider's k).
   const o = views.orig, r = views.recon;
   out.perSlice = 'page';
   out.ssim = null;
   out.energy = null;
-  if (!o || !r || views.reconK !== live.k) { out.mse = null; out.psnr = null; return out; }
+  if (noOrig || !o || !r || views.reconK !== live.k) { out.mse = null; out.psnr = null; return out; }
   const f = v.mapped ? v.storedPerPng : 1;
   let se = 0;
   for (let i = 0; i < o.data.length; i++) { const d = (r.data[i] - o.data[i]) * f; se += d * d; }
@@ -1158,6 +1192,9 @@ function explainVolumeQuality() {
 
 function leaveVolume() {
   state.vol = null;
+  document.body.classList.remove('no-original');
+  $('diff-none').hidden = true;
+  setOriginalCaption(true);
   document.body.classList.remove('is-volume');
   for (const el of document.querySelectorAll('.vol-only')) el.hidden = true;
   $('dl-factors').hidden = false;
@@ -1242,6 +1279,9 @@ async function uploadVolume(file) {
   const name = $('upload-name').value.trim();
   p.set('name', name || file.name.replace(/\.nii(\.gz)?$/i, ''));
   if ($('vaxis-up').value !== '') p.set('axis', $('vaxis-up').value);
+  // What is kept (API.md): the server checks the values and refuses bad ones with 400.
+  if ($('vpsnr').value.trim() !== '') p.set('psnr', $('vpsnr').value.trim());
+  if (!$('vkeep').checked) p.set('keep-original', 'false');
   try {
     const { body } = await postVolume(file, '/volumes?' + p, (done, total) => {
       bar.value = done / total;
@@ -1270,6 +1310,7 @@ async function uploadVolume(file) {
     await selectVolume(info.id);
   } catch (e) {
     bar.dataset.phase = 'failed';
+    text.textContent = e instanceof ApiError ? `refused by the server (${e.status})` : 'failed';
     msg.className = 'msg error';
     msg.textContent = `${file.name}: ${errorText(e)}`;
     loadVolumes();
@@ -1321,7 +1362,13 @@ async function selectVolume(id, want = {}) {
     id: vi.id, name: vi.name, rank: full, width: dims.width, height: dims.height, bit_depth: vi.datatype === 'uint8' ? 8 : 16,
     singular_values: sv.map(Math.sqrt), npix: vi.dims[0] * vi.dims[1] * vi.dims[2],
     stored_bytes: vi.stored_bytes, original_bytes: vi.original_bytes, upload_bytes: vi.upload_bytes,
+    original_kept: vi.original_kept !== false,
   };
+  // Without the original, full rank is the stored rank: nothing to take a difference from.
+  state.vol.kept = vi.original_kept !== false;
+  document.body.classList.toggle('no-original', !state.vol.kept);
+  $('diff-none').hidden = state.vol.kept;
+  setOriginalCaption(state.vol.kept);
   state.orig = null;
   state.win = null;
   state.diffInit = false;
@@ -1348,7 +1395,7 @@ async function selectVolume(id, want = {}) {
   $('slice-title').textContent = vi.name;
   $('slice-meta').textContent = `volume ${vi.dims.join('×')}, ${vi.datatype}, voxels ${vi.voxel_sizes.map((x) => fmt(x, 3)).join('×')} mm, ` +
     `factorised along ${'ijk'[vi.axis]}, rank ≤ ${full} per slice` + (mapped ? `; shown as 16-bit PNGs: value = ${fmt(scale.a, 4)} + ${fmt(scale.b, 4)} × PNG value` : '');
-  $('slice-sizes').innerHTML = uploadSizes(vi) +
+  $('slice-sizes').innerHTML = uploadSizes(vi) + keptText(vi) + ` · target: <strong>${esc(targetText(vi.target))}</strong> · ` +
     `voxels: <strong>${fmtBytes(vi.original_bytes)}</strong> (${vi.original_bytes} bytes) · ` +
     `the stored form is <strong>${sizeVs(vi.stored_bytes, vi.original_bytes)}</strong> than the voxels`;
   $('slice-sizes').dataset.stored = String(vi.stored_bytes);

@@ -9,6 +9,7 @@
 // here (png.mjs), never from the page's code.
 import { test, before, after } from 'node:test';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { decodeGray } from './png.mjs';
@@ -33,6 +34,28 @@ function readNifti(file) {
   let min = Infinity, max = -Infinity;
   for (let k = 0; k < nz; k++) for (let j = 0; j < ny; j++) for (let i = 0; i < nx; i++) { const v = at(i, j, k); if (v < min) min = v; if (v > max) max = v; }
   return { nx, ny, nz, dt, at, min, max };
+}
+
+/* A NIfTI-1 file made here: a 352-byte header (dims, data type and bits per voxel, unit
+ * voxel sizes and scaling, the display window cal_min..cal_max) and the voxels. */
+function makeNifti([nx, ny, nz], datatype, bitpix, vox, [calMin, calMax] = [0, 0]) {
+  const h = Buffer.alloc(352);
+  h.writeInt32LE(348, 0);
+  [3, nx, ny, nz, 1, 1, 1, 1].forEach((v, i) => h.writeInt16LE(v, 40 + 2 * i));
+  h.writeInt16LE(datatype, 70); h.writeInt16LE(bitpix, 72);
+  [1, 1, 1, 1].forEach((v, i) => h.writeFloatLE(v, 76 + 4 * i));
+  h.writeFloatLE(352, 108); h.writeFloatLE(1, 112);
+  h.writeFloatLE(calMax, 124); h.writeFloatLE(calMin, 128);
+  h.write('n+1\0', 344, 'latin1');
+  return Buffer.concat([h, vox]);
+}
+
+/* n bytes of deterministic noise (a linear congruential generator): voxels no coder shrinks. */
+function noise(n, seed) {
+  const b = Buffer.alloc(n);
+  let x = seed >>> 0;
+  for (let i = 0; i < n; i++) { x = (Math.imul(x, 1664525) + 1013904223) >>> 0; b[i] = x >>> 24; }
+  return b;
 }
 
 /* The slice (axis, index) of the file as API.md lays it out (axis 2: rows j, columns i;
@@ -346,17 +369,10 @@ test('downloads: the volume at k (.nii.gz) and the slice PNG', async () => {
 
 test('the file\'s own window: cal_min/cal_max of a header are offered and used; a PNG slice has none', async () => {
   // A small uint8 NIfTI-1 made here, with cal_min 40 and cal_max 200 and no orientation.
-  const [nx, ny, nz] = [24, 20, 9], h = Buffer.alloc(352);
-  h.writeInt32LE(348, 0);
-  [3, nx, ny, nz, 1, 1, 1, 1].forEach((v, i) => h.writeInt16LE(v, 40 + 2 * i));
-  h.writeInt16LE(2, 70); h.writeInt16LE(8, 72);
-  [1, 1, 1, 1].forEach((v, i) => h.writeFloatLE(v, 76 + 4 * i));
-  h.writeFloatLE(352, 108); h.writeFloatLE(1, 112);
-  h.writeFloatLE(200, 124); h.writeFloatLE(40, 128);
-  h.write('n+1\0', 344, 'latin1');
+  const [nx, ny, nz] = [24, 20, 9];
   const vox = Buffer.alloc(nx * ny * nz);
   for (let i = 0; i < vox.length; i++) vox[i] = (i * 37 + (i >> 5) * 11) % 251;
-  const res = await fetch(`${server.base}/volumes?name=calwin`, { method: 'POST', body: Buffer.concat([h, vox]) });
+  const res = await fetch(`${server.base}/volumes?name=calwin`, { method: 'POST', body: makeNifti([nx, ny, nz], 2, 8, vox, [40, 200]) });
   ok(res.status === 202 || res.status === 200, `upload ${res.status}`);
   const id = (await res.json()).id;
   for (let i = 0; i < 100 && (await getJson(server.base, `/volumes/${id}`)).body.state !== 'ready'; i++) await new Promise((r) => setTimeout(r, 100));
@@ -399,4 +415,178 @@ test('phone layout with a volume: one large view, usable k and slice sliders', a
   ok((await pg.locator('#index-range').boundingBox()).width >= 200, 'a wide slice slider');
   await pg.screenshot({ path: path.join(ARTIFACTS, 'volume-390.png'), fullPage: true });
   await pg.close();
+});
+
+/* Sets a file on a file input (as a user choosing it) after clearing the upload's marks. */
+async function chooseFile(pg, input, file) {
+  await pg.evaluate(() => { delete document.getElementById('vprogress').dataset.phase; document.getElementById('vupload-msg').textContent = ''; });
+  await pg.setInputFiles(input, file);
+}
+
+/* The last upload's outcome on the page: {phase, text, isError}. */
+async function uploadOutcome(pg) {
+  await pg.waitForSelector('#vprogress[data-phase="failed"], #vprogress[data-phase="ready"]', { state: 'attached', ...WAIT });
+  return pg.evaluate(() => ({ phase: document.getElementById('vprogress').dataset.phase,
+                              text: document.getElementById('vupload-msg').textContent,
+                              isError: document.getElementById('vupload-msg').classList.contains('error') }));
+}
+
+test('refused NIfTI uploads through the file input: the API\'s message, status and code; a failed volume its error', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'svdslice-vbad-'));
+  const good = makeNifti([16, 12, 5], 2, 8, noise(16 * 12 * 5, 7));
+  const gz = zlib.gzipSync(good);
+  const files = {
+    'notes.nii': Buffer.from('these are notes, not a NIfTI header\n'.repeat(20)),
+    'cut.nii.gz': gz.subarray(0, gz.length >> 1),
+    'complex.nii': makeNifti([8, 8, 4], 32, 64, Buffer.alloc(8 * 8 * 4 * 8)), // complex64: not a type svdslice stores
+  };
+  const before = (await getJson(server.base, '/volumes')).body.volumes.length;
+  try {
+    for (const [name, bytes] of Object.entries(files)) {
+      const file = path.join(dir, name);
+      fs.writeFileSync(file, bytes);
+      // What the API answers for these bytes, asked here.
+      const res = await fetch(`${server.base}/volumes?name=probe`, { method: 'POST', body: bytes });
+      const err = (await res.json()).error;
+      ok(res.status >= 400 && res.status < 500 && err && err.message && err.code, `${name}: refused with a 4xx JSON error (${res.status})`);
+      await chooseFile(page, '#vfile', file);
+      const out = await uploadOutcome(page);
+      eq(out.phase, 'failed', `${name}: the upload is marked failed`);
+      ok(out.isError, `${name}: shown as an error`);
+      eq(out.text, `${name}: ${err.message} (${res.status} ${err.code})`, `${name}: the API's message, status and code next to the picker`);
+      eq(await page.textContent('#vprogress-text'), `refused by the server (${res.status})`, `${name}: the progress line says so`);
+      console.log(`# refused: ${out.text}`);
+    }
+    eq((await getJson(server.base, '/volumes')).body.volumes.length, before, 'nothing stored');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+
+  // A volume that ends failed: over a 1 MiB quota (only known once every slice is
+  // factorised: the upload itself is accepted).
+  const q = await startServer(['--workers', '2', '--quota-mb', '1']);
+  const pg = await browser.context.newPage();
+  pg.on('pageerror', (e) => pageErrors.push(String(e)));
+  const qdir = fs.mkdtempSync(path.join(os.tmpdir(), 'svdslice-vquota-'));
+  try {
+    await pg.setViewportSize({ width: 1440, height: 900 });
+    await pg.goto(q.base + '/');
+    const file = path.join(qdir, 'noise.nii');
+    fs.writeFileSync(file, makeNifti([128, 128, 80], 2, 8, noise(128 * 128 * 80, 11))); // 1.25 MiB of incompressible voxels
+    await chooseFile(pg, '#vfile', file);
+    const out = await uploadOutcome(pg);
+    const list = (await getJson(q.base, '/volumes')).body.volumes;
+    eq(list.length, 1, 'the volume is known to the server');
+    const info = (await getJson(q.base, `/volumes/${list[0].id}`)).body;
+    eq(info.state, 'failed', 'it ended failed');
+    ok(/quota/.test(info.error), `with the quota in its error: ${info.error}`);
+    eq(out.phase, 'failed', 'the page marks the upload failed');
+    eq(out.text, `noise.nii: factorising failed: ${info.error}`, 'and shows the volume\'s error next to the picker');
+    eq(await pg.textContent('#vprogress-text'), 'failed', 'the progress line says so');
+    await pg.waitForSelector(`#volume-list li[data-id="${info.id}"][data-state="failed"]`, { state: 'attached', ...WAIT });
+    const li = pg.locator(`#volume-list li[data-id="${info.id}"]`);
+    ok((await li.textContent()).includes(`failed: ${info.error}`), 'the list says failed, with the error');
+    ok(await li.locator('.pick').isDisabled(), 'and cannot be chosen');
+    await pg.locator('#vupload-h').locator('..').screenshot({ path: path.join(ARTIFACTS, 'volume-upload-failed.png') });
+  } finally {
+    await pg.close();
+    await q.stop();
+    fs.rmSync(qdir, { recursive: true, force: true });
+  }
+});
+
+test('a NIfTI chosen in or dropped on the PNG upload goes to /volumes, not /slices', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'svdslice-vroute-'));
+  const slicesBefore = (await getJson(server.base, '/slices')).body.slices.length;
+  try {
+    const dims = [20, 18, 6], bytes = makeNifti(dims, 2, 8, noise(20 * 18 * 6, 3));
+    const file = path.join(dir, 'chosen.nii');
+    fs.writeFileSync(file, bytes);
+    await chooseFile(page, '#file', file);
+    let out = await uploadOutcome(page);
+    eq(out.phase, 'ready', `chosen .nii: stored as a volume (${out.text})`);
+    let vols = (await getJson(server.base, '/volumes')).body.volumes;
+    const chosen = vols.find((v) => v.name === 'chosen');
+    ok(chosen && chosen.state === 'ready', 'POST /volumes got it, named from the file');
+    await page.waitForSelector(`#volume-list li.current[data-id="${chosen.id}"]`, { state: 'attached', ...WAIT });
+    await checkShown(page, 2, 3, Number(await page.inputValue('#k-range')), { file: false, id: chosen.id });
+    // Dropped: a gzipped one, through a real drop event's DataTransfer.
+    const gz = zlib.gzipSync(makeNifti(dims, 2, 8, noise(20 * 18 * 6, 5)));
+    await chooseFile(page, '#vfile', []); // clears the marks only
+    const dt = await page.evaluateHandle((b64) => {
+      const bin = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const d = new DataTransfer();
+      d.items.add(new File([bin], 'dropped.nii.gz', { type: 'application/gzip' }));
+      return d;
+    }, gz.toString('base64'));
+    await page.dispatchEvent('#drop', 'drop', { dataTransfer: dt });
+    out = await uploadOutcome(page);
+    eq(out.phase, 'ready', `dropped .nii.gz: stored as a volume (${out.text})`);
+    vols = (await getJson(server.base, '/volumes')).body.volumes;
+    const dropped = vols.find((v) => v.name === 'dropped');
+    ok(dropped && dropped.state === 'ready', 'POST /volumes got the dropped file');
+    eq((await getJson(server.base, '/slices')).body.slices.length, slicesBefore, 'no slice upload was tried');
+    eq(await page.textContent('#upload-msg'), 'dropped.nii.gz: a NIfTI volume, uploaded as a volume (below)', 'the PNG area says where it went');
+    await waitIdle(page);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a volume uploaded without its original and with a PSNR target: what is kept, said; no made-up original', async () => {
+  await page.fill('#vpsnr', '35');
+  await page.uncheck('#vkeep');
+  await chooseFile(page, '#vfile', NII);
+  const out = await uploadOutcome(page);
+  eq(out.phase, 'ready', `stored (${out.text})`);
+  await page.fill('#vpsnr', '');
+  await page.check('#vkeep');
+  const id = await page.getAttribute('#volume-list li.current', 'data-id');
+  ok(id !== vol.id, 'another volume than the default upload (the options count in the id)');
+  const info = (await getJson(server.base, `/volumes/${id}`)).body;
+  eq([info.original_kept, info.target], [false, { psnr: 35 }], 'the form\'s options reached the API');
+  await waitIdle(page);
+  const sizes = await page.textContent('#slice-sizes');
+  const lo = Math.min(...info.ranks), hi = Math.max(...info.ranks);
+  ok(sizes.includes(`original not kept: full rank is the stored rank (${lo === hi ? `rank ${lo}` : `ranks ${lo}–${hi}`}, quantised factors)`), `original_kept said: ${sizes}`);
+  ok(sizes.includes('target: PSNR 35 dB per slice'), 'the target said');
+  ok(/^stored \d[\d.]* (B|KiB|MiB) · upload \d[\d.]* (B|KiB|MiB) /.test(sizes), `stored · upload with units: ${sizes}`);
+  eq(await page.getAttribute('#slice-sizes', 'data-stored'), String(info.stored_bytes), 'the stored bytes are the info\'s');
+  eq(await page.textContent('#orig-caption'), 'Stored rank (original not kept)', 'the left image is not called the original');
+  ok(!(await page.isVisible('#cv-diff')), 'no difference map');
+  ok(await page.isVisible('#diff-none'), 'and a line saying why');
+  eq(await page.textContent('#dl-original'), 'stored rank (PNG; the original was not kept)', 'nor is its download');
+  // The left image is the server's slice at full rank, which is the stored rank.
+  const k = Number(await page.inputValue('#k-range'));
+  const index = Number(await page.inputValue('#index-range'));
+  const { c, w } = await checkShown(page, 2, index, k, { file: false, id });
+  const full = Math.min(info.slice_rows, info.slice_cols);
+  const stored = decodeGray((await get(server.base, `/volumes/${id}/reconstruct?k=${full}&axis=2&index=${index}`)).buf);
+  const orig = await canvasGray(page, 'cv-original');
+  eq(firstMismatch(orig.gray, stored.data.map((v) => windowed(v, c, w))), -1, 'the left image is the stored rank, exactly');
+  // Metrics: none that needs the original; energy as /quality says; its note shown.
+  const ran = await page.getAttribute('#cv-recon', 'data-backend');
+  const q = (await getJson(server.base, `/volumes/${id}/quality?k=${k}&backend=${ran}`)).body;
+  eq([q.original_kept, q.volume.mse], [false, null], 'the API has no MSE without the original');
+  await page.waitForSelector(`#quality[data-k="${k}"]`, { state: 'attached', ...WAIT });
+  for (const m of ['mse', 'psnr', 'psnr_range', 'ssim'])
+    eq(await page.textContent(`#quality dd[data-metric="${m}"]`), '— (original not kept)', `slice ${m}: not made up`);
+  for (const m of ['mse', 'psnr', 'ssim'])
+    eq(await page.textContent(`#vquality dd[data-metric="${m}"]`), '— (original not kept)', `volume ${m}: not made up`);
+  eq(await page.getAttribute('#vquality dd[data-metric="energy"]', 'data-value'), String(q.volume.energy), 'the volume\'s energy is the API\'s');
+  eq(await page.textContent('#vquality-note'), q.note, 'the API\'s note');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'volume-no-original-1440.png'), fullPage: true });
+  // Along another axis the page computes MSE itself: not without the original.
+  await page.selectOption('#vaxis', '1');
+  await page.waitForSelector('#cv-recon[data-pos^="1:"]', { state: 'attached', ...WAIT });
+  await waitIdle(page);
+  eq(await page.textContent('#quality dd[data-metric="mse"]'), '— (original not kept)', 'no page-made MSE across axes');
+  // A volume with its original puts it all back.
+  await page.click(`#volume-list li[data-id="${vol.id}"] .pick`);
+  await page.waitForSelector(`#cv-recon[data-pos]`, { state: 'attached', ...WAIT });
+  await waitIdle(page);
+  eq(await page.textContent('#orig-caption'), 'Original', 'the original again');
+  ok(await page.isVisible('#cv-diff'), 'the difference map again');
+  ok((await page.textContent('#slice-sizes')).includes('original voxels kept losslessly') &&
+     (await page.textContent('#slice-sizes')).includes('target: every component'), 'kept and every component said');
 });
