@@ -483,6 +483,7 @@ static void test_svv_v1_still_loads(void **state) {
     ss_volume *r = make_volume_opts((ss_target){SS_TARGET_RANK, 2}, 0, 1);
     assert_int_equal(ss_volume_serialize_v1(r, &b1 /* unchanged on failure */, &l1), SS_EINVAL);
     ss_volume_free(r);
+    free(b1);
     free(b2);
     ss_volume_free(v);
     ss_volume_free(w1);
