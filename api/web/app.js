@@ -530,7 +530,14 @@ async function select(id, want = {}) {
     `raw pixels ${fmtBytes(info.original_bytes)}`;
   $('slice-sizes').dataset.stored = String(info.stored_bytes);
   const base = `/slices/${encodeURIComponent(id)}`, stem = info.name.replace(/\.png$/i, '');
-  $('dl-original').href = base + '/original';
+  // Without the original the left view is the stored rank: nothing to call original or compare with.
+  const kept = info.original_kept !== false;
+  document.body.classList.toggle('no-original', !kept);
+  $('diff-none').textContent = kept ? '' : 'No difference map: the original pixels were not kept, ' +
+    'so there is nothing to compare rank k with (full rank is the stored rank).';
+  $('diff-none').hidden = kept;
+  setOriginalCaption(kept);
+  $('dl-original').href = kept ? base + '/original' : `/reconstruct?id=${encodeURIComponent(id)}`;
   $('dl-original').download = `${stem}.png`;
   $('dl-factors').href = base + '/factors';
   $('dl-factors').download = `${stem}.svd`;
@@ -1367,6 +1374,8 @@ async function selectVolume(id, want = {}) {
   // Without the original, full rank is the stored rank: nothing to take a difference from.
   state.vol.kept = vi.original_kept !== false;
   document.body.classList.toggle('no-original', !state.vol.kept);
+  $('diff-none').textContent = 'No difference map: the original voxels were not kept, so there is ' +
+    'nothing to compare rank k with (full rank is the stored rank).';
   $('diff-none').hidden = state.vol.kept;
   setOriginalCaption(state.vol.kept);
   state.orig = null;

@@ -367,6 +367,33 @@ test('with --api-key --auth-reads the page needs the key, then works', async () 
   }
 });
 
+test('a slice stored without its original: the left view is the stored rank, no difference map', async () => {
+  const png = fs.readFileSync(SLICE);
+  const res = await fetch(`${server.base}/slices?name=lossy&psnr=35&keep-original=false`, { method: 'POST', body: png });
+  ok(res.status === 201 || res.status === 200, `upload without the original: ${res.status}`);
+  const info = await res.json();
+  eq(info.original_kept, false, 'the API kept no original');
+  const pg = await newPage(server.base);
+  await pg.waitForSelector(`#slice-list li[data-id="${info.id}"]`, WAIT);
+  await pg.click(`#slice-list li[data-id="${info.id}"]`);
+  await pg.waitForSelector('#cv-recon[data-k]', WAIT);
+  eq(await pg.textContent('#orig-caption'), 'Stored rank (original not kept)', 'the left image is not called the original');
+  ok(await pg.evaluate(() => document.body.classList.contains('no-original')), 'no-original mode');
+  ok(await pg.isVisible('#diff-none'), 'the missing difference map is explained');
+  eq(await pg.evaluate(() => getComputedStyle(document.querySelector('#cv-diff')).visibility), 'hidden', 'no difference map drawn');
+  eq(await pg.getAttribute('#dl-original', 'href'), `/reconstruct?id=${info.id}`, 'the left download is the stored rank');
+  // The left view shows exactly what the server serves at the stored rank.
+  const stored = decodeGray((await get(server.base, `/reconstruct?id=${info.id}`)).buf);
+  const c = Number(await pg.inputValue('#win-center')), w = Number(await pg.inputValue('#win-width'));
+  const left = await canvasGray(pg, 'cv-original');
+  eq(firstMismatch(left.gray, stored.data.map((v) => windowed(v, c, w))), -1, 'the left view is the stored rank, exactly');
+  // Back to a slice with its original: the original and the map return.
+  await pg.click('#slice-list li:not([data-id="' + info.id + '"])');
+  await pg.waitForFunction(() => document.querySelector('#orig-caption').textContent === 'Original', null, WAIT);
+  ok(!(await pg.evaluate(() => document.body.classList.contains('no-original'))), 'the map is back');
+  await pg.close();
+});
+
 test('no script errors on the page', () => {
   eq(pageErrors, [], 'page errors');
 });
