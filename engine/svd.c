@@ -1,6 +1,7 @@
 /* svd.c - float32 thin SVD of a slice (LAPACKE sgesdd, sgesvd fallback) and its content id (SHA-256) */
 #include "engine/svd.h"
 #include "util/error.h"
+#include "util/le.h"
 
 #include <lapacke.h>
 #include <math.h>
@@ -70,9 +71,6 @@ void ss_factors_update_w(ss_factors *f) {
 
 /* ---- content id ------------------------------------------------------------ */
 
-static void put_le32(uint8_t *b, uint32_t v) {
-    for (int i = 0; i < 4; i++) b[i] = (uint8_t)(v >> (8 * i));
-}
 
 /* SHA-256 (nettle), all 256 bits in hex: the id is all a client has to tell
  * two slices apart, and the store answers an upload whose id it holds with
@@ -88,14 +86,14 @@ static void content_id(const ss_image *img, int rank, const char *extra, char id
     if (extra) sha256_update(&c, sizeof tag_lossy - 1, (const uint8_t *)tag_lossy);
     else sha256_update(&c, sizeof tag - 1, (const uint8_t *)tag);
     uint8_t head[16];
-    put_le32(head, (uint32_t)m);
-    put_le32(head + 4, (uint32_t)n);
-    put_le32(head + 8, (uint32_t)img->bit_depth);
-    put_le32(head + 12, (uint32_t)norm_rank(rank, m < n ? m : n));
+    ss_put_le32(head, (uint32_t)m);
+    ss_put_le32(head + 4, (uint32_t)n);
+    ss_put_le32(head + 8, (uint32_t)img->bit_depth);
+    ss_put_le32(head + 12, (uint32_t)norm_rank(rank, m < n ? m : n));
     sha256_update(&c, sizeof head, head);
     if (extra) {
         uint8_t el[4];
-        put_le32(el, (uint32_t)strlen(extra));
+        ss_put_le32(el, (uint32_t)strlen(extra));
         sha256_update(&c, sizeof el, el);
         sha256_update(&c, strlen(extra), (const uint8_t *)extra);
     }

@@ -1,6 +1,7 @@
 /* svdfile.c - the .svd file format: explicit little-endian (de)serialisation, validated on read */
 #include "util/error.h"
 #include "util/file.h"
+#include "util/le.h"
 #include "engine/svd.h"
 #include "engine/compress.h"
 
@@ -59,29 +60,6 @@ _Static_assert(HDR2_BYTES == SS_SVD2_HEADER_BYTES, "v2 header size");
 /* Per side. Far above any slice; keeps every product below 2^63. */
 #define SVD_MAX_SIDE (1u << 20)
 
-static void put_u32(unsigned char *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static void put_u64(unsigned char *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint32_t get_u32(const unsigned char *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get_u64(const unsigned char *p) {
-    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
-static void put_f32(unsigned char *p, float f) {
-    uint32_t v;
-    memcpy(&v, &f, 4);
-    put_u32(p, v);
-}
-static float get_f32(const unsigned char *p) {
-    uint32_t v = get_u32(p);
-    float f;
-    memcpy(&f, &v, 4);
-    return f;
-}
 
 static int id_char_ok(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -117,15 +95,15 @@ static uint64_t payload_bytes(uint64_t m, uint64_t n, uint64_t rank, uint64_t ns
 static void put_common_header(unsigned char *buf, const ss_factors *f, uint32_t version, uint32_t hdr_bytes,
                               uint32_t flags) {
     memcpy(buf + OFF_MAGIC, SVD_MAGIC, 8);
-    put_u32(buf + OFF_VERSION, version);
-    put_u32(buf + OFF_HDRSIZE, hdr_bytes);
-    put_u32(buf + OFF_M, (uint32_t)f->m);
-    put_u32(buf + OFF_N, (uint32_t)f->n);
-    put_u32(buf + OFF_BITS, (uint32_t)f->bit_depth);
-    put_u32(buf + OFF_RANK, (uint32_t)f->rank);
-    put_u32(buf + OFF_NSV, (uint32_t)f->nsv);
-    put_u32(buf + OFF_FLAGS, flags);
-    put_u64(buf + OFF_CREATED, (uint64_t)f->created);
+    ss_put_le32(buf + OFF_VERSION, version);
+    ss_put_le32(buf + OFF_HDRSIZE, hdr_bytes);
+    ss_put_le32(buf + OFF_M, (uint32_t)f->m);
+    ss_put_le32(buf + OFF_N, (uint32_t)f->n);
+    ss_put_le32(buf + OFF_BITS, (uint32_t)f->bit_depth);
+    ss_put_le32(buf + OFF_RANK, (uint32_t)f->rank);
+    ss_put_le32(buf + OFF_NSV, (uint32_t)f->nsv);
+    ss_put_le32(buf + OFF_FLAGS, flags);
+    ss_put_le64(buf + OFF_CREATED, (uint64_t)f->created);
     /* strnlen bounds the copy even if a caller left a field unterminated. */
     memcpy(buf + OFF_NAME, f->name, strnlen(f->name, NAME_BYTES - 1));
     memcpy(buf + OFF_ID, f->id, strnlen(f->id, sizeof f->id - 1));
@@ -146,9 +124,9 @@ int ss_svd_serialize_v1(const ss_factors *f, unsigned char **out, size_t *out_le
     if (!buf) return ss_fail(SS_ENOMEM, "out of memory serialising %zu bytes", total);
 
     unsigned char *p = buf + HDR_BYTES;
-    for (size_t i = 0; i < m * r; i++, p += 4) put_f32(p, f->U[i]);
-    for (size_t i = 0; i < (size_t)nsv; i++, p += 4) put_f32(p, f->S[i]);
-    for (size_t i = 0; i < r * n; i++, p += 4) put_f32(p, f->Vt[i]);
+    for (size_t i = 0; i < m * r; i++, p += 4) ss_put_lef32(p, f->U[i]);
+    for (size_t i = 0; i < (size_t)nsv; i++, p += 4) ss_put_lef32(p, f->S[i]);
+    for (size_t i = 0; i < r * n; i++, p += 4) ss_put_lef32(p, f->Vt[i]);
     if (f->orig)
         for (size_t i = 0; i < m * n; i++, p += 2) {
             p[0] = (unsigned char)(f->orig[i] & 0xff);
@@ -156,9 +134,9 @@ int ss_svd_serialize_v1(const ss_factors *f, unsigned char **out, size_t *out_le
         }
 
     put_common_header(buf, f, SVD_VERSION, HDR_BYTES, f->orig ? FLAG_ORIG : 0);
-    put_u64(buf + OFF_PAYLOAD_LEN, plen);
-    put_u32(buf + OFF_PAYLOAD_CRC, (uint32_t)crc32_z(0, buf + HDR_BYTES, (size_t)plen));
-    put_u32(buf + OFF_HEADER_CRC, (uint32_t)crc32_z(0, buf, OFF_HEADER_CRC));
+    ss_put_le64(buf + OFF_PAYLOAD_LEN, plen);
+    ss_put_le32(buf + OFF_PAYLOAD_CRC, (uint32_t)crc32_z(0, buf + HDR_BYTES, (size_t)plen));
+    ss_put_le32(buf + OFF_HEADER_CRC, (uint32_t)crc32_z(0, buf, OFF_HEADER_CRC));
     *out = buf;
     *out_len = total;
     return SS_OK;
@@ -183,20 +161,20 @@ static int parse_header(const unsigned char *b, size_t len, ss_factors *out, lay
         return ss_fail(SS_ECORRUPT, ".svd: %zu bytes, shorter than its %d-byte header", len,
                        HDR_BYTES);
     if (memcmp(b + OFF_MAGIC, SVD_MAGIC, 8) != 0) return ss_fail(SS_ECORRUPT, ".svd: bad magic");
-    uint32_t version = get_u32(b + OFF_VERSION);
+    uint32_t version = ss_get_le32(b + OFF_VERSION);
     if (version != SVD_VERSION && version != SVD_VERSION2)
         return ss_fail(SS_ECORRUPT, ".svd: unsupported version %u", (unsigned)version);
     const size_t hdr = version == SVD_VERSION ? HDR_BYTES : HDR2_BYTES;
     if (len < hdr)
         return ss_fail(SS_ECORRUPT, ".svd: %zu bytes, shorter than its %zu-byte header", len, hdr);
     const size_t off_hcrc = version == SVD_VERSION ? OFF_HEADER_CRC : OFF2_HEADER_CRC;
-    if ((uint32_t)crc32_z(0, b, off_hcrc) != get_u32(b + off_hcrc))
+    if ((uint32_t)crc32_z(0, b, off_hcrc) != ss_get_le32(b + off_hcrc))
         return ss_fail(SS_ECORRUPT, ".svd: header checksum mismatch");
-    if (get_u32(b + OFF_HDRSIZE) != hdr)
-        return ss_fail(SS_ECORRUPT, ".svd: bad header size %u", (unsigned)get_u32(b + OFF_HDRSIZE));
-    uint32_t m = get_u32(b + OFF_M), n = get_u32(b + OFF_N), bits = get_u32(b + OFF_BITS);
-    uint32_t rank = get_u32(b + OFF_RANK), nsv = get_u32(b + OFF_NSV);
-    uint32_t flags = get_u32(b + OFF_FLAGS);
+    if (ss_get_le32(b + OFF_HDRSIZE) != hdr)
+        return ss_fail(SS_ECORRUPT, ".svd: bad header size %u", (unsigned)ss_get_le32(b + OFF_HDRSIZE));
+    uint32_t m = ss_get_le32(b + OFF_M), n = ss_get_le32(b + OFF_N), bits = ss_get_le32(b + OFF_BITS);
+    uint32_t rank = ss_get_le32(b + OFF_RANK), nsv = ss_get_le32(b + OFF_NSV);
+    uint32_t flags = ss_get_le32(b + OFF_FLAGS);
     if (m < 1 || n < 1 || m > SVD_MAX_SIDE || n > SVD_MAX_SIDE)
         return ss_fail(SS_ECORRUPT, ".svd: bad dimensions %ux%u", (unsigned)m, (unsigned)n);
     if (nsv != (m < n ? m : n) || rank < 1 || rank > nsv)
@@ -215,17 +193,17 @@ static int parse_header(const unsigned char *b, size_t len, ss_factors *out, lay
     uint64_t plen, upload = 0;
     if (version == SVD_VERSION) {
         plen = payload_bytes(m, n, rank, nsv, orig);
-        if (get_u64(b + OFF_PAYLOAD_LEN) != plen)
+        if (ss_get_le64(b + OFF_PAYLOAD_LEN) != plen)
             return ss_fail(SS_ECORRUPT, ".svd: payload size field disagrees with the dimensions");
     } else {
-        upload = get_u64(b + OFF2_UPLOAD);
-        L->fact_len = get_u64(b + OFF2_FACT_LEN);
-        L->orig_len = get_u64(b + OFF2_ORIG_LEN);
-        L->codec = (int)get_u32(b + OFF2_ORIG_CODEC);
-        plen = get_u64(b + OFF2_PAYLOAD_LEN);
+        upload = ss_get_le64(b + OFF2_UPLOAD);
+        L->fact_len = ss_get_le64(b + OFF2_FACT_LEN);
+        L->orig_len = ss_get_le64(b + OFF2_ORIG_LEN);
+        L->codec = (int)ss_get_le32(b + OFF2_ORIG_CODEC);
+        plen = ss_get_le64(b + OFF2_PAYLOAD_LEN);
         /* every size far below 2^62, so the sums below cannot wrap */
         if (upload > ((uint64_t)1 << 62) || L->fact_len > ((uint64_t)1 << 62) || L->orig_len > ((uint64_t)1 << 62) ||
-            get_u32(b + OFF2_RESERVED) != 0 || plen != 4 * (uint64_t)nsv + L->fact_len + L->orig_len)
+            ss_get_le32(b + OFF2_RESERVED) != 0 || plen != 4 * (uint64_t)nsv + L->fact_len + L->orig_len)
             return ss_fail(SS_ECORRUPT, ".svd: section sizes disagree");
         /* Compressed sections can expand a long way (a blank slice's original, zero factors):
          * what a file may make a reader allocate is bounded by its size, or 1 GiB, so a forged
@@ -250,7 +228,7 @@ static int parse_header(const unsigned char *b, size_t len, ss_factors *out, lay
     out->bit_depth = (int)bits;
     out->rank = (int)rank;
     out->nsv = (int)nsv;
-    out->created = (int64_t)get_u64(b + OFF_CREATED);
+    out->created = (int64_t)ss_get_le64(b + OFF_CREATED);
     out->upload_bytes = (long long)upload;
     memcpy(out->name, name, NAME_BYTES); /* NUL inside, checked above */
     memcpy(out->id, id, (size_t)idlen);
@@ -263,7 +241,7 @@ static int parse_header(const unsigned char *b, size_t len, ss_factors *out, lay
 
 size_t ss_svd_header_bytes(const void *head, size_t have) {
     const unsigned char *b = head;
-    if (have >= OFF_VERSION + 4 && memcmp(b, SVD_MAGIC, 8) == 0 && get_u32(b + OFF_VERSION) == SVD_VERSION2)
+    if (have >= OFF_VERSION + 4 && memcmp(b, SVD_MAGIC, 8) == 0 && ss_get_le32(b + OFF_VERSION) == SVD_VERSION2)
         return HDR2_BYTES;
     return HDR_BYTES;
 }
@@ -293,7 +271,7 @@ int ss_svd_read_sv(const void *buf, int nsv, float *S) {
     const unsigned char *p = buf;
     int bad = 0;
     for (size_t i = 0; i < (size_t)nsv; i++, p += 4) {
-        S[i] = get_f32(p);
+        S[i] = ss_get_lef32(p);
         bad |= sv_bad(S, i);
     }
     return bad ? ss_fail(SS_ECORRUPT, ".svd: non-finite, negative or unsorted singular values") : SS_OK;
@@ -304,7 +282,7 @@ static int parse_verified(const unsigned char *b, size_t len, ss_factors *h, lay
     int rc = parse_header(b, len, h, L);
     if (rc) return rc;
     const size_t off_pcrc = L->version == SVD_VERSION ? OFF_PAYLOAD_CRC : OFF2_PAYLOAD_CRC;
-    if ((uint32_t)crc32_z(0, b + L->hdr, (size_t)L->plen) != get_u32(b + off_pcrc))
+    if ((uint32_t)crc32_z(0, b + L->hdr, (size_t)L->plen) != ss_get_le32(b + off_pcrc))
         return ss_fail(SS_ECORRUPT, ".svd: payload checksum mismatch");
     return SS_OK;
 }
@@ -318,12 +296,12 @@ static int deserialize_v1(const unsigned char *b, const ss_factors *h, int orig,
     const size_t m = (size_t)h->m, n = (size_t)h->n, r = (size_t)h->rank;
     const unsigned char *p = b + HDR_BYTES;
     int bad = 0;
-    for (size_t i = 0; i < m * r; i++, p += 4) bad |= !isfinite(f->U[i] = get_f32(p));
+    for (size_t i = 0; i < m * r; i++, p += 4) bad |= !isfinite(f->U[i] = ss_get_lef32(p));
     for (size_t i = 0; i < (size_t)h->nsv; i++, p += 4) {
-        f->S[i] = get_f32(p);
+        f->S[i] = ss_get_lef32(p);
         bad |= sv_bad(f->S, i);
     }
-    for (size_t i = 0; i < r * n; i++, p += 4) bad |= !isfinite(f->Vt[i] = get_f32(p));
+    for (size_t i = 0; i < r * n; i++, p += 4) bad |= !isfinite(f->Vt[i] = ss_get_lef32(p));
     if (bad) return ss_fail(SS_ECORRUPT, ".svd: non-finite, negative or unsorted factor values");
     if (orig) {
         const unsigned maxv = (1u << h->bit_depth) - 1;
@@ -359,8 +337,8 @@ static int deserialize_v2(const unsigned char *b, const layout *L, ss_factors *f
     if (!L->orig && L->codec == FACT_F32) {
         int bad = 0;
         const size_t nu = (size_t)f->m * (size_t)f->rank, nv = (size_t)f->rank * (size_t)f->n;
-        for (size_t i = 0; i < nu; i++, p += 4) bad |= !isfinite(f->U[i] = get_f32(p));
-        for (size_t i = 0; i < nv; i++, p += 4) bad |= !isfinite(f->Vt[i] = get_f32(p));
+        for (size_t i = 0; i < nu; i++, p += 4) bad |= !isfinite(f->U[i] = ss_get_lef32(p));
+        for (size_t i = 0; i < nv; i++, p += 4) bad |= !isfinite(f->Vt[i] = ss_get_lef32(p));
         f->qstep = -1;
         return bad ? ss_fail(SS_ECORRUPT, ".svd: non-finite factor values") : SS_OK;
     }
@@ -444,8 +422,8 @@ int ss_svd_serialize(const ss_factors *f, unsigned char **out, size_t *out_len) 
         codec = FACT_F32;
         if (!(sec = malloc(sec_len))) return ss_fail(SS_ENOMEM, "out of memory serialising factors");
         unsigned char *q = sec;
-        for (size_t i = 0; i < nu; i++, q += 4) put_f32(q, f->U[i]);
-        for (size_t i = 0; i < nv; i++, q += 4) put_f32(q, f->Vt[i]);
+        for (size_t i = 0; i < nu; i++, q += 4) ss_put_lef32(q, f->U[i]);
+        for (size_t i = 0; i < nv; i++, q += 4) ss_put_lef32(q, f->Vt[i]);
     } else {
         rc = ss_factors_encode(f, &sec, &sec_len);
     }
@@ -462,18 +440,18 @@ int ss_svd_serialize(const ss_factors *f, unsigned char **out, size_t *out_len) 
         return ss_fail(SS_ENOMEM, "out of memory serialising %zu bytes", total);
     }
     unsigned char *p = buf + HDR2_BYTES;
-    for (size_t i = 0; i < (size_t)nsv; i++, p += 4) put_f32(p, f->S[i]);
+    for (size_t i = 0; i < (size_t)nsv; i++, p += 4) ss_put_lef32(p, f->S[i]);
     memcpy(p, sec, sec_len);
     free(sec);
 
     put_common_header(buf, f, SVD_VERSION2, HDR2_BYTES, f->orig ? FLAG_ORIG : FLAG_FACTORS);
-    put_u64(buf + OFF2_UPLOAD, (uint64_t)f->upload_bytes);
-    put_u64(buf + OFF2_FACT_LEN, f->orig ? 0 : sec_len);
-    put_u64(buf + OFF2_ORIG_LEN, f->orig ? sec_len : 0);
-    put_u32(buf + OFF2_ORIG_CODEC, (uint32_t)codec);
-    put_u64(buf + OFF2_PAYLOAD_LEN, plen);
-    put_u32(buf + OFF2_PAYLOAD_CRC, (uint32_t)crc32_z(0, buf + HDR2_BYTES, (size_t)plen));
-    put_u32(buf + OFF2_HEADER_CRC, (uint32_t)crc32_z(0, buf, OFF2_HEADER_CRC));
+    ss_put_le64(buf + OFF2_UPLOAD, (uint64_t)f->upload_bytes);
+    ss_put_le64(buf + OFF2_FACT_LEN, f->orig ? 0 : sec_len);
+    ss_put_le64(buf + OFF2_ORIG_LEN, f->orig ? sec_len : 0);
+    ss_put_le32(buf + OFF2_ORIG_CODEC, (uint32_t)codec);
+    ss_put_le64(buf + OFF2_PAYLOAD_LEN, plen);
+    ss_put_le32(buf + OFF2_PAYLOAD_CRC, (uint32_t)crc32_z(0, buf + HDR2_BYTES, (size_t)plen));
+    ss_put_le32(buf + OFF2_HEADER_CRC, (uint32_t)crc32_z(0, buf, OFF2_HEADER_CRC));
     *out = buf;
     *out_len = total;
     return SS_OK;

@@ -2,6 +2,7 @@
 #include "engine/volume.h"
 #include "engine/quality.h"
 #include "util/error.h"
+#include "util/le.h"
 
 #include <math.h>
 #include <nettle/sha2.h>
@@ -103,9 +104,6 @@ static void gather_scaled(const ss_volume *v, const slice_geom *g, int s, float 
 
 /* ---- construction --------------------------------------------------------------- */
 
-static void put_le32(uint8_t *b, uint32_t x) {
-    for (int i = 0; i < 4; i++) b[i] = (uint8_t)(x >> (8 * i));
-}
 
 /* The upload options that differ from the defaults as text ("" for the defaults). */
 static size_t volume_options_text(const ss_volume *v, char *buf, size_t cap) {
@@ -128,8 +126,8 @@ static int volume_id(const ss_volume *v, char id[65]) {
     static const char tag[] = "svdslice-vol-1";
     sha256_update(&c, sizeof tag - 1, (const uint8_t *)tag);
     uint8_t at[8];
-    put_le32(at, (uint32_t)v->axis);
-    put_le32(at + 4, (uint32_t)v->nii.t);
+    ss_put_le32(at, (uint32_t)v->axis);
+    ss_put_le32(at + 4, (uint32_t)v->nii.t);
     sha256_update(&c, sizeof at, at);
     sha256_update(&c, hl, h);
     const size_t nb = ss_volume_voxel_bytes(v);
@@ -422,25 +420,6 @@ _Static_assert(H_CRC + 4 == SS_SVV_HEADER_BYTES, "svv header size");
 /* Slices along any axis: 2^24 is far past any scanner and keeps the index small enough to count. */
 #define SVV_MAX_SLICES (1 << 24)
 
-static void put_u32(unsigned char *p, uint32_t x) { put_le32(p, x); }
-static void put_u64(unsigned char *p, uint64_t x) {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(x >> (8 * i));
-}
-static uint32_t get_u32(const unsigned char *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get_u64(const unsigned char *p) { return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
-static void put_f64(unsigned char *p, double d) {
-    uint64_t x;
-    memcpy(&x, &d, 8);
-    put_u64(p, x);
-}
-static double get_f64(const unsigned char *p) {
-    uint64_t x = get_u64(p);
-    double d;
-    memcpy(&d, &x, 8);
-    return d;
-}
 
 size_t ss_svv_sections_offset(int nslices) {
     return SS_SVV_HEADER_BYTES + ((size_t)nslices + 1) * SS_SVV_INDEX_ENTRY_BYTES + 4;
@@ -449,9 +428,9 @@ size_t ss_svv_sections_offset(int nslices) {
 size_t ss_svv_head_bytes(const void *head, size_t n) {
     const unsigned char *b = head;
     if (!b || n < SS_SVV_HEADER_BYTES || memcmp(b, SVV_MAGIC, 8) != 0 ||
-        (uint32_t)crc32_z(0, b, H_CRC) != get_u32(b + H_CRC))
+        (uint32_t)crc32_z(0, b, H_CRC) != ss_get_le32(b + H_CRC))
         return 0;
-    const uint32_t ns = get_u32(b + H_NSLICES);
+    const uint32_t ns = ss_get_le32(b + H_NSLICES);
     return ns >= 1 && ns <= SVV_MAX_SLICES ? ss_svv_sections_offset((int)ns) : 0;
 }
 
@@ -501,7 +480,7 @@ static int encode_section(const ss_factors *f, int with_factors, unsigned char *
     if (!with_factors) {
         unsigned char *b = calloc(1, 8);
         if (!b) return ss_fail(SS_ENOMEM, "out of memory");
-        put_le32(b, (uint32_t)f->rank);
+        ss_put_le32(b, (uint32_t)f->rank);
         *out = b;
         *out_len = 8;
         return SS_OK;
@@ -515,7 +494,7 @@ static int encode_section(const ss_factors *f, int with_factors, unsigned char *
     for (int i = 0; rc == SS_OK && i < f->nsv; i++) {
         uint32_t x;
         memcpy(&x, &f->S[i], 4);
-        put_le32(raw + 4 * (size_t)i, x);
+        ss_put_le32(raw + 4 * (size_t)i, x);
     }
     if (rc == SS_OK && compress2(b + 8, &zl, raw, (uLong)sb, 6) != Z_OK) rc = ss_fail(SS_ENOMEM, "out of memory");
     if (rc == SS_OK && with_factors) rc = ss_factors_encode(f, &fac, &fl);
@@ -530,8 +509,8 @@ static int encode_section(const ss_factors *f, int with_factors, unsigned char *
         free(b);
         return rc;
     }
-    put_le32(b, (uint32_t)f->rank);
-    put_le32(b + 4, (uint32_t)zl);
+    ss_put_le32(b, (uint32_t)f->rank);
+    ss_put_le32(b + 4, (uint32_t)zl);
     *out = b;
     *out_len = 8 + zl + fl;
     return SS_OK;
@@ -580,41 +559,41 @@ static int serialize(const ss_volume *v, int version, unsigned char **out, size_
     if (rc == SS_OK) {
         memset(b, 0, ss_svv_sections_offset(ns));
         memcpy(b + H_MAGIC, SVV_MAGIC, 8);
-        put_u32(b + H_VERSION, (uint32_t)version);
-        put_u32(b + H_HDRSIZE, SS_SVV_HEADER_BYTES);
-        put_u32(b + H_NIIVER, (uint32_t)v->nii.version);
-        put_u32(b + H_NIIBYTES, (uint32_t)v->nii.hdr_bytes);
-        put_u32(b + H_AXIS, (uint32_t)v->axis);
-        put_u32(b + H_T, (uint32_t)v->nii.t);
-        put_u32(b + H_NSLICES, (uint32_t)ns);
-        put_u32(b + H_M, (uint32_t)v->m);
-        put_u32(b + H_N, (uint32_t)v->n);
-        put_u32(b + H_DTYPE, (uint32_t)v->nii.datatype);
-        put_u32(b + H_FLAGS, version == 1 ? 0 : with_voxels ? SVV_FLAG_VOXELS : 0);
-        put_f64(b + H_VMIN, v->vmin);
-        put_f64(b + H_VMAX, v->vmax);
-        put_u64(b + H_CREATED, (uint64_t)v->created);
+        ss_put_le32(b + H_VERSION, (uint32_t)version);
+        ss_put_le32(b + H_HDRSIZE, SS_SVV_HEADER_BYTES);
+        ss_put_le32(b + H_NIIVER, (uint32_t)v->nii.version);
+        ss_put_le32(b + H_NIIBYTES, (uint32_t)v->nii.hdr_bytes);
+        ss_put_le32(b + H_AXIS, (uint32_t)v->axis);
+        ss_put_le32(b + H_T, (uint32_t)v->nii.t);
+        ss_put_le32(b + H_NSLICES, (uint32_t)ns);
+        ss_put_le32(b + H_M, (uint32_t)v->m);
+        ss_put_le32(b + H_N, (uint32_t)v->n);
+        ss_put_le32(b + H_DTYPE, (uint32_t)v->nii.datatype);
+        ss_put_le32(b + H_FLAGS, version == 1 ? 0 : with_voxels ? SVV_FLAG_VOXELS : 0);
+        ss_put_lef64(b + H_VMIN, v->vmin);
+        ss_put_lef64(b + H_VMAX, v->vmax);
+        ss_put_le64(b + H_CREATED, (uint64_t)v->created);
         memcpy(b + H_NAME, v->name, strnlen(v->name, NAME_BYTES - 1));
         memcpy(b + H_ID, v->id, strnlen(v->id, sizeof v->id - 1));
         memcpy(b + H_NII, v->nii.hdr, v->nii.hdr_bytes);
         if (version >= 2) {
-            put_u32(b + H_TKIND, (uint32_t)v->target.kind);
-            put_f64(b + H_TVAL, v->target.value);
-            put_u64(b + H_UPLOAD, (uint64_t)(v->upload_bytes > 0 ? v->upload_bytes : 0));
+            ss_put_le32(b + H_TKIND, (uint32_t)v->target.kind);
+            ss_put_lef64(b + H_TVAL, v->target.value);
+            ss_put_le64(b + H_UPLOAD, (uint64_t)(v->upload_bytes > 0 ? v->upload_bytes : 0));
         }
-        put_u32(b + H_CRC, (uint32_t)crc32_z(0, b, H_CRC));
+        ss_put_le32(b + H_CRC, (uint32_t)crc32_z(0, b, H_CRC));
         unsigned char *idx = b + SS_SVV_HEADER_BYTES;
         size_t off = ss_svv_sections_offset(ns);
         for (int e = 0; e <= ns; e++, idx += SS_SVV_INDEX_ENTRY_BYTES) {
             const unsigned char *src = e == 0 ? z : enc[e - 1];
             size_t n = e == 0 ? zl : elen[e - 1];
             if (n) memcpy(b + off, src, n);
-            put_u64(idx, off);
-            put_u64(idx + 8, n);
-            put_u32(idx + 16, crc[e]);
+            ss_put_le64(idx, off);
+            ss_put_le64(idx + 8, n);
+            ss_put_le32(idx + 16, crc[e]);
             off += n;
         }
-        put_u32(idx, (uint32_t)crc32_z(0, b + SS_SVV_HEADER_BYTES, (size_t)(ns + 1) * SS_SVV_INDEX_ENTRY_BYTES));
+        ss_put_le32(idx, (uint32_t)crc32_z(0, b + SS_SVV_HEADER_BYTES, (size_t)(ns + 1) * SS_SVV_INDEX_ENTRY_BYTES));
         *out = b;
         *out_len = total;
     }
@@ -646,14 +625,14 @@ static int parse_svv(const unsigned char *b, size_t buf_len, size_t len, ss_volu
     if (buf_len < SS_SVV_HEADER_BYTES)
         return ss_fail(SS_ECORRUPT, ".svv: %zu bytes, shorter than its %d-byte header", buf_len, SS_SVV_HEADER_BYTES);
     if (memcmp(b, SVV_MAGIC, 8) != 0) return ss_fail(SS_ECORRUPT, ".svv: bad magic");
-    if ((uint32_t)crc32_z(0, b, H_CRC) != get_u32(b + H_CRC)) return ss_fail(SS_ECORRUPT, ".svv: header checksum mismatch");
-    const uint32_t version = get_u32(b + H_VERSION), flags = get_u32(b + H_FLAGS);
+    if ((uint32_t)crc32_z(0, b, H_CRC) != ss_get_le32(b + H_CRC)) return ss_fail(SS_ECORRUPT, ".svv: header checksum mismatch");
+    const uint32_t version = ss_get_le32(b + H_VERSION), flags = ss_get_le32(b + H_FLAGS);
     if (version != 1 && version != SVV_VERSION)
         return ss_fail(SS_ECORRUPT, ".svv: unsupported version %u", (unsigned)version);
-    if (get_u32(b + H_HDRSIZE) != SS_SVV_HEADER_BYTES) return ss_fail(SS_ECORRUPT, ".svv: bad header size");
+    if (ss_get_le32(b + H_HDRSIZE) != SS_SVV_HEADER_BYTES) return ss_fail(SS_ECORRUPT, ".svv: bad header size");
     if (version == 1 ? flags != 0 : (flags & ~SVV_FLAG_VOXELS) != 0) return ss_fail(SS_ECORRUPT, ".svv: unknown flags");
     const int with_voxels = version == 1 || (flags & SVV_FLAG_VOXELS);
-    const uint32_t niiver = get_u32(b + H_NIIVER), niibytes = get_u32(b + H_NIIBYTES);
+    const uint32_t niiver = ss_get_le32(b + H_NIIVER), niibytes = ss_get_le32(b + H_NIIBYTES);
     if (!((niiver == 1 && niibytes == 348) || (niiver == 2 && niibytes == 540)))
         return ss_fail(SS_ECORRUPT, ".svv: bad NIfTI version %u / %u bytes", (unsigned)niiver, (unsigned)niibytes);
     for (size_t i = H_NII + niibytes; i < H_CRC; i++)
@@ -662,24 +641,24 @@ static int parse_svv(const unsigned char *b, size_t buf_len, size_t len, ss_volu
     ss_target tg = {SS_TARGET_NONE, 0};
     long long upload = 0;
     if (version >= 2) {
-        const uint32_t kind = get_u32(b + H_TKIND);
-        tg = (ss_target){(ss_target_kind)kind, get_f64(b + H_TVAL)};
-        upload = (long long)get_u64(b + H_UPLOAD);
+        const uint32_t kind = ss_get_le32(b + H_TKIND);
+        tg = (ss_target){(ss_target_kind)kind, ss_get_lef64(b + H_TVAL)};
+        upload = (long long)ss_get_le64(b + H_UPLOAD);
         if (kind > SS_TARGET_PSNR || !isfinite(tg.value) || (kind == SS_TARGET_NONE && tg.value != 0) ||
             (kind != SS_TARGET_NONE && !(tg.value > 0)) || upload < 0)
             return ss_fail(SS_ECORRUPT, ".svv: bad upload options");
     }
-    const uint32_t axis = get_u32(b + H_AXIS), t = get_u32(b + H_T);
+    const uint32_t axis = ss_get_le32(b + H_AXIS), t = ss_get_le32(b + H_T);
     if (axis > 2 || t > INT32_MAX) return ss_fail(SS_ECORRUPT, ".svv: bad axis %u or t %u", (unsigned)axis, (unsigned)t);
     /* The NIfTI header is re-validated as on upload; generous limits: it was accepted once. */
     ss_nifti_limits lim = {INT32_MAX, INT64_MAX};
     int rc = ss_nifti_check_header(b + H_NII, niibytes, (int)t, &lim, &out->nii);
     if (rc) return ss_fail(SS_ECORRUPT, ".svv: stored NIfTI header: %s", ss_error());
-    if ((uint32_t)out->nii.datatype != get_u32(b + H_DTYPE)) return ss_fail(SS_ECORRUPT, ".svv: data type disagrees with the NIfTI header");
+    if ((uint32_t)out->nii.datatype != ss_get_le32(b + H_DTYPE)) return ss_fail(SS_ECORRUPT, ".svv: data type disagrees with the NIfTI header");
     slice_geom g;
     geom(&out->nii, (int)axis, &g);
-    if (get_u32(b + H_NSLICES) != (uint32_t)g.count || get_u32(b + H_M) != (uint32_t)g.rows ||
-        get_u32(b + H_N) != (uint32_t)g.cols || g.count > SVV_MAX_SLICES)
+    if (ss_get_le32(b + H_NSLICES) != (uint32_t)g.count || ss_get_le32(b + H_M) != (uint32_t)g.rows ||
+        ss_get_le32(b + H_N) != (uint32_t)g.cols || g.count > SVV_MAX_SLICES)
         return ss_fail(SS_ECORRUPT, ".svv: slice count or shape disagrees with the NIfTI header");
     const unsigned char *name = b + H_NAME, *id = b + H_ID;
     const char *why;
@@ -691,12 +670,12 @@ static int parse_svv(const unsigned char *b, size_t buf_len, size_t len, ss_volu
     if (buf_len < secs) return ss_fail(SS_ECORRUPT, ".svv: %zu bytes, shorter than its index", buf_len);
     const unsigned char *idx = b + SS_SVV_HEADER_BYTES;
     const size_t ilen = (size_t)(g.count + 1) * SS_SVV_INDEX_ENTRY_BYTES;
-    if ((uint32_t)crc32_z(0, idx, ilen) != get_u32(idx + ilen)) return ss_fail(SS_ECORRUPT, ".svv: index checksum mismatch");
+    if ((uint32_t)crc32_z(0, idx, ilen) != ss_get_le32(idx + ilen)) return ss_fail(SS_ECORRUPT, ".svv: index checksum mismatch");
     uint64_t off = secs;
     for (int e = 0; e <= g.count; e++, idx += SS_SVV_INDEX_ENTRY_BYTES) {
-        uint64_t o = get_u64(idx), n = get_u64(idx + 8);
+        uint64_t o = ss_get_le64(idx), n = ss_get_le64(idx + 8);
         const int may_be_empty = e == 0 && !with_voxels, must_be_empty = may_be_empty;
-        if (o != off || n > len - off || (n == 0 && !may_be_empty) || (must_be_empty && n != 0) || get_u32(idx + 20) != 0)
+        if (o != off || n > len - off || (n == 0 && !may_be_empty) || (must_be_empty && n != 0) || ss_get_le32(idx + 20) != 0)
             return ss_fail(SS_ECORRUPT, ".svv: section %d misplaced (offset %llu, %llu bytes)", e, (unsigned long long)o,
                            (unsigned long long)n);
         off += n;
@@ -709,9 +688,9 @@ static int parse_svv(const unsigned char *b, size_t buf_len, size_t len, ss_volu
     out->nslices = g.count;
     out->m = g.rows;
     out->n = g.cols;
-    out->vmin = get_f64(b + H_VMIN);
-    out->vmax = get_f64(b + H_VMAX);
-    out->created = (int64_t)get_u64(b + H_CREATED);
+    out->vmin = ss_get_lef64(b + H_VMIN);
+    out->vmax = ss_get_lef64(b + H_VMAX);
+    out->created = (int64_t)ss_get_le64(b + H_CREATED);
     out->target = tg;
     out->no_original = !with_voxels;
     out->upload_bytes = upload;
@@ -728,9 +707,9 @@ int ss_volume_read_header(const void *buf, size_t buf_len, size_t len, ss_volume
 /* Section e's bytes, after its checksum. */
 static int section(const unsigned char *b, int e, const unsigned char **p, size_t *n) {
     const unsigned char *ent = b + SS_SVV_HEADER_BYTES + (size_t)e * SS_SVV_INDEX_ENTRY_BYTES;
-    *p = b + get_u64(ent);
-    *n = (size_t)get_u64(ent + 8);
-    if ((uint32_t)crc32_z(0, *p, *n) != get_u32(ent + 16))
+    *p = b + ss_get_le64(ent);
+    *n = (size_t)ss_get_le64(ent + 8);
+    if ((uint32_t)crc32_z(0, *p, *n) != ss_get_le32(ent + 16))
         return ss_fail(SS_ECORRUPT, ".svv: %s checksum mismatch", e == 0 ? "voxel section" : "slice section");
     return SS_OK;
 }
@@ -752,7 +731,7 @@ int ss_volume_verify(const void *buf, size_t len) {
 static int read_section(const unsigned char *p, size_t n, int nsv, int *rank, float *S, const unsigned char **fac,
                         size_t *fac_len) {
     if (n < 8) return ss_fail(SS_ECORRUPT, "%zu bytes, shorter than a section", n);
-    const uint32_t r = get_u32(p), zl = get_u32(p + 4);
+    const uint32_t r = ss_get_le32(p), zl = ss_get_le32(p + 4);
     if (r < 1 || r > (uint32_t)nsv) return ss_fail(SS_ECORRUPT, "bad rank %u", (unsigned)r);
     if (!S) {
         if (zl || n != 8) return ss_fail(SS_ECORRUPT, "%zu bytes where the voxels are kept: only the rank", n);
@@ -820,7 +799,7 @@ int ss_volume_deserialize(const void *buf, size_t len, ss_volume **out) {
     ss_volume h;
     int rc = parse_svv(b, len, len, &h);
     if (rc) return rc;
-    const int version = (int)get_u32(b + H_VERSION);
+    const int version = (int)ss_get_le32(b + H_VERSION);
     const unsigned char *p;
     size_t n;
     rc = section(b, 0, &p, &n);
